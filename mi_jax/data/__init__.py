@@ -1,0 +1,1 @@
+"""Data: Gaussian mixtures (with exact diffusion quantities) and their ground-truth support."""

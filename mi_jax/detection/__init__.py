@@ -1,0 +1,1 @@
+"""Hallucination detection built on trajectory statistics."""

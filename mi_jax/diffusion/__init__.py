@@ -1,0 +1,1 @@
+"""Diffusion core: noise schedules, the forward process and loss, exact mixture denoisers."""

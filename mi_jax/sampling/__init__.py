@@ -1,0 +1,1 @@
+"""Reverse samplers (DDPM ancestral, DDIM) with streaming trajectory statistics."""

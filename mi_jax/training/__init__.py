@@ -1,0 +1,1 @@
+"""Training loops: a pure train step scanned in chunks, vmapped over model grids."""

@@ -1,0 +1,143 @@
+"""Epsilon-prediction training: a pure train step, scanned in chunks, vmapped over models.
+
+One model and a grid of models run the same code: `stacked=True` vmaps the chunk over a leading
+model axis of the state, the data and `n_valid`, so a whole sweep trains in one jitted call per
+chunk. Training sets of different sizes share one padded array; minibatches are drawn i.i.d.
+(with replacement) from the first `n_valid` rows, so the size is a value, not a shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mi_jax.diffusion.forward import eps_loss
+from mi_jax.diffusion.schedule import Schedule
+from mi_jax.validation import check, check_float, check_int
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array  # int32 scalar (per model)
+    key: jax.Array   # typed key; step keys are fold_in(key, step)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Static training options (a jit static argument). Defaults: the official toy settings."""
+
+    batch_size: int = 10_000
+    learning_rate: float = 1e-3
+
+    def __post_init__(self):
+        check_int(self.batch_size, "batch_size", low=1)
+        check_float(self.learning_rate, "learning_rate", low=0.0, low_open=True)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        # Adam(0.9, 0.999), no weight decay, warm-up, clipping or EMA, as the official code.
+        return optax.adam(self.learning_rate)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a non-finite loss; the state before the offending chunk is kept."""
+
+
+def init_state(network, config: TrainConfig, key: jax.Array) -> TrainState:
+    """Fresh params and optimiser state from `key` (vmap this over keys for an ensemble)."""
+    params = network.init(jax.random.fold_in(key, 0))
+    return TrainState(params, config.optimizer().init(params), jnp.zeros((), jnp.int32),
+                      jax.random.fold_in(key, 1))
+
+
+def train_step(network, schedule: Schedule, config: TrainConfig, state: TrainState,
+               data: jax.Array, n_valid) -> tuple[TrainState, jax.Array]:
+    """One Adam step on a minibatch drawn from data[:n_valid]; returns the new state and the loss."""
+    k_idx, k_loss = jax.random.split(jax.random.fold_in(state.key, state.step))
+    x0 = data[jax.random.randint(k_idx, (config.batch_size,), 0, n_valid)]
+
+    def loss_fn(params):
+        return eps_loss(lambda x, t: network.apply(params, x, t), schedule, x0, k_loss)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = config.optimizer().update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1, state.key), loss
+
+
+def train_chunk(network, schedule: Schedule, config: TrainConfig, num_steps: int,
+                state: TrainState, data: jax.Array, n_valid) -> tuple[TrainState, jax.Array]:
+    """`num_steps` train steps as one `lax.scan`; returns the state and the losses (num_steps,)."""
+
+    def body(s, _):
+        return train_step(network, schedule, config, s, data, n_valid)
+
+    return jax.lax.scan(body, state, None, length=num_steps)
+
+
+def _chunk(network, config, num_steps, stacked, schedule, state, data, n_valid):
+    run = lambda s, d, n: train_chunk(network, schedule, config, num_steps, s, d, n)
+    return jax.vmap(run)(state, data, n_valid) if stacked else run(state, data, n_valid)
+
+
+_chunk_jit = jax.jit(_chunk, static_argnums=(0, 1, 2, 3), donate_argnums=(5,))
+
+
+def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, data: jax.Array,
+          n_valid, num_steps: int, *, chunk_steps: int = 500, stacked: bool = False,
+          progress: Callable | None = None, on_chunk: Callable | None = None):
+    """Train from `state` (its `step` may be > 0 when resuming) until step `num_steps`.
+
+    Returns (state, losses) with losses of the steps run here, (steps,) or (M, steps).
+    on_chunk(state, step) runs after every chunk (checkpoints, evaluation along training).
+    The state passed in is donated: use the returned one.
+    """
+    num_steps = check_int(num_steps, "steps", low=0)
+    chunk_steps = check_int(chunk_steps, "chunk_steps", low=1)
+    start = int(np.max(jax.device_get(state.step)))
+    check(start <= num_steps, "steps", num_steps, f"is below the state's step {start}")
+    losses = []
+    n_valid = jnp.asarray(n_valid, jnp.int32)
+    t0 = time.perf_counter()
+    step = start
+    while step < num_steps:
+        size = min(chunk_steps, num_steps - step)
+        new_state, chunk_losses = _chunk_jit(network, config, size, stacked, schedule, state, data,
+                                             n_valid)
+        chunk_losses = np.asarray(chunk_losses)
+        if not np.all(np.isfinite(chunk_losses)):
+            bad = np.argwhere(~np.isfinite(chunk_losses.reshape(-1, size)))[0]
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {step + int(bad[-1]) + 1}"
+                + (f" of model {int(bad[0])}" if stacked else "")
+                + f"; last good state is step {step}")
+        state = new_state
+        step += size
+        losses.append(chunk_losses)
+        if progress is not None:
+            progress(step, num_steps, float(chunk_losses[..., -1].mean()), step - start,
+                     time.perf_counter() - t0)
+        if on_chunk is not None:
+            on_chunk(state, step)
+    axis = 1 if stacked else 0
+    empty_shape = (np.shape(n_valid)[0], 0) if stacked else (0,)
+    all_losses = np.concatenate(losses, axis=axis) if losses else np.zeros(empty_shape, np.float32)
+    return state, all_losses
+
+
+def print_progress(label: str = "train"):
+    """A `progress` callback printing step, loss, steps/s and ETA."""
+
+    def report(step, total, loss, done, elapsed):
+        rate = done / max(elapsed, 1e-9)
+        eta = (total - step) / max(rate, 1e-9)
+        print(f"[{label}] step {step}/{total}  loss {loss:.4f}  {rate:,.1f} steps/s  "
+              f"ETA {eta:,.0f}s", flush=True)
+
+    return report

@@ -1,0 +1,108 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mi_jax as mj
+from mi_jax import sweeps
+from mi_jax.data import mixtures as mx
+from mi_jax.diffusion.forward import eps_loss
+from mi_jax.training import train as tr
+
+
+def test_oracle_loss_equals_closed_form():
+    """For data N(0, s^2) the optimal eps leaves E|eps - eps*|^2 = mean_t a^2 s^2 / (a^2 s^2 + b^2)."""
+    schedule = mj.linear_schedule()
+    s = 0.5
+    g = mj.GaussianMixture([[0.0]], s)
+    x0 = g.sample(jax.random.key(0), 400_000)
+    loss = float(eps_loss(mj.oracle_eps(g, schedule), schedule, x0, jax.random.key(1)))
+    ab = np.cumprod(1 - np.linspace(0.001, 0.2, 1000))
+    expected = np.mean(ab * s * s / (ab * s * s + 1 - ab))
+    # MC error: the per-sample loss is <= ~chi^2_1-like with variance ~2 e^2 for e the mean residual.
+    assert loss == pytest.approx(expected, rel=0.03), (loss, expected)
+    zero = float(eps_loss(lambda x, t: jnp.zeros_like(x), schedule, x0, jax.random.key(1)))
+    assert zero == pytest.approx(1.0, rel=0.01)
+
+
+def test_training_reduces_loss_and_is_resumable():
+    schedule = mj.linear_schedule(T=100)
+    net = mj.make_mlp(1, width=32)
+    config = tr.TrainConfig(batch_size=128)
+    m = mj.mixture_1d([-1.0, 1.0], std=0.2)
+    data = mx.sample_stratified(m, jax.random.key(0), 512)
+    straight, losses = tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(1)),
+                                data, 512, 300, chunk_steps=100)
+    assert losses.shape == (300,)
+    assert losses[-50:].mean() < 0.7 * losses[:20].mean()
+    half, _ = tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(1)), data,
+                       512, 150, chunk_steps=100)
+    resumed, rest = tr.train(net, schedule, config, half, data, 512, 300, chunk_steps=100)
+    assert int(resumed.step) == 300 and rest.shape == (150,)
+    np.testing.assert_array_equal(rest, losses[150:])
+    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_minibatches_only_use_the_valid_rows():
+    schedule = mj.linear_schedule(T=10)
+    net = mj.make_mlp(1, width=8)
+    config = tr.TrainConfig(batch_size=64)
+    data = jnp.concatenate([jnp.zeros((10, 1)), jnp.full((90, 1), jnp.nan)])
+    state, losses = tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(0)),
+                             data, 10, 20, chunk_steps=10)
+    assert np.all(np.isfinite(losses))  # a NaN row would poison the loss if it were ever drawn
+
+
+def test_nonfinite_loss_stops_with_the_step():
+    schedule = mj.linear_schedule(T=10)
+    net = mj.make_mlp(1, width=8)
+    config = tr.TrainConfig(batch_size=8)
+    data = jnp.full((16, 1), jnp.inf)
+    with pytest.raises(tr.NonFiniteLossError, match="at step 1;"):
+        tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(0)), data, 16, 5,
+                 chunk_steps=5)
+
+
+def test_grid_equals_models_run_one_by_one():
+    """A sweep trained and sampled in one vmapped call == the same models alone, same keys."""
+    schedule = mj.linear_schedule(T=50)
+    net = mj.make_mlp(1, width=32)
+    config = tr.TrainConfig(batch_size=64)
+    grid = sweeps.Grid([sweeps.Config("a", mj.mixture_1d([1.0, 2.0, 3.0]), 300),
+                        sweeps.Config("b", mj.mixture_1d([1.0, 2.0, 4.0, 5.0]), 500)], [3, 11])
+    state, losses = sweeps.train_grid(net, schedule, config, grid, 40, chunk_steps=20)
+    res = sweeps.sample_grid(net, state.params, schedule, grid, 50, (1,), chunk_size=25)
+    assert losses.shape == (4, 40) and res.x.shape == (4, 50, 1)
+    for m in range(grid.num_models):
+        c, seed = grid.config_index[m], grid.model_seeds[m]
+        cfg = grid.configs[c]
+        key = jax.random.key(int(seed))
+        data = mx.sample_stratified(cfg.mixture, jax.random.fold_in(key, sweeps.PHASE_DATA),
+                                    int(grid.num_train.max()), cfg.num_train)
+        alone = tr.init_state(net, config, jax.random.fold_in(key, sweeps.PHASE_INIT))
+        alone, alone_losses = tr.train(net, schedule, config, alone, data, cfg.num_train, 40,
+                                       chunk_steps=20)
+        np.testing.assert_allclose(losses[m], alone_losses, rtol=1e-4, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(alone.params),
+                        jax.tree.leaves(jax.tree.map(lambda x: x[m], state.params))):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        one = mj.sample_network(net, alone.params, schedule,
+                                jax.random.fold_in(key, sweeps.PHASE_SAMPLE), 50, (1,), chunk_size=25)
+        np.testing.assert_allclose(res.x[m], one.x, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(res.hal[m], one.hal, rtol=1e-2, atol=1e-7)
+    # Configurations of one seed share their initial weights (common random numbers).
+    init = sweeps.init_grid(net, config, grid)
+    k = np.asarray(init.params["in_fc"]["kernel"])
+    np.testing.assert_array_equal(k[0], k[2])
+    assert not np.allclose(k[0], k[1])
+
+
+def test_oracle_grid_and_rates():
+    schedule = mj.linear_schedule()
+    mixtures = [mj.mixture_1d([1.0, 2.0, 3.0]), mx.grid_2d("square")]
+    res = sweeps.sample_oracle(mixtures[:1], schedule, 0, 2000)
+    rates = sweeps.hallucination_rates(res.x, mx.stack(mixtures[:1]))
+    assert rates.shape == (1, 3) and np.all(rates < 0.01)
+    x = np.concatenate([np.full((5, 1), 1.5), np.full((15, 1), 2.0)])[None]
+    np.testing.assert_allclose(sweeps.hallucination_rates(x, mx.stack(mixtures[:1])), [[0.25] * 3])
