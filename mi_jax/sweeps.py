@@ -131,7 +131,7 @@ def _rates(x, mixtures, ks):
         finite = jnp.all(jnp.isfinite(xm), axis=-1)
         inside = jax.vmap(lambda k: support.in_support(jnp.where(finite[:, None], xm, 0.0), m, k)
                           & finite)(ks)
-        return 1.0 - jnp.mean(inside.astype(jnp.float32), axis=-1)
+        return jnp.mean((~inside).astype(jnp.float32), axis=-1)
 
     return jax.vmap(one)(x, mixtures)
 
@@ -148,3 +148,92 @@ def seed_summary(values: np.ndarray) -> dict:
     std = values.std(axis=-1, ddof=1) if values.shape[-1] > 1 else np.zeros(values.shape[:-1])
     return {"mean": values.mean(-1).tolist(), "std": std.tolist(),
             "min": values.min(-1).tolist(), "max": values.max(-1).tolist()}
+
+
+@dataclasses.dataclass
+class StudyResult:
+    """Everything a mixture study produced, before experiment-specific analysis."""
+
+    grid: Grid
+    schedule: Schedule
+    network: object
+    params: object
+    losses: np.ndarray          # (M, steps)
+    samples: SampleResult       # leading axis M
+    rates: np.ndarray           # (M, len(REPORTED_K))
+    oracle: SampleResult        # leading axis C (one exact-score run per configuration)
+    oracle_rates: np.ndarray    # (C, len(REPORTED_K))
+    seconds: dict
+
+
+def check_study_config(cfg: dict) -> None:
+    """Cross-flag checks shared by the mixture experiments (single flags are checked when parsed)."""
+    lo, hi = cfg["hal_window"]
+    check(hi <= cfg["T"], "--hal_window", f"{lo},{hi}", f"must lie inside [0, T={cfg['T']})")
+    check(cfg["beta_start"] <= cfg["beta_end"], "--beta_start", cfg["beta_start"],
+          f"must be <= --beta_end={cfg['beta_end']}")
+
+
+def schedule_from_config(cfg: dict) -> Schedule:
+    from mi_jax.diffusion.schedule import linear_schedule
+
+    return linear_schedule(cfg["T"], cfg["beta_start"], cfg["beta_end"])
+
+
+def run_mixture_study(configs: Sequence[Config], cfg: dict, *, log=print) -> StudyResult:
+    """Train every (configuration, seed) model in one vmapped call per chunk, sample them all the
+    same way, and sample the exact-score control for every configuration.
+
+    `cfg` holds the common experiment options (steps, batch_size, lr, width, tied, T, beta_start,
+    beta_end, num_samples, chunk_size, hal_window, train_chunk, seeds).
+    """
+    import time
+
+    from mi_jax.nets import make_mlp
+    from mi_jax.sampling.ddpm import print_progress
+
+    grid = Grid(list(configs), list(cfg["seeds"]))
+    schedule = schedule_from_config(cfg)
+    dim = configs[0].mixture.dim
+    network = make_mlp(dim, cfg["width"], 3, cfg["tied"])
+    train_cfg = tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"])
+    seconds = {}
+    log(f"training {grid.num_models} models ({len(grid.configs)} configurations x "
+        f"{len(grid.seeds)} seeds) for {cfg['steps']} steps, batch {cfg['batch_size']}, "
+        f"one vmapped call per {cfg['train_chunk']} steps")
+    t0 = time.perf_counter()
+    state, losses = train_grid(network, schedule, train_cfg, grid, cfg["steps"],
+                               chunk_steps=cfg["train_chunk"], progress=tr.print_progress())
+    seconds["train"] = time.perf_counter() - t0
+    common = dict(window=tuple(cfg["hal_window"]), chunk_size=cfg["chunk_size"])
+    log(f"sampling {cfg['num_samples']} per model ({cfg['T']} steps, trajectory variance over "
+        f"t in [{cfg['hal_window'][0]}, {cfg['hal_window'][1]}))")
+    t0 = time.perf_counter()
+    samples = sample_grid(network, state.params, schedule, grid, cfg["num_samples"], (dim,),
+                          progress=print_progress("sample"), **common)
+    seconds["sample"] = time.perf_counter() - t0
+    rates = hallucination_rates(samples.x, grid.mixtures())
+    t0 = time.perf_counter()
+    oracle = sample_oracle([c.mixture for c in grid.configs], schedule, int(grid.seeds[0]),
+                           cfg["num_samples"], progress=print_progress("oracle"), **common)
+    seconds["oracle"] = time.perf_counter() - t0
+    oracle_rates = hallucination_rates(oracle.x, mx.stack([c.mixture for c in grid.configs]))
+    return StudyResult(grid, schedule, network, state.params, losses, samples, rates, oracle,
+                       oracle_rates, seconds)
+
+
+def rate_table(study: StudyResult, ks: Sequence[float] = support.REPORTED_K) -> list:
+    """Per configuration: rates per seed, mean/std over seeds, and the exact-score control, per k."""
+    per_cfg = study.grid.per_config(study.rates)  # (C, R, len(ks))
+    rows = []
+    for c, conf in enumerate(study.grid.configs):
+        row = {"name": conf.name, "num_train": conf.num_train, "by_k": {}}
+        for j, k in enumerate(ks):
+            row["by_k"][f"{k:g}"] = {
+                "per_seed": per_cfg[c, :, j].tolist(),
+                **{key: val for key, val in seed_summary(per_cfg[c, :, j]).items()},
+                "oracle": float(study.oracle_rates[c, j]),
+                "true_distribution": float(support.true_outside_rate(conf.mixture, k)),
+            }
+        rows.append(row)
+    return rows

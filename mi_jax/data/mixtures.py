@@ -250,9 +250,13 @@ def mixture_1d(modes: Sequence[float] = (1.0, 2.0, 3.0), std: float = OFFICIAL_S
     return GaussianMixture(np.asarray(modes, np.float64)[:, None], std, weights)
 
 
-def grid_means(layout: str = "square") -> np.ndarray:
-    """The 25 grid centres before normalisation: (2i, 2j), or the grid rotated 45 deg and scaled 1/sqrt2."""
-    ij = np.array([(i, j) for i in range(-2, 3) for j in range(-2, 3)], np.float64)
+def grid_means(layout: str = "square", size: int = 5) -> np.ndarray:
+    """Grid centres before normalisation: (2i, 2j) for i, j in {-(size-1)/2 .. (size-1)/2}, or that
+    grid rotated 45 deg and scaled 1/sqrt2. size=5 is the official 25-mode grid."""
+    check(isinstance(size, int) and size >= 2, "size", size, "must be an integer >= 2")
+    half = (size - 1) / 2
+    r = np.arange(size) - half
+    ij = np.array([(i, j) for i in r for j in r], np.float64)
     if layout == "square":
         return 2.0 * ij
     if layout == "rotated":
@@ -260,13 +264,15 @@ def grid_means(layout: str = "square") -> np.ndarray:
     check(False, "layout", layout, "must be 'square' or 'rotated'")
 
 
-def grid_2d(layout: str = "square", std: float = OFFICIAL_STD, weights=None) -> GaussianMixture:
+def grid_2d(layout: str = "square", std: float = OFFICIAL_STD, weights=None,
+            size: int = 5) -> GaussianMixture:
     """The official `Gaussian25` / `Gaussian25_Rotated`, normalised exactly as the official code.
 
     The official code draws N(mu, 0.05^2) around the raw centres and then divides every sample by
-    2.82887, so the normalised per-mode std is 0.05 / 2.82887 (about 0.0177).
+    2.82887, so the normalised per-mode std is 0.05 / 2.82887 (about 0.0177). Other grid sizes keep
+    that normaliser, hence the same spacing and mode width (only the number of modes changes).
     """
-    means = grid_means(layout) / OFFICIAL_GRID_NORMALISER
+    means = grid_means(layout, size) / OFFICIAL_GRID_NORMALISER
     return GaussianMixture(means, std / OFFICIAL_GRID_NORMALISER, weights)
 
 

@@ -39,7 +39,7 @@ def in_support(x: jax.Array, mixture: GaussianMixture, k: float = DEFAULT_K) -> 
 
 def hallucination_rate(x, mixture, k: float = DEFAULT_K) -> jax.Array:
     """Fraction of samples outside every mode's k-sigma ball; non-finite samples count as outside."""
-    return 1.0 - jnp.mean(in_support(x, mixture, k).astype(jnp.float32))
+    return jnp.mean((~in_support(x, mixture, k)).astype(jnp.float32))
 
 
 def true_outside_rate(mixture: GaussianMixture, k: float = DEFAULT_K) -> jax.Array:

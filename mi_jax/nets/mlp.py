@@ -33,8 +33,9 @@ class TemporalBlock(nnx.Module):
         self.norm2 = nnx.LayerNorm(width, epsilon=_LN_EPS, rngs=rngs)
         self.fc2 = _linear(width, width, rngs, bias=False)
 
-    def __call__(self, h, temb):
-        out = self.fc1(_act(self.norm1(h))) + self.enc(temb)
+    def __call__(self, h, t_features):
+        """t_features = self.enc(temb), passed in so that tied blocks compute it once."""
+        out = self.fc1(_act(self.norm1(h))) + t_features
         return h + self.fc2(_act(self.norm2(out)))
 
 
@@ -55,7 +56,10 @@ class ToyMLP(nnx.Module):
     def __call__(self, x, t):
         """x (batch, dim); t (batch,) or () -- a scalar t embeds once and broadcasts."""
         temb = _act(self.t_proj(sinusoidal_embedding(t, self.width)))
+        # Tied blocks see the same enc(temb): computing it once saves 2 of 10 matmuls per sample.
+        t_features = [block.enc(temb) for block in self.blocks]
         h = self.in_fc(x)
         for i in range(self.num_blocks):
-            h = self.blocks[i % len(self.blocks)](h, temb)
+            j = i % len(self.blocks)
+            h = self.blocks[j](h, t_features[j])
         return self.out_fc(self.out_norm(h))

@@ -35,13 +35,22 @@ class TrainConfig:
 
     batch_size: int = 10_000
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": decays to 0 at step `decay_steps`
+    decay_steps: int = 0
 
     def __post_init__(self):
         check_int(self.batch_size, "batch_size", low=1)
         check_float(self.learning_rate, "learning_rate", low=0.0, low_open=True)
+        check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule,
+              "must be 'constant' or 'cosine'")
+        if self.lr_schedule == "cosine":
+            check_int(self.decay_steps, "decay_steps", low=1)
 
     def optimizer(self) -> optax.GradientTransformation:
-        # Adam(0.9, 0.999), no weight decay, warm-up, clipping or EMA, as the official code.
+        # Adam(0.9, 0.999), no weight decay, warm-up, clipping or EMA, as the official code
+        # (constant learning rate); "cosine" is an option for short CPU runs.
+        if self.lr_schedule == "cosine":
+            return optax.adam(optax.cosine_decay_schedule(self.learning_rate, self.decay_steps))
         return optax.adam(self.learning_rate)
 
 

@@ -1,0 +1,192 @@
+r"""Benchmark the paper's MLP: training steps/s, sampling samples/s (trajectory variance on),
+peak memory and compile time, beside the official PyTorch code's figures on this machine type.
+
+    python -m benchmarks.bench_core                       # full table (sampling 1e5 takes minutes)
+    python -m benchmarks.bench_core --sizes=10000 --out=bench.json
+
+Each case runs in a fresh subprocess so its peak RSS (VmHWM) is its own. The machine's float32
+matmul peak is measured in the same run, and every figure is also given as a fraction of the
+FLOP floor: FLOPs per sample per step are XLA's own count (`cost_analysis`) of one network call.
+Reference figures (../shared/perf-reference.md) were measured on another machine of this type,
+whose JAX matmul peak at 10000x128x128 was 189 GFLOP/s; ratios are shown raw and scaled by the
+two machines' measured peaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REFERENCE = {  # official PyTorch code, 2-core CPU, medians (perf-reference.md)
+    "train_2d": 11.5, "train_1d": 12.4,           # steps/s at batch 10 000
+    "sample_2d_10000": 266.0, "sample_2d_100000": 144.0,  # samples/s, 1000 steps
+    "sample_2d_10000_rss_mib": 426.0, "sample_2d_100000_rss_mib": 745.0,
+    "train_rss_mib": 632.0,
+    "matmul_10000x128x128_gflops": 189.0,
+}
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _time(fn, reps):
+    import jax
+
+    jax.block_until_ready(fn())
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        jax.block_until_ready(fn())
+    return (time.perf_counter() - t0) / reps
+
+
+def case_matmul() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    out = {}
+    for m, k, n in [(10_000, 128, 128), (1_000, 128, 128), (2048, 2048, 2048)]:
+        a = jax.random.normal(jax.random.key(0), (m, k))
+        b = jax.random.normal(jax.random.key(1), (k, n))
+        f = jax.jit(jnp.matmul)
+        sec = _time(lambda: f(a, b), 20 if m < 2048 else 5)
+        out[f"matmul_{m}x{k}x{n}_gflops"] = 2 * m * k * n / sec / 1e9
+    return out
+
+
+def _net_flops(network, params, dim, n, scalar_t):
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.zeros((n, dim))
+    t = jnp.int32(5) if scalar_t else jnp.full((n,), 5, jnp.int32)
+    cost = jax.jit(network.apply).lower(params, x, t).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) / n
+
+
+def case_train(dim: int, batch: int, steps: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    import mi_jax as mj
+    from mi_jax.data import mixtures as mx
+    from mi_jax.training import train as tr
+
+    schedule = mj.linear_schedule()
+    net = mj.make_mlp(dim)
+    cfg = tr.TrainConfig(batch_size=batch)
+    mixture = mx.grid_2d() if dim == 2 else mx.mixture_1d()
+    data = mx.sample_stratified(mixture, jax.random.key(0), 100_000)
+    state = tr.init_state(net, cfg, jax.random.key(1))
+    t0 = time.perf_counter()
+    state, _ = tr.train(net, schedule, cfg, state, data, 100_000, 10, chunk_steps=10)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, _ = tr.train(net, schedule, cfg, state, data, 100_000, 10 + steps, chunk_steps=10)
+    sec = time.perf_counter() - t0
+    fwd = _net_flops(net, state.params, dim, batch, scalar_t=False)
+    return {"steps_per_s": steps / sec, "first_chunk_s": compile_s,
+            "flops_per_step": 3 * fwd * batch, "peak_rss_mib": _peak_rss_mib()}
+
+
+def case_sample(dim: int, num: int, chunk: int) -> dict:
+    import jax
+
+    import mi_jax as mj
+
+    schedule = mj.linear_schedule()
+    net = mj.make_mlp(dim)
+    params = net.init(jax.random.key(0))
+    t0 = time.perf_counter()
+    mj.sample_network(net, params, schedule, jax.random.key(1), min(chunk, num), (dim,),
+                      chunk_size=chunk)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = mj.sample_network(net, params, schedule, jax.random.key(2), num, (dim,), chunk_size=chunk)
+    sec = time.perf_counter() - t0
+    assert res.hal.shape == (num,)
+    return {"samples_per_s": num / sec, "first_call_s": first,
+            "flops_per_sample_step": _net_flops(net, params, dim, chunk, scalar_t=True),
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+CASES = {
+    "matmul": lambda a: case_matmul(),
+    "train_1d": lambda a: case_train(1, 10_000, a.train_steps),
+    "train_2d": lambda a: case_train(2, 10_000, a.train_steps),
+}
+
+
+def _child(name: str, args) -> dict:
+    if name.startswith("sample_2d_"):
+        num = int(name.split("_")[-1])
+        return case_sample(2, num, min(num, args.chunk))
+    return CASES[name](args)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="10000,100000", help="sample counts to time (2D)")
+    p.add_argument("--chunk", type=int, default=10_000, help="sampler chunk size")
+    p.add_argument("--train_steps", type=int, default=20)
+    p.add_argument("--out", default="benchmarks/results_core.json")
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.case:
+        print(json.dumps(_child(args.case, args)))
+        return
+    names = ["matmul", "train_1d", "train_2d"] + [f"sample_2d_{int(s)}" for s in args.sizes.split(",")]
+    results = {}
+    for name in names:
+        cmd = [sys.executable, "-m", "benchmarks.bench_core", f"--case={name}",
+               f"--chunk={args.chunk}", f"--train_steps={args.train_steps}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+        if out.returncode != 0:
+            print(out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"case {name} failed")
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  {name}: {results[name]}", file=sys.stderr, flush=True)
+    peak = results["matmul"]["matmul_10000x128x128_gflops"]
+    scale = peak / REFERENCE["matmul_10000x128x128_gflops"]
+    rows = []
+    for name in names[1:]:
+        r = results[name]
+        if name.startswith("train"):
+            value, ref = r["steps_per_s"], REFERENCE[name]
+            floor = peak * 1e9 / r["flops_per_step"]
+            rows.append((name + " (steps/s, batch 1e4)", value, ref, floor, r["peak_rss_mib"],
+                         REFERENCE["train_rss_mib"], r["first_chunk_s"]))
+        else:
+            value, ref = r["samples_per_s"], REFERENCE.get(name)
+            floor = peak * 1e9 / (r["flops_per_sample_step"] * 1000)
+            rows.append((name.replace("sample_2d_", "sample 2D n=") + " (samples/s)", value, ref,
+                         floor, r["peak_rss_mib"], REFERENCE.get(name + "_rss_mib"),
+                         r["first_call_s"]))
+    print(f"\nmatmul peak here (JAX, 10000x128x128): {peak:.1f} GFLOP/s "
+          f"(reference machine: {REFERENCE['matmul_10000x128x128_gflops']:.0f}; scale {scale:.2f})")
+    header = ("case", "mi_jax", "ref", "x ref", "x ref/scale", "% floor", "RSS MiB", "ref RSS",
+              "1st call s")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for case, value, ref, floor, rss, ref_rss, first in rows:
+        ratio = value / ref if ref else float("nan")
+        print(f"| {case} | {value:,.1f} | {ref if ref else float('nan'):,.1f} | {ratio:.2f} | "
+              f"{ratio / scale:.2f} | {100 * value / floor:.0f}% | {rss:,.0f} | "
+              f"{ref_rss if ref_rss else float('nan'):,.0f} | {first:.1f} |")
+    results["reference"] = REFERENCE
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Figures (matplotlib, Agg backend). Never imported by jitted code; every function draws on axes."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def norm_pdf(x, mean, std):
+    return np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.4, **kw):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             **kw)
+    return fig, axes
+
+
+def density_1d(ax, hist_counts, edges, mixture, title: str, oracle_counts=None) -> None:
+    """Log-scale density of generated samples (histogram) against the true mixture density."""
+    widths = np.diff(edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    total = hist_counts.sum()
+    dens = hist_counts / max(total, 1) / widths
+    ax.step(centres, np.where(dens > 0, dens, np.nan), where="mid", color="tab:blue", lw=1.0,
+            label="DDPM samples")
+    if oracle_counts is not None:
+        od = oracle_counts / max(oracle_counts.sum(), 1) / widths
+        ax.step(centres, np.where(od > 0, od, np.nan), where="mid", color="tab:green", lw=0.8,
+                alpha=0.8, label="exact-score sampler")
+    grid = np.linspace(edges[0], edges[-1], 2000)
+    means = np.asarray(mixture.means)[np.asarray(mixture.mask), 0]
+    stds = np.asarray(mixture.stds)[np.asarray(mixture.mask)]
+    weights = np.asarray(mixture.weights)[np.asarray(mixture.mask)]
+    pdf = sum(w * norm_pdf(grid, m, s) for m, s, w in zip(means, stds, weights))
+    ax.plot(grid, pdf, color="tab:red", lw=1.0, label="true density")
+    ax.set_yscale("log")
+    floor = 0.3 / max(total, 1) / widths.mean()
+    top = 3 * max(pdf.max(), np.nanmax(np.where(dens > 0, dens, np.nan), initial=pdf.max()))
+    ax.set_ylim(floor, top)
+    ax.set_xlim(means.min() - 0.5, means.max() + 0.5)
+    ax.set_xlabel("x")
+    ax.set_ylabel("density (log)")
+    ax.set_title(title, fontsize=9)
+
+
+def rate_curve(ax, xs, mean, std, label: str, xlabel: str, oracle=None, logx=False) -> None:
+    """Hallucination rate (%) with a +-1 std band over seeds, and the exact-score control."""
+    xs, mean, std = (np.asarray(v, np.float64) for v in (xs, mean, std))
+    ax.errorbar(xs, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=label)
+    if oracle is not None:
+        ax.plot(xs, 100 * np.asarray(oracle, np.float64), ls="--", marker="x", color="tab:green",
+                label="exact score")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("hallucination rate (%)")
+    ax.grid(alpha=0.3)
+
+
+def scatter_2d(ax, x, mixture, inside, title: str, max_points: int = 20_000) -> None:
+    """Samples (in support blue, hallucinated red) over the mixture's modes (orange)."""
+    x = np.asarray(x)[:max_points]
+    inside = np.asarray(inside)[:max_points]
+    ax.scatter(x[inside, 0], x[inside, 1], s=1, c="tab:blue", alpha=0.3, lw=0, label="in support")
+    ax.scatter(x[~inside, 0], x[~inside, 1], s=2, c="tab:red", alpha=0.6, lw=0,
+               label="hallucinated")
+    means = np.asarray(mixture.means)[np.asarray(mixture.mask)]
+    ax.scatter(means[:, 0], means[:, 1], s=12, c="tab:orange", marker="o", label="modes")
+    lim = np.abs(means).max() * 1.35
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+
+
+def loss_curves(ax, losses, labels, smooth: int = 50) -> None:
+    for loss, label in zip(losses, labels):
+        k = max(1, min(smooth, len(loss) // 10))
+        ax.plot(np.convolve(loss, np.ones(k) / k, mode="valid"), lw=0.8, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("eps MSE")

@@ -1,0 +1,156 @@
+"""Work directories: atomic files, the config a directory belongs to, and provenance.
+
+Every file is written to a temporary name in the same directory and renamed into place, so a
+killed run never leaves a half-written file under a final name. `metrics.json` is written last:
+a directory without it holds no finished result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mi_jax.validation import InputError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(obj: Any):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if np.isfinite(f) else None  # JSON has no NaN/inf; null says "undefined"
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_json(path, obj) -> None:
+    _atomic_write(Path(path), (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_text(path, text: str) -> None:
+    _atomic_write(Path(path), text.encode())
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_npz(path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def save_figure(fig, path, dpi: int = 110) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def prepare(workdir, config: dict, overwrite: bool = False) -> Path:
+    """Create `workdir` for `config`; refuse one made with a different config unless `overwrite`.
+
+    With `overwrite`, finished results of the old config are removed first, so nothing stale can
+    pass for a result of the new one. Returns the directory as a Path.
+    """
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise InputError(f"workdir={str(workdir)!r}: exists and is not a directory")
+    cfg_path = workdir / CONFIG_FILE
+    if cfg_path.exists():
+        try:
+            old = read_json(cfg_path)
+        except (OSError, ValueError) as e:
+            raise InputError(f"workdir={str(workdir)!r}: unreadable {CONFIG_FILE} ({e})") from None
+        if old != _jsonable(config):
+            if not overwrite:
+                changed = sorted(k for k in set(old) | set(config)
+                                 if old.get(k) != _jsonable(config).get(k))
+                raise InputError(f"workdir={str(workdir)!r}: holds results of a different config "
+                                 f"(differs in {', '.join(changed[:5])}); pass --overwrite or use "
+                                 "another workdir")
+            for stale in workdir.iterdir():
+                if stale.is_file():
+                    stale.unlink()
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_path, config)
+    return workdir
+
+
+def finished(workdir, config: dict) -> bool:
+    """True if `workdir` holds a finished result (metrics written) made with `config`."""
+    workdir = Path(workdir)
+    try:
+        return ((workdir / METRICS_FILE).exists()
+                and read_json(workdir / CONFIG_FILE) == _jsonable(config))
+    except (OSError, ValueError):
+        return False
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        commit = out.stdout.strip()
+        if out.returncode != 0 or not commit:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5,
+                               cwd=Path(__file__).resolve().parent).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict:
+    """Versions of the numerical stack, the backend, and the git commit."""
+    import flax
+    import jax
+    import jaxlib
+    import optax
+
+    return {
+        "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+        "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,102 @@
+"""Property-based checks of the public API with random valid and invalid inputs (hypothesis)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mi_jax as mj
+from mi_jax.data import mixtures as mx
+from mi_jax.validation import InputError
+
+finite = st.floats(-5, 5, allow_nan=False)
+positive = st.floats(0.05, 2.0, allow_nan=False)
+
+
+@st.composite
+def mixtures(draw):
+    dim = draw(st.integers(1, 3))
+    k = draw(st.integers(1, 5))
+    means = draw(st.lists(st.lists(finite, min_size=dim, max_size=dim), min_size=k, max_size=k))
+    stds = draw(st.lists(positive, min_size=k, max_size=k))
+    weights = draw(st.one_of(st.none(), st.lists(st.floats(0.05, 1.0), min_size=k, max_size=k)))
+    return mj.GaussianMixture(means, stds, weights)
+
+
+@settings(max_examples=25, deadline=None)
+@given(mixtures(), st.integers(0, 2**31 - 1), st.integers(0, 3))
+def test_valid_mixtures_behave(m, seed, extra_slots):
+    x = m.sample(jax.random.key(seed), 16)
+    assert x.shape == (16, m.dim) and bool(jnp.all(jnp.isfinite(x)))
+    lp = m.log_prob(x)
+    assert bool(jnp.all(jnp.isfinite(lp)))
+    padded = m.pad(m.num_slots + extra_slots)
+    np.testing.assert_allclose(padded.log_prob(x), lp, rtol=1e-5, atol=1e-5)
+    a, b = jnp.float32(0.6), jnp.float32(0.8)
+    score = mx.noised_score(m, x, a, b)
+    grad = jax.vmap(jax.grad(lambda xi: mx.noised_log_prob(m, xi, a, b)))(x)
+    np.testing.assert_allclose(score, grad, rtol=2e-3, atol=2e-3)
+    inside = mj.in_support(x, m, 1e6)
+    assert bool(jnp.all(inside))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["std0", "stdneg", "nan", "inf", "wneg", "wshape", "mask", "ragged"]),
+       st.integers(1, 4))
+def test_invalid_mixtures_raise_input_error(kind, k):
+    means = [[float(i)] for i in range(k)]
+    stds, weights = [0.1] * k, None
+    if kind == "std0":
+        stds[0] = 0.0
+    elif kind == "stdneg":
+        stds[-1] = -0.2
+    elif kind == "nan":
+        means[0][0] = float("nan")
+    elif kind == "inf":
+        stds[0] = float("inf")
+    elif kind == "wneg":
+        weights = [1.0] * k
+        weights[0] = -1.0
+    elif kind == "wshape":
+        weights = [1.0] * (k + 1)
+    elif kind == "mask":
+        with pytest.raises(InputError):
+            mj.GaussianMixture(means, stds, mask=[False] * k)
+        return
+    elif kind == "ragged":
+        means = [[0.0]] + [[0.0, 1.0]] * k
+    with pytest.raises(InputError):
+        mj.GaussianMixture(means, stds, weights)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 60), st.integers(-5, 70), st.integers(-5, 70))
+def test_windows_accepted_iff_inside_schedule(T, lo, hi):
+    schedule = mj.linear_schedule(T, 0.001, 0.2)
+    eps_fn = mj.oracle_eps(mj.mixture_1d([0.0, 1.0]), schedule)
+    valid = 0 <= lo < hi <= T
+    if valid:
+        r = mj.sample(eps_fn, schedule, jax.random.key(0), 4, (1,), window=(lo, hi))
+        assert r.hal.shape == (4,) and np.all(np.isfinite(r.hal)) and np.all(r.hal >= 0)
+    else:
+        with pytest.raises(InputError, match="^window"):
+            mj.sample(eps_fn, schedule, jax.random.key(0), 4, (1,), window=(lo, hi))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(-3, 200), st.floats(-0.5, 1.5), st.floats(-0.5, 1.5))
+def test_schedules_accept_iff_valid(T, b0, b1):
+    # (Within these ranges every valid schedule's constants fit float32: 200 * -log(1 - 0.999)
+    # would not, and is refused separately by from_betas.)
+    valid = T >= 2 and 0 < b0 < 0.5 and 0 < b1 < 0.5
+    if T >= 2 and 0 < b0 < 1 and 0 < b1 < 1 and not valid:
+        return
+    if valid:
+        s = mj.linear_schedule(T, b0, b1)
+        assert s.num_steps == T
+        assert all(np.all(np.isfinite(np.asarray(v))) for v in s)
+    else:
+        with pytest.raises(InputError):
+            mj.linear_schedule(T, b0, b1)

@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+import pytest
+
+from mi_jax import cli
+from mi_jax import workdir as wd
+from mi_jax.validation import InputError
+
+
+def test_atomic_files_and_config_guard(tmp_path):
+    work = wd.prepare(tmp_path / "w", {"a": 1, "b": [1, 2]})
+    wd.write_json(work / "metrics.json", {"x": np.float32(0.5), "nan": float("nan"), "arr": np.arange(3)})
+    wd.write_npz(work / "arrays.npz", a=np.ones(3))
+    assert json.loads((work / "metrics.json").read_text()) == {"x": 0.5, "nan": None, "arr": [0, 1, 2]}
+    assert not [p for p in work.iterdir() if p.name.endswith(".tmp")]
+    assert wd.finished(work, {"a": 1, "b": (1, 2)})
+    wd.prepare(work, {"a": 1, "b": [1, 2]})  # same config: fine
+    with pytest.raises(InputError, match="different config .*differs in a.*--overwrite"):
+        wd.prepare(work, {"a": 2, "b": [1, 2]})
+    assert (work / "metrics.json").exists()
+    wd.prepare(work, {"a": 2, "b": [1, 2]}, overwrite=True)
+    assert not (work / "metrics.json").exists() and not wd.finished(work, {"a": 2, "b": [1, 2]})
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        wd.write_json(tmp_path / "m.json", {"x": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_provenance_names_versions():
+    p = wd.provenance()
+    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "git_commit"):
+        assert name in p
+
+
+@pytest.mark.parametrize("kind, raw, value", [
+    ("ints", "1,2,3", [1, 2, 3]), ("floats", "0.5, 2", [0.5, 2.0]), ("window", "0,10", (0, 10)),
+    ("int", "7", 7), ("choice", "b", "b"), ("bool", True, True),
+])
+def test_option_parse_good(kind, raw, value):
+    opt = cli.Option("f", kind, "", choices=("a", "b"))
+    assert cli.parse(opt, raw) == value
+
+
+@pytest.mark.parametrize("kind, raw", [
+    ("ints", "1,,2"), ("ints", "1.5"), ("floats", "x"), ("floats", "nan"), ("window", "3,1"),
+    ("window", "1"), ("int", ""), ("choice", "c"), ("bool", "yes"), ("str", "  "),
+])
+def test_option_parse_bad_is_one_line(kind, raw):
+    opt = cli.Option("f", kind, "", choices=("a", "b"))
+    with pytest.raises(InputError) as err:
+        cli.parse(opt, raw)
+    assert str(err.value).startswith(f"--f={raw}") and "\n" not in str(err.value)
