@@ -197,16 +197,9 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
         plots.density_1d(ax, hists[first_seed[c]], edges, study.grid.configs[c].mixture, name)
     wd.save_figure(fig, workdir / "appendix_c_density.png")
 
-    fig, axes = plots.figure()
-    plots.loss_curves(axes[0, 0], study.losses, [f"{names[c]} s{s}" for c, s in
-                      zip(study.grid.config_index, study.grid.model_seeds)])
-    wd.save_figure(fig, workdir / "losses.png")
-
-
-def main():
-    cli.experiment_main(OPTIONS, PRESETS, validate, run)
+    plots.save_study_losses(study, workdir / "losses.png")
 
 
 if __name__ == "__main__":
     cli.define(OPTIONS)
-    cli.run_main(main)
+    cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

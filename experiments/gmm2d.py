@@ -119,17 +119,9 @@ def _figures(workdir, cfg, study, metrics) -> None:
                      f"{conf.name} grid, exact score")
     axes[0, 0].legend(fontsize=7, loc="lower left", markerscale=4)
     wd.save_figure(fig, workdir / "fig3_scatter.png")
-    fig, axes = plots.figure()
-    plots.loss_curves(axes[0, 0], study.losses, [f"{configs[c].name} s{s}" for c, s in
-                      zip(study.grid.config_index, study.grid.model_seeds)])
-    axes[0, 0].legend(fontsize=7)
-    wd.save_figure(fig, workdir / "losses.png")
-
-
-def main():
-    cli.experiment_main(OPTIONS, PRESETS, validate, run)
+    plots.save_study_losses(study, workdir / "losses.png")
 
 
 if __name__ == "__main__":
     cli.define(OPTIONS)
-    cli.run_main(main)
+    cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

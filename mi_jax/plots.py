@@ -85,3 +85,15 @@ def loss_curves(ax, losses, labels, smooth: int = 50) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("eps MSE")
+
+
+def save_study_losses(study, path) -> None:
+    """Training-loss curves of every model of a mixture study, one PNG."""
+    from mi_jax.workdir import save_figure
+
+    names = [c.name for c in study.grid.configs]
+    fig, axes = figure()
+    loss_curves(axes[0, 0], study.losses, [f"{names[c]} s{s}" for c, s in
+                zip(study.grid.config_index, study.grid.model_seeds)])
+    axes[0, 0].legend(fontsize=6)
+    save_figure(fig, path)
