@@ -94,7 +94,7 @@ def run(cfg: dict, workdir, log=print) -> dict:
     validate(cfg)
     built = build_configs(cfg)
     configs = built["configs"]
-    study = sweeps.run_mixture_study(configs, cfg, log=log)
+    study = sweeps.run_mixture_study(configs, cfg, checkpoint_dir=workdir, log=log)
     names = [c.name for c in configs]
     table = {row["name"]: row for row in sweeps.rate_table(study)}
     k_key = f"{cfg['k']:g}"
@@ -132,6 +132,7 @@ def run(cfg: dict, workdir, log=print) -> dict:
         "fig2": {n: table[n]["by_k"][k_key] for n in built["panels"]["fig2"]},
         "size_sweep": panel_summary("sizes", cfg["sizes"]),
         "separation_sweep": panel_summary("separations", cfg["separations"]),
+        "detection": sweeps.detection_table(study, cfg["k"]),
         "final_loss": sweeps.seed_summary(study.grid.per_config(study.losses[:, -100:].mean(-1))),
         "num_nonfinite": {"model": study.samples.num_nonfinite, "oracle": study.oracle.num_nonfinite},
         "seconds": study.seconds, "provenance": wd.provenance(),
@@ -157,6 +158,10 @@ def _headline(metrics: dict, cfg: dict) -> dict:
         "fig2_oracle_rate": {n: v["oracle"] for n, v in fig2.items()},
         "rate_vs_num_train": dict(zip(map(str, sizes["x"]), zip(sizes["mean"], sizes["std"]))),
         "rate_vs_separation": dict(zip(map(str, seps["x"]), zip(seps["mean"], seps["std"]))),
+        "detection": {n: {key: [metrics["detection"][n][key]["mean"],
+                                metrics["detection"][n][key]["std"]]
+                          for key in ("auroc", "removed_at_96_kept", "kept_at_95_removed")}
+                      for n in fig2},
     }
 
 
@@ -198,6 +203,14 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
     wd.save_figure(fig, workdir / "appendix_c_density.png")
 
     plots.save_study_losses(study, workdir / "losses.png")
+
+    positive = sweeps.labels(study, cfg["k"])
+    fig, axes = plots.figure(ncols=2)
+    for ax, name in zip(axes[0], built["panels"]["fig2"]):
+        rows = np.flatnonzero(study.grid.config_index == names.index(name))
+        plots.variance_histogram(ax, study.samples.hal[rows].ravel(), positive[rows].ravel(),
+                                 f"{name} (all seeds)")
+    wd.save_figure(fig, workdir / "fig7_variance.png")
 
 
 if __name__ == "__main__":

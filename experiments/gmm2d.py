@@ -56,7 +56,7 @@ def build_configs(cfg: dict) -> list:
 def run(cfg: dict, workdir, log=print) -> dict:
     validate(cfg)
     configs = build_configs(cfg)
-    study = sweeps.run_mixture_study(configs, cfg, log=log)
+    study = sweeps.run_mixture_study(configs, cfg, checkpoint_dir=workdir, log=log)
     table = {row["name"]: row for row in sweeps.rate_table(study)}
     k = cfg["k"]
     pairs = {}
@@ -77,6 +77,7 @@ def run(cfg: dict, workdir, log=print) -> dict:
         "experiment": "gmm2d", "k": k, "configs": table, "pairs": pairs,
         "rate": {conf.name: dict(sweeps.seed_summary(per_cfg[c]), per_seed=per_cfg[c].tolist())
                  for c, conf in enumerate(configs)},
+        "detection": sweeps.detection_table(study, k),
         "final_loss": sweeps.seed_summary(study.grid.per_config(study.losses[:, -100:].mean(-1))),
         "num_nonfinite": {"model": study.samples.num_nonfinite, "oracle": study.oracle.num_nonfinite},
         "seconds": study.seconds, "provenance": wd.provenance(),
@@ -88,6 +89,9 @@ def run(cfg: dict, workdir, log=print) -> dict:
                         else None for n in metrics["rate"]},
         "nearest_neighbour_share": {n: p["nearest_share"]["mean"] for n, p in pairs.items()},
         "x_axis_share": {n: p["axis_share"]["mean"] for n, p in pairs.items()},
+        "detection": {n: {key: [d[key]["mean"], d[key]["std"]]
+                          for key in ("auroc", "removed_at_96_kept", "kept_at_95_removed")}
+                      for n, d in metrics["detection"].items()},
     }
     _figures(workdir, cfg, study, metrics)
     keep = min(cfg["num_samples"], 100_000)
@@ -120,6 +124,14 @@ def _figures(workdir, cfg, study, metrics) -> None:
     axes[0, 0].legend(fontsize=7, loc="lower left", markerscale=4)
     wd.save_figure(fig, workdir / "fig3_scatter.png")
     plots.save_study_losses(study, workdir / "losses.png")
+
+    positive = sweeps.labels(study, cfg["k"])
+    fig, axes = plots.figure(ncols=len(configs))
+    for c, conf in enumerate(configs):
+        rows = np.flatnonzero(study.grid.config_index == c)
+        plots.variance_histogram(axes[0, c], study.samples.hal[rows].ravel(),
+                                 positive[rows].ravel(), f"{conf.name} grid (all seeds)")
+    wd.save_figure(fig, workdir / "fig7_variance.png")
 
 
 if __name__ == "__main__":

@@ -171,9 +171,8 @@ def run_main(body: Callable[[], None]) -> None:
             sys.exit(EXIT_BAD_INPUT)
         try:
             body()
-        except InputError as e:
-            msg = str(e)
-            print(f"error: {msg if msg.startswith('--') else '--' + msg}", file=sys.stderr)
+        except InputError as e:  # flag errors name the flag (--x=...), others their argument
+            print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
 
     # JAX reports at INFO that it found no TPU; absl would print that on every run.

@@ -97,3 +97,22 @@ def save_study_losses(study, path) -> None:
                 zip(study.grid.config_index, study.grid.model_seeds)])
     axes[0, 0].legend(fontsize=6)
     save_figure(fig, path)
+
+
+def variance_histogram(ax, hal, positive, title: str, bins: int = 60) -> None:
+    """Trajectory variance of in-support vs hallucinated samples, log-spaced bins (paper Fig. 7)."""
+    hal = np.asarray(hal, np.float64)
+    positive = np.asarray(positive, bool)
+    good = np.isfinite(hal) & (hal > 0)
+    lo, hi = np.log10(hal[good].min()), np.log10(hal[good].max())
+    edges = np.logspace(lo, hi + 1e-9, bins + 1)
+    ax.hist(hal[good & ~positive], bins=edges, alpha=0.6, density=True, color="tab:blue",
+            label=f"in support ({int(np.sum(good & ~positive))})")
+    if np.any(good & positive):
+        ax.hist(hal[good & positive], bins=edges, alpha=0.6, density=True, color="tab:red",
+                label=f"hallucinated ({int(np.sum(good & positive))})")
+    ax.set_xscale("log")
+    ax.set_xlabel("trajectory variance of x0_hat")
+    ax.set_ylabel("density")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)

@@ -180,12 +180,50 @@ def schedule_from_config(cfg: dict) -> Schedule:
     return linear_schedule(cfg["T"], cfg["beta_start"], cfg["beta_end"])
 
 
-def run_mixture_study(configs: Sequence[Config], cfg: dict, *, log=print) -> StudyResult:
+TRAIN_CHECKPOINT = "train_state.msgpack"
+TRAIN_LOSSES = "train_losses.npz"
+
+
+def _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, log):
+    """train_grid, saving state and losses after every chunk into `checkpoint_dir` (if given) and
+    resuming from them. A resumed run replays the same chunks, so it ends bit-identical."""
+    from pathlib import Path
+
+    from mi_jax import checkpoint
+    from mi_jax.workdir import write_npz
+
+    state = init_grid(network, train_cfg, grid)
+    done = np.zeros((grid.num_models, 0), np.float32)
+    if checkpoint_dir is not None:
+        ckpt, loss_file = Path(checkpoint_dir) / TRAIN_CHECKPOINT, Path(checkpoint_dir) / TRAIN_LOSSES
+        if ckpt.exists():
+            state = checkpoint.load(ckpt, state)
+            step = int(np.max(np.asarray(state.step)))
+            with np.load(loss_file) as f:
+                done = f["losses"][:, :step]
+            log(f"resuming training from the checkpoint at step {step}")
+    parts = [done]
+
+    def save(st, step, chunk_losses):
+        parts.append(np.asarray(chunk_losses))
+        if checkpoint_dir is not None:
+            write_npz(loss_file, losses=np.concatenate(parts, axis=1))
+            checkpoint.save(ckpt, st)  # after the losses: a checkpoint never outruns its losses
+
+    state, _ = train_grid(network, schedule, train_cfg, grid, cfg["steps"], state=state,
+                          chunk_steps=cfg["train_chunk"], progress=tr.print_progress(),
+                          on_chunk=save)
+    return state, np.concatenate(parts, axis=1)
+
+
+def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=None,
+                      log=print) -> StudyResult:
     """Train every (configuration, seed) model in one vmapped call per chunk, sample them all the
     same way, and sample the exact-score control for every configuration.
 
     `cfg` holds the common experiment options (steps, batch_size, lr, width, tied, T, beta_start,
-    beta_end, num_samples, chunk_size, hal_window, train_chunk, seeds).
+    beta_end, num_samples, chunk_size, hal_window, train_chunk, seeds). With `checkpoint_dir`,
+    training checkpoints after every chunk and resumes from an existing checkpoint.
     """
     import time
 
@@ -202,8 +240,7 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, log=print) -> Stu
         f"{len(grid.seeds)} seeds) for {cfg['steps']} steps, batch {cfg['batch_size']}, "
         f"one vmapped call per {cfg['train_chunk']} steps")
     t0 = time.perf_counter()
-    state, losses = train_grid(network, schedule, train_cfg, grid, cfg["steps"],
-                               chunk_steps=cfg["train_chunk"], progress=tr.print_progress())
+    state, losses = _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, log)
     seconds["train"] = time.perf_counter() - t0
     common = dict(window=tuple(cfg["hal_window"]), chunk_size=cfg["chunk_size"])
     log(f"sampling {cfg['num_samples']} per model ({cfg['T']} steps, trajectory variance over "
@@ -237,3 +274,34 @@ def rate_table(study: StudyResult, ks: Sequence[float] = support.REPORTED_K) -> 
             }
         rows.append(row)
     return rows
+
+
+def labels(study: StudyResult, k: float) -> np.ndarray:
+    """True where a model's sample is hallucinated (outside every mode's k-sigma ball), (M, n)."""
+    x = study.samples.x
+    finite = np.all(np.isfinite(x), axis=-1)
+    inside = np.asarray(jax.vmap(support.in_support, (0, 0, None))(
+        jnp.asarray(np.where(finite[..., None], x, 0.0)), study.grid.mixtures(), k))
+    return ~(inside & finite)
+
+
+def detection_table(study: StudyResult, k: float) -> dict:
+    """Trajectory variance as a hallucination detector, per configuration: AUROC and the paper's
+    operating points per seed, with mean/std over seeds (NaN where a model made no hallucination)."""
+    from mi_jax.detection.metrics import detection_summary
+
+    positive = labels(study, k)
+    per_model = [detection_summary(np.nan_to_num(study.samples.hal[m], posinf=np.finfo(np.float32).max),
+                                   positive[m]) for m in range(study.grid.num_models)]
+    table = {}
+    for c, conf in enumerate(study.grid.configs):
+        rows = [per_model[m] for m in np.flatnonzero(study.grid.config_index == c)]
+        entry = {}
+        for key in ("auroc", "removed_at_96_kept", "kept_at_95_removed"):
+            vals = np.asarray([r[key] for r in rows], np.float64)
+            ok = vals[np.isfinite(vals)]
+            entry[key] = {"per_seed": vals.tolist(), **(seed_summary(ok) if len(ok) else
+                                                       {"mean": float("nan"), "std": float("nan")})}
+        entry["num_hallucinated"] = [r["num_positive"] for r in rows]
+        table[conf.name] = entry
+    return table

@@ -94,18 +94,18 @@ def prepare(workdir, config: dict, overwrite: bool = False) -> Path:
     """
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
-        raise InputError(f"workdir={str(workdir)!r}: exists and is not a directory")
+        raise InputError(f"--workdir={str(workdir)!r}: exists and is not a directory")
     cfg_path = workdir / CONFIG_FILE
     if cfg_path.exists():
         try:
             old = read_json(cfg_path)
         except (OSError, ValueError) as e:
-            raise InputError(f"workdir={str(workdir)!r}: unreadable {CONFIG_FILE} ({e})") from None
+            raise InputError(f"--workdir={str(workdir)!r}: unreadable {CONFIG_FILE} ({e})") from None
         if old != _jsonable(config):
             if not overwrite:
                 changed = sorted(k for k in set(old) | set(config)
                                  if old.get(k) != _jsonable(config).get(k))
-                raise InputError(f"workdir={str(workdir)!r}: holds results of a different config "
+                raise InputError(f"--workdir={str(workdir)!r}: holds results of a different config "
                                  f"(differs in {', '.join(changed[:5])}); pass --overwrite or use "
                                  "another workdir")
             for stale in workdir.iterdir():

@@ -104,7 +104,7 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
     """Train from `state` (its `step` may be > 0 when resuming) until step `num_steps`.
 
     Returns (state, losses) with losses of the steps run here, (steps,) or (M, steps).
-    on_chunk(state, step) runs after every chunk (checkpoints, evaluation along training).
+    on_chunk(state, step, chunk_losses) runs after every chunk (checkpoints, evaluation).
     The state passed in is donated: use the returned one.
     """
     num_steps = check_int(num_steps, "steps", low=0)
@@ -133,7 +133,7 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
             progress(step, num_steps, float(chunk_losses[..., -1].mean()), step - start,
                      time.perf_counter() - t0)
         if on_chunk is not None:
-            on_chunk(state, step)
+            on_chunk(state, step, chunk_losses)
     axis = 1 if stacked else 0
     empty_shape = (np.shape(n_valid)[0], 0) if stacked else (0,)
     all_losses = np.concatenate(losses, axis=axis) if losses else np.zeros(empty_shape, np.float32)

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from mi_jax.detection import metrics as dm
+from mi_jax.validation import InputError
+
+
+def brute_auroc(s, p):
+    pos, neg = s[p], s[~p]
+    diff = pos[:, None] - neg[None, :]
+    return ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_matches_brute_force_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.random(300) < 0.2
+    s = np.round(rng.normal(size=300) + 1.5 * p, 1)  # rounding makes ties
+    assert dm.auroc(s, p) == pytest.approx(brute_auroc(s, p), abs=1e-12)
+    fpr, tpr, _ = dm.roc_curve(s, p)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(brute_auroc(s, p), abs=1e-12)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+
+
+def test_auroc_extremes():
+    s = np.arange(10.0)
+    assert dm.auroc(s, s >= 5) == 1.0 and dm.auroc(s, s < 5) == 0.0
+    assert np.isnan(dm.auroc(s, np.zeros(10, bool)))
+
+
+def test_operating_points_by_brute_force():
+    rng = np.random.default_rng(3)
+    p = rng.random(2000) < 0.1
+    s = rng.normal(size=2000) + 2.5 * p
+    neg, pos = np.sort(s[~p]), s[p]
+    for kept in (0.9, 0.96):
+        thr = neg[int(np.ceil(kept * (len(neg) - 1)))]
+        assert np.mean(s[~p] <= thr) >= kept
+        assert dm.removed_at_kept(s, p, kept) == pytest.approx(np.mean(pos > thr))
+    thr = np.sort(pos)[int(np.floor(0.05 * (len(pos) - 1)))]
+    assert dm.kept_at_removed(s, p, 0.95) == pytest.approx(np.mean(s[~p] < thr))
+    assert np.mean(pos >= thr) >= 0.95
+
+
+def test_filters():
+    s = np.array([5.0, 1.0, 4.0, 2.0, 3.0])
+    np.testing.assert_array_equal(dm.keep_lowest(s, 3), [1, 3, 4])
+    np.testing.assert_array_equal(dm.keep_fraction(s, 0.4), [1, 3])
+    thr = dm.calibrated_threshold(np.arange(101.0), 0.96)
+    assert thr == 96.0
+    np.testing.assert_array_equal(dm.keep_below(s, 3.0), [1, 3, 4])
+    with pytest.raises(InputError, match="^count"):
+        dm.keep_lowest(s, 6)
+    with pytest.raises(InputError, match="^positive"):
+        dm.auroc(s, [True])
