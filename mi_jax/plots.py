@@ -106,13 +106,14 @@ def variance_histogram(ax, hal, positive, title: str, bins: int = 60) -> None:
     good = np.isfinite(hal) & (hal > 0)
     lo, hi = np.log10(hal[good].min()), np.log10(hal[good].max())
     edges = np.logspace(lo, hi + 1e-9, bins + 1)
-    ax.hist(hal[good & ~positive], bins=edges, alpha=0.6, density=True, color="tab:blue",
-            label=f"in support ({int(np.sum(good & ~positive))})")
-    if np.any(good & positive):
-        ax.hist(hal[good & positive], bins=edges, alpha=0.6, density=True, color="tab:red",
-                label=f"hallucinated ({int(np.sum(good & positive))})")
+    for mask, color, name in ((good & ~positive, "tab:blue", "in support"),
+                              (good & positive, "tab:red", "hallucinated")):
+        if np.any(mask):  # each class sums to 1 over the log-spaced bins
+            ax.hist(hal[mask], bins=edges, alpha=0.6, color=color,
+                    weights=np.full(int(mask.sum()), 1.0 / mask.sum()),
+                    label=f"{name} ({int(mask.sum())})")
     ax.set_xscale("log")
     ax.set_xlabel("trajectory variance of x0_hat")
-    ax.set_ylabel("density")
+    ax.set_ylabel("fraction per bin")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
