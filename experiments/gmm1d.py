@@ -145,6 +145,7 @@ def run(cfg: dict, workdir, log=print) -> dict:
                  histogram_edges=edges, histograms=hists, oracle_histograms=oracle_hists,
                  losses=study.losses, config_index=study.grid.config_index,
                  seeds=study.grid.model_seeds, rates=study.rates, ks=np.asarray(support.REPORTED_K))
+    sweeps.save_models(workdir, study)
     wd.write_json(workdir / wd.METRICS_FILE, metrics)
     return metrics
 

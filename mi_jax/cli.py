@@ -22,7 +22,7 @@ EXIT_BAD_INPUT = 2
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """A flag. kind: int | float | str | choice | bool | ints | floats | window."""
+    """A flag. kind: int | float | str | choice | bool | ints | floats | window | windows."""
 
     name: str
     kind: str
@@ -60,7 +60,10 @@ def parse(opt: Option, raw):
         if isinstance(raw, bool):
             return raw
         _fail(opt, raw, "must be true or false")
-    if isinstance(raw, (list, tuple)):
+    if opt.kind == "windows" and isinstance(raw, (list, tuple)) and \
+            all(isinstance(v, (list, tuple)) for v in raw):
+        text = ",".join(":".join(str(b) for b in v) for v in raw)
+    elif isinstance(raw, (list, tuple)):
         text = ",".join(str(v) for v in raw)
     else:
         text = str(raw)
@@ -74,6 +77,18 @@ def parse(opt: Option, raw):
         if text not in opt.choices:
             _fail(opt, raw, f"must be one of {', '.join(opt.choices)}")
         return text
+    if opt.kind == "windows":
+        items = [w.strip() for w in text.split(",")]
+        out = []
+        for item in items:
+            lo_hi = item.split(":")
+            if len(lo_hi) != 2:
+                _fail(opt, raw, "must be a comma-separated list of lo:hi windows")
+            lo, hi = (_number(opt, v, True, raw) for v in lo_hi)
+            if lo >= hi:
+                _fail(opt, raw, f"window {item} must have lo < hi")
+            out.append((lo, hi))
+        return out
     if opt.kind in ("ints", "floats", "window"):
         parts = text.split(",")
         if any(not p.strip() for p in parts):
@@ -192,4 +207,4 @@ def experiment_main(options, presets: dict, check: Callable[[dict], None],
     check(cfg)
     workdir = wd.prepare(flags.FLAGS.workdir, cfg, flags.FLAGS.overwrite)
     metrics = run(cfg, workdir)
-    print(f"wrote {workdir}: headline {metrics['headline']}")
+    print(f"wrote {workdir} (headline numbers: {workdir / wd.METRICS_FILE} -> headline)")

@@ -10,6 +10,7 @@ result whether a model is run inside a grid or alone (tested).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
@@ -187,8 +188,6 @@ TRAIN_LOSSES = "train_losses.npz"
 def _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, log):
     """train_grid, saving state and losses after every chunk into `checkpoint_dir` (if given) and
     resuming from them. A resumed run replays the same chunks, so it ends bit-identical."""
-    from pathlib import Path
-
     from mi_jax import checkpoint
     from mi_jax.workdir import write_npz
 
@@ -305,3 +304,52 @@ def detection_table(study: StudyResult, k: float) -> dict:
         entry["num_hallucinated"] = [r["num_positive"] for r in rows]
         table[conf.name] = entry
     return table
+
+
+MODELS_FILE = "models.npz"
+
+
+def save_models(workdir, study: StudyResult) -> None:
+    """Write the grid (mixtures, sizes, seeds, names) beside the training checkpoint, so other
+    experiments can load the trained models with `load_models` without retraining."""
+    from mi_jax.workdir import write_npz
+
+    stacked = mx.stack([c.mixture for c in study.grid.configs])
+    write_npz(Path(workdir) / MODELS_FILE, means=stacked.means, stds=stacked.stds,
+              weights=stacked.weights, mask=stacked.mask,
+              num_train=np.asarray([c.num_train for c in study.grid.configs]),
+              names=np.asarray([c.name for c in study.grid.configs]),
+              seeds=np.asarray(study.grid.seeds))
+
+
+@dataclasses.dataclass
+class TrainedModels:
+    grid: Grid
+    network: object
+    params: object          # stacked (M, ...)
+    schedule: Schedule
+    config: dict            # the source experiment's config
+    source: str
+
+
+def load_models(workdir) -> TrainedModels:
+    """The trained models of a finished mixture experiment (gmm1d / gmm2d work directory)."""
+    from mi_jax import checkpoint
+    from mi_jax.nets import make_mlp
+    from mi_jax.workdir import CONFIG_FILE, METRICS_FILE, read_json
+
+    workdir = Path(workdir)
+    for name in (CONFIG_FILE, METRICS_FILE, MODELS_FILE, TRAIN_CHECKPOINT):
+        check((workdir / name).exists(), "--models_from", str(workdir),
+              f"holds no finished mixture experiment (missing {name})")
+    cfg = read_json(workdir / CONFIG_FILE)
+    with np.load(workdir / MODELS_FILE) as f:
+        configs = []
+        for c, name in enumerate(f["names"]):
+            m = mx.GaussianMixture(f["means"][c], f["stds"][c], f["weights"][c], f["mask"][c])
+            configs.append(Config(str(name), m, int(f["num_train"][c])))
+        grid = Grid(configs, [int(s) for s in f["seeds"]])
+    network = make_mlp(configs[0].mixture.dim, cfg["width"], 3, cfg["tied"])
+    train_cfg = tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"])
+    state = checkpoint.load(workdir / TRAIN_CHECKPOINT, init_grid(network, train_cfg, grid))
+    return TrainedModels(grid, network, state.params, schedule_from_config(cfg), cfg, str(workdir))

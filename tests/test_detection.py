@@ -53,3 +53,28 @@ def test_filters():
         dm.keep_lowest(s, 6)
     with pytest.raises(InputError, match="^positive"):
         dm.auroc(s, [True])
+
+
+def test_flipd_matches_gaussian_closed_form():
+    """For data N(0, s^2 I) the exact eps is linear and FLIPD = D (1 - b^2/v) + a^2 b^2 |x|^2 / v^2,
+    v = a^2 s^2 + b^2: ~D for a wide Gaussian, ~0 at the centre of a point-like one."""
+    import jax
+    import jax.numpy as jnp
+
+    import mi_jax as mj
+    from mi_jax.detection.detectors import flipd
+
+    schedule = mj.linear_schedule()
+    t0 = 5
+    a = float(schedule.sqrt_alphas_bar[t0])
+    b = float(schedule.sqrt_one_minus_alphas_bar[t0])
+    x = jnp.array([[0.0, 0.0], [0.3, -0.1], [1.0, 2.0]])
+    for s in (3.0, 0.01):
+        g = mj.GaussianMixture([[0.0, 0.0]], s)
+        lid = np.asarray(flipd(mj.oracle_eps(g, schedule), schedule, x, t0, jax.random.key(0),
+                               probes=64))
+        s2 = float(g.stds[0]) ** 2
+        v = a * a * s2 + b * b
+        ref = 2 * (1 - b * b / v) + a * a * b * b * np.sum(np.asarray(x) ** 2, -1) / v**2
+        np.testing.assert_allclose(lid, ref, rtol=0.05, atol=0.05)
+    assert abs(lid[0]) < 0.05  # point-like mode, at its centre

@@ -68,3 +68,59 @@ def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, module, flag):
     name = flag.split("=")[0]
     assert lines[0].startswith("error:") and name.lstrip("-") in lines[0], lines[0]
     assert not work.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """Tiny gmm1d and gmm2d runs whose models the analysis experiments load."""
+    root = tmp_path_factory.mktemp("models")
+    small = ["--T=40", "--steps=40", "--train_chunk=20", "--batch_size=64", "--num_samples=64",
+             "--seeds=0,1", "--width=16", "--num_train=300"]
+    for name, extra in (("gmm1d", ["--sizes=300", "--separations=1", "--num_train_b=300"]),
+                        ("gmm2d", [])):
+        out = run(name, f"--workdir={root / name}", *small, *extra)
+        assert out.returncode == 0, out.stderr[-2000:]
+    return f"{root / 'gmm1d'},{root / 'gmm2d'}"
+
+
+@pytest.mark.parametrize("module, extra, outputs", [
+    ("detection", ["--num_samples=200", "--chunk_size=200", "--windows=0:10,20:35,0:40", "--t0=2"],
+     ["roc_windows_gmm1d.png", "roc_windows_gmm2d.png", "arrays.npz"]),
+    ("trajectories", ["--num_samples=64", "--t_max=30"], ["fig6_gmm1d.png", "fig6_gmm2d.png"]),
+    ("score_analysis", ["--timesteps=0,5,20", "--grid_points=200"], ["fig4_gmm1d.png", "fig4_gmm2d.png"]),
+    ("ablations", ["--num_samples=64", "--sampling_steps=10", "--checkpoints=20,40"],
+     ["fig11_ablations.png"]),
+])
+def test_analyses_end_to_end(tmp_path, tiny_models, module, extra, outputs):
+    out = run(module, f"--workdir={tmp_path}", f"--models_from={tiny_models}", *extra)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["headline"]
+    for name in outputs:
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_detection_headline_fields(tmp_path, tiny_models):
+    out = run("detection", f"--workdir={tmp_path}", f"--models_from={tiny_models}",
+              "--num_samples=100", "--chunk_size=100", "--windows=0:10,20:35")
+    assert out.returncode == 0, out.stderr[-3000:]
+    head = json.loads((tmp_path / "metrics.json").read_text())["headline"]
+    row = next(iter(head.values()))
+    for key in ("var_x0_auroc", "flipd_auroc", "random_auroc", "best_window",
+                "rate_after_calibrated_filter", "preemptive_steps_saved"):
+        assert key in row
+
+
+@pytest.mark.parametrize("module, flag", [
+    ("detection", "--windows=5:2"), ("detection", "--windows=0:10,x"), ("detection", "--t0=-1"),
+    ("detection", "--models_from=/nonexistent/dir"), ("trajectories", "--num_samples=1"),
+    ("score_analysis", "--timesteps=0,,5"), ("ablations", "--checkpoints=20,10"),
+    ("ablations", "--imbalance=0.5"),
+])
+def test_analysis_bad_flags(tmp_path, module, flag):
+    work = tmp_path / "work"
+    out = run(module, f"--workdir={work}", flag, timeout=120)
+    lines = [l for l in out.stderr.strip().splitlines() if l.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert flag.split("=")[0].lstrip("-") in lines[0]
+    assert not work.exists()

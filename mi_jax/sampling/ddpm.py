@@ -41,6 +41,9 @@ class SamplerConfig:
     track: quantities whose windowed variance is kept: 'x0' (always), 'xt', 'eps'.
     record: number of leading samples whose x0_hat and x_t are recorded every `record_stride` steps.
     scalar_t: call eps_fn with one scalar timestep per step instead of a (batch,) vector.
+    flag: pre-emptive detection -- record, per sample, the first timestep of the first window at
+        which the running x0_hat variance (over the window's steps so far, at least 2) exceeds
+        `flag_threshold` ('flag_t', -1 if never): the step at which generation could stop.
     """
 
     variance: str = "large"
@@ -48,6 +51,7 @@ class SamplerConfig:
     record: int = 0
     record_stride: int = 1
     scalar_t: bool = False
+    flag: bool = False
 
     def __post_init__(self):
         check(self.variance in VARIANCES, "variance", self.variance, f"must be one of {VARIANCES}")
@@ -73,14 +77,15 @@ def _welford(state, value, step_in_window, in_window):
 
 def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, shape: Sequence[int],
                   windows: jax.Array, config: SamplerConfig = SamplerConfig(),
-                  net_timesteps: jax.Array | None = None) -> dict:
+                  net_timesteps: jax.Array | None = None, flag_threshold=jnp.inf) -> dict:
     """Run the reverse chain for `n` samples of `shape` from x_T ~ N(0, I).
 
     windows: int array (W, 2) of half-open timestep windows [lo, hi) (values, so they can vary
         without recompiling). net_timesteps: the timestep the net is conditioned on at each schedule
         index (for strided schedules); identity by default.
     Returns a dict: 'x' (n, *shape); 'var_x0' (W, n) and likewise 'var_xt' / 'var_eps' if tracked;
-    'eps_norm_last' (n,) the final step's |eps_hat|; 'traj_x0' / 'traj_xt' (S, R, *shape) if recording.
+    'eps_norm_last' (n,) the final step's |eps_hat|; 'traj_x0' / 'traj_xt' (S, R, *shape) if recording;
+    'flag_t' (n,) with `config.flag`.
     """
     shape = tuple(shape)
     num_steps = schedule.num_steps
@@ -98,8 +103,10 @@ def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, sha
     if config.record:
         rec0 = {q: jnp.zeros((num_slots, config.record) + shape) for q in ("x0", "xt")}
 
+    dims = tuple(range(2, 2 + len(shape)))
+
     def step(carry, t):
-        x, moments, rec, _ = carry
+        x, moments, rec, _, flag_t = carry
         t_net = net_timesteps[t]
         eps = eps_fn(x, t_net if config.scalar_t else jnp.full((n,), t_net, jnp.int32))
         x0 = schedule.sqrt_recip_alphas_bar[t] * x - schedule.sqrt_recipm1_alphas_bar[t] * eps
@@ -107,6 +114,11 @@ def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, sha
         k = (hi - 1 - t).reshape(bshape)
         values = {"x0": x0, "xt": x, "eps": eps}
         moments = {q: _welford(m, values[q], k, in_window) for q, m in moments.items()}
+        if config.flag:
+            count = (k[0] + 1).reshape(())  # steps of window 0 seen so far
+            running = jnp.mean(moments["x0"][1][0], axis=tuple(range(1, 1 + len(shape)))) / count
+            newly = in_window[0].reshape(()) & (count >= 2) & (running > flag_threshold)
+            flag_t = jnp.where(newly & (flag_t < 0), t, flag_t)
         if config.record:
             slot = t // config.record_stride
             keep = t % config.record_stride == 0
@@ -120,13 +132,14 @@ def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, sha
             sigma = (schedule.sigma_large if config.variance == "large" else schedule.sigma_small)[t]
             noise = jax.random.normal(jax.random.fold_in(k_steps, t), x.shape, x.dtype)
             x_prev = mean + jnp.where(t > 0, sigma, 0.0) * noise
-        return (x_prev, moments, rec, eps), None
+        return (x_prev, moments, rec, eps, flag_t), None
 
     ts = jnp.arange(num_steps - 1, -1, -1, dtype=jnp.int32)
-    carry0 = (x_init, moments0, rec0, jnp.zeros_like(x_init))
-    (x, moments, rec, eps_last), _ = jax.lax.scan(step, carry0, ts)
+    carry0 = (x_init, moments0, rec0, jnp.zeros_like(x_init), jnp.full((n,), -1, jnp.int32))
+    (x, moments, rec, eps_last, flag_t), _ = jax.lax.scan(step, carry0, ts)
     out = {"x": x}
-    dims = tuple(range(2, 2 + len(shape)))
+    if config.flag:
+        out["flag_t"] = flag_t
     for q, (_, m2) in moments.items():
         size = np.prod(shape) * (hi - lo)[:, None].astype(m2.dtype)  # mean over dims and steps
         var = jnp.sum(m2 / size.reshape(bshape), axis=dims)  # divide first: sums stay finite
@@ -222,34 +235,52 @@ def _check_common(schedule, num, shape, chunk_size):
 def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[int], *,
            window=None, windows=None, variance: str = "large", track=("x0",), record: int = 0,
            record_stride: int = 1, chunk_size: int = 10_000, scalar_t: bool | None = None,
-           net_timesteps=None, progress: Callable | None = None) -> SampleResult:
+           net_timesteps=None, flag_threshold: float | None = None,
+           progress: Callable | None = None) -> SampleResult:
     """Draw `num` samples with any `eps_fn(x_t, t)` (a trained net or `oracle_eps`).
 
     window: half-open timestep range [lo, hi) for the trajectory variance (default (0, 10), the
     official filter); t = 0 is the last reverse step. `windows` gives several at once.
     scalar_t: call eps_fn with a scalar t (one time embedding per step); default: the value of
     `eps_fn.accepts_scalar_t` if set, else False.
+    flag_threshold: pre-emptive detection on the first window (see SamplerConfig.flag); adds
+    `stats['flag_t']`.
     Chunk c uses `fold_in(key, c)`, so a result depends on `chunk_size` as well as on `key`.
     """
     num, shape, chunk_size = _check_common(schedule, num, shape, chunk_size)
     wins = normalise_windows(window, windows, schedule.num_steps)
     if scalar_t is None:
         scalar_t = bool(getattr(eps_fn, "accepts_scalar_t", False))
-    config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t)
+    config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t,
+                           flag_threshold is not None)
     ts_net = None if net_timesteps is None else jnp.asarray(net_timesteps, jnp.int32)
-    run = jax.jit(lambda k: reverse_chunk(eps_fn, schedule, k, chunk_size, shape, wins, config, ts_net))
+    thr = _threshold(flag_threshold)
+    run = jax.jit(lambda k: reverse_chunk(eps_fn, schedule, k, chunk_size, shape, wins, config,
+                                          ts_net, thr))
     merged, seconds = _run_chunks(lambda c: run(jax.random.fold_in(key, c)), num, chunk_size, 0,
                                   progress)
     return _result(merged, wins, seconds, 0)
 
 
-def _network_chunk(network, config, chunk_size, shape, stacked, params, schedule, key, windows,
-                   net_timesteps):
-    def one(p, k):
-        return reverse_chunk(network.eps_fn(p), schedule, k, chunk_size, shape, windows, config,
-                             net_timesteps)
+def _threshold(value) -> jax.Array:
+    """A flag threshold: a scalar, or (with stacked models) one per model."""
+    if value is None:
+        return jnp.float32(jnp.inf)
+    arr = np.asarray(value, np.float64)
+    check(arr.ndim <= 1 and bool(np.all(np.isfinite(arr))) and bool(np.all(arr >= 0)),
+          "flag_threshold", value, "must be finite and >= 0 (a scalar or one per model)")
+    return jnp.asarray(arr, jnp.float32)
 
-    return jax.vmap(one)(params, key) if stacked else one(params, key)
+
+def _network_chunk(network, config, chunk_size, shape, stacked, params, schedule, key, windows,
+                   net_timesteps, threshold):
+    def one(p, k, thr):
+        return reverse_chunk(network.eps_fn(p), schedule, k, chunk_size, shape, windows, config,
+                             net_timesteps, thr)
+
+    if stacked:
+        return jax.vmap(one, in_axes=(0, 0, 0 if threshold.ndim else None))(params, key, threshold)
+    return one(params, key, threshold)
 
 
 _network_chunk_jit = jax.jit(_network_chunk, static_argnums=(0, 1, 2, 3, 4))
@@ -259,6 +290,7 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
                    shape: Sequence[int], *, stacked: bool = False, window=None, windows=None,
                    variance: str = "large", track=("x0",), record: int = 0, record_stride: int = 1,
                    chunk_size: int = 10_000, net_timesteps=None,
+                   flag_threshold: float | None = None,
                    progress: Callable | None = None) -> SampleResult:
     """`sample` for a `mi_jax.nets.Network` and its params, compiled once per network and shape.
 
@@ -267,7 +299,9 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
     """
     num, shape, chunk_size = _check_common(schedule, num, shape, chunk_size)
     wins = jnp.asarray(normalise_windows(window, windows, schedule.num_steps))
-    config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t=True)
+    config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t=True,
+                           flag=flag_threshold is not None)
+    thr = _threshold(flag_threshold)
     if stacked:
         check(jnp.ndim(key) == 1, "key", getattr(key, "shape", key), "must be a (M,) key array")
         fold = jax.vmap(jax.random.fold_in, (0, None))
@@ -278,7 +312,7 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
 
     def chunk(c):
         return _network_chunk_jit(network, config, chunk_size, shape, stacked, params, schedule,
-                                  fold(key, c), wins, ts_net)
+                                  fold(key, c), wins, ts_net, thr)
 
     sample_axis = 1 if stacked else 0
     merged, seconds = _run_chunks(chunk, num, chunk_size, sample_axis, progress)
