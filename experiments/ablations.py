@@ -182,6 +182,12 @@ def run(cfg: dict, workdir, log=print) -> dict:
     results["headline"] = _headline(results)
     results["provenance"] = wd.provenance()
     _figures(workdir, cfg, results, figs)
+    arrays = {}
+    if "imbalanced" in figs:
+        arrays["imbalanced_samples_seed0"] = figs["imbalanced"][0]
+    for conf, variants in results["headline"]["samplers"].items():
+        arrays[f"sampler_rates__{conf}"] = np.asarray(list(variants.values()))
+    wd.write_npz(workdir / "arrays.npz", **arrays)
     wd.write_json(workdir / wd.METRICS_FILE, results)
     return results
 

@@ -18,9 +18,9 @@ from mi_jax import workdir as wd
 
 from experiments.common import run_or_reuse
 
-EXPERIMENTS = ("gmm1d", "gmm2d", "detection")
+EXPERIMENTS = ("gmm1d", "gmm2d", "detection", "trajectories", "score_analysis", "ablations")
 # Analyses that reuse the models trained by the mixture experiments of the same job.
-USES_MODELS = ("detection",)
+USES_MODELS = ("detection", "trajectories", "score_analysis", "ablations")
 
 OPTIONS = (
     cli.Option("preset", "choice", "Preset for every experiment.", choices=("quick", "paper")),
@@ -120,6 +120,46 @@ def summary_markdown(results: dict, preset: str) -> str:
                 f"{_pct(h['preemptive_steps_saved'])} |")
         lines += [""] + [f"![ROC and windows]({'detection/' + p})" for p in
                          sorted(results["detection"].get("figures", []))] + [""]
+    if "score_analysis" in results:
+        h = results["score_analysis"]["headline"]
+        lines += ["## Mechanism: exact vs learned x0_hat (paper Fig. 4)", "",
+                  "Per gap between neighbouring modes (mean over gaps and seeds): the steepest slope "
+                  "of x0_hat(x_t), and the probability mass under the exact noised marginal of the "
+                  "x_t whose x0_hat lands between modes.", "",
+                  "| t | max slope exact | max slope learned | mass mapped between, exact | learned |",
+                  "|---|---|---|---|---|"]
+        for src in h.values():
+            for t, v in sorted(src.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0):
+                if "max_slope_exact" in v:
+                    lines.append(f"| {t} | {v['max_slope_exact']:.2f} | {v['max_slope_learned']:.2f} | "
+                                 f"{_pct(v['between_mass_exact'])} | {_pct(v['between_mass_learned'])} |")
+                else:
+                    lines.append(f"| 2D {t} (t={v['t']}) | | | "
+                                 f"{_pct(v['mass_mapped_between_modes_exact'])} | "
+                                 f"{_pct(v['mass_mapped_between_modes_learned'])} |")
+        lines += ["", "![Fig. 4](score_analysis/fig4_gmm1d.png)", "",
+                  "![Fig. 4, 2D](score_analysis/fig4_gmm2d.png)", ""]
+    if "trajectories" in results:
+        lines += ["## Trajectories (paper Fig. 6)", "",
+                  "![Fig. 6, 1D](trajectories/fig6_gmm1d.png)", "",
+                  "![Fig. 6, 2D](trajectories/fig6_gmm2d.png)", ""]
+    if "ablations" in results:
+        h = results["ablations"]["headline"]
+        lines += ["## Sampler and training ablations (paper Fig. 11)", "",
+                  "| configuration | sampler | trained net | exact score |", "|---|---|---|---|"]
+        for conf, variants in h["samplers"].items():
+            for v, (mean, std, exact) in variants.items():
+                lines.append(f"| {conf} | {v} | {_pct(mean)} +- {_pct(std)} | {_pct(exact)} |")
+        if "imbalanced" in h:
+            i = h["imbalanced"]
+            lines += ["", f"Imbalanced grid: rate {_pct(i['rate'][0])} +- {_pct(i['rate'][1])} "
+                      f"(exact score {_pct(i['oracle_rate'])}); correlation of generated mode shares "
+                      f"with the true weights, per seed: "
+                      + ", ".join(f"{c:.2f}" for c in i["mode_share_vs_weight_corr"])]
+        if "training_length" in h:
+            lines += ["", "Rate vs training steps: " + ", ".join(
+                f"{s}: {_pct(v[0])}" for s, v in h["training_length"].items())]
+        lines += ["", "![Fig. 11](ablations/fig11_ablations.png)", ""]
     return "\n".join(lines) + "\n"
 
 

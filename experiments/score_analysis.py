@@ -77,15 +77,18 @@ def gap_statistics(x, x0_learned, x0_exact, mixture, a, k, density) -> list:
 
 def run(cfg: dict, workdir, log=print) -> dict:
     validate(cfg)
-    out = {}
+    out, arrays = {}, {}
     for path in model_sources(cfg, workdir):
         models = sweeps.load_models(path)
         name = str(path).rstrip("/").split("/")[-1]
         dim = models.grid.configs[0].mixture.dim
         out[name] = (_analyse_1d if dim == 1 else _analyse_2d)(models, cfg, workdir, name)
+        for key, value in out[name].pop("_arrays").items():
+            arrays[f"{name}__{key}"] = value
     metrics = {"experiment": "score_analysis", "k": cfg["k"], "sources": out,
                "provenance": wd.provenance()}
     metrics["headline"] = {n: src.get("summary", {}) for n, src in out.items()}
+    wd.write_npz(workdir / "arrays.npz", **arrays)
     wd.write_json(workdir / wd.METRICS_FILE, metrics)
     return metrics
 
@@ -96,7 +99,7 @@ def _analyse_1d(models, cfg, workdir, name) -> dict:
     conf = grid.configs[c]
     ts = [t for t in cfg["timesteps"] if t < schedule.num_steps]
     means = np.asarray(conf.mixture.means)[np.asarray(conf.mixture.mask), 0]
-    per_t = {}
+    per_t, saved = {}, {}
     fig, axes = plots.figure(ncols=len(ts), nrows=2, width=3.0, height=2.8)
     for j, t in enumerate(ts):
         a = float(schedule.sqrt_alphas_bar[t])
@@ -113,6 +116,8 @@ def _analyse_1d(models, cfg, workdir, name) -> dict:
             rows.extend(gap_statistics(x, f["x0_learned"], f["x0_exact"], conf.mixture, a,
                                        cfg["k"], density))
             if m == np.flatnonzero(grid.config_index == c)[0]:
+                saved[f"t{t}"] = np.stack([x, f["x0_exact"], f["x0_learned"], f["score_exact"],
+                                           f["score_learned"]])
                 ax = axes[0, j]
                 ax.plot(x, f["x0_exact"], color="tab:red", lw=1, label="exact E[x0|x_t]")
                 ax.plot(x, f["x0_learned"], color="tab:blue", lw=1, label="learned x0_hat")
@@ -135,7 +140,8 @@ def _analyse_1d(models, cfg, workdir, name) -> dict:
                    ("max_slope_learned", "max_slope_exact", "between_mass_learned",
                     "between_mass_exact", "between_width_learned", "between_width_exact")}
                for t, v in per_t.items()}
-    return {"config": conf.name, "per_timestep": per_t, "summary": summary}
+    # arrays: rows x_t, exact x0, learned x0, exact score, learned score (first seed)
+    return {"config": conf.name, "per_timestep": per_t, "summary": summary, "_arrays": saved}
 
 
 def _analyse_2d(models, cfg, workdir, name) -> dict:
@@ -144,7 +150,7 @@ def _analyse_2d(models, cfg, workdir, name) -> dict:
     n = int(np.sqrt(cfg["grid_points"] * 25))  # a 2D grid with ~as many points per axis as 1D/3
     n = max(50, min(n, 300))
     fig, axes = plots.figure(ncols=2 * len(grid.configs), width=3.6, height=3.4)
-    summary = {}
+    summary, saved = {}, {}
     for c, conf in enumerate(grid.configs):
         m = int(np.flatnonzero(grid.config_index == c)[0])
         p = jax.tree.map(lambda v: v[m], models.params)
@@ -163,6 +169,7 @@ def _analyse_2d(models, cfg, workdir, name) -> dict:
         for i, kind in enumerate(("exact", "learned")):
             d = np.asarray(jnp.min(support.normalised_distances(f[f"x0_{kind}"], conf.mixture), -1))
             frac[kind] = float(np.sum(weights[d > cfg["k"]]))
+            saved[f"{conf.name}__{kind}_distance"] = d.reshape(n, n)
             ax = axes[0, 2 * c + i]
             im = ax.imshow(np.log10(np.maximum(d, 1e-2)).reshape(n, n), origin="lower",
                            extent=(-lim, lim, -lim, lim), cmap="magma", vmin=-1, vmax=2)
@@ -174,7 +181,7 @@ def _analyse_2d(models, cfg, workdir, name) -> dict:
                               "mass_mapped_between_modes_exact": frac["exact"],
                               "mass_mapped_between_modes_learned": frac["learned"]}
     wd.save_figure(fig, workdir / f"fig4_{name}.png")
-    return {"summary": summary}
+    return {"summary": summary, "_arrays": saved}
 
 
 if __name__ == "__main__":

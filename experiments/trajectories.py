@@ -41,7 +41,7 @@ validate = check_models_from
 
 def run(cfg: dict, workdir, log=print) -> dict:
     validate(cfg)
-    out = {}
+    out, arrays = {}, {}
     for path in model_sources(cfg, workdir):
         models = sweeps.load_models(path)
         grid = models.grid
@@ -72,10 +72,13 @@ def run(cfg: dict, workdir, log=print) -> dict:
         axes[0, 0].legend(fontsize=7)
         wd.save_figure(fig, workdir / f"fig6_{name}.png")
         out[name] = groups
+        arrays[f"{name}__x0_trajectories"] = traj[:, :, : 4 * cfg["per_class"]]
+        arrays[f"{name}__final"] = res.x[:, : 4 * cfg["per_class"]]
     metrics = {"experiment": "trajectories", "k": cfg["k"], "sources": out,
                "headline": {n: {c: g["mean_variance_by_window"]["0:10"] for c, g in groups.items()}
                             for n, groups in out.items()},
                "provenance": wd.provenance()}
+    wd.write_npz(workdir / "arrays.npz", **arrays)
     wd.write_json(workdir / wd.METRICS_FILE, metrics)
     return metrics
 

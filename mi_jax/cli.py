@@ -185,6 +185,9 @@ def run_main(body: Callable[[], None]) -> None:
             print("error: --workdir is required", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         try:
+            from mi_jax.sharding import maybe_initialize_distributed
+
+            maybe_initialize_distributed()
             body()
         except InputError as e:  # flag errors name the flag (--x=...), others their argument
             print(f"error: {e}", file=sys.stderr)

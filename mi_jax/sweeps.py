@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mi_jax import sharding as shd
 from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.oracle import ORACLE
@@ -100,19 +101,45 @@ def init_grid(network, config: tr.TrainConfig, grid: Grid) -> tr.TrainState:
 
 def train_grid(network, schedule: Schedule, config: tr.TrainConfig, grid: Grid, num_steps: int, *,
                state: tr.TrainState | None = None, chunk_steps: int = 500,
-               progress: Callable | None = None, on_chunk: Callable | None = None):
-    """Train every model of the grid (one vmapped call per chunk). Returns (state, losses (M, S))."""
+               progress: Callable | None = None, on_chunk: Callable | None = None,
+               mesh=None):
+    """Train every model of the grid (one vmapped call per chunk). Returns (state, losses (M, S)).
+
+    mesh: spread the models over a device mesh (`mi_jax.sharding.models_mesh()`); the model axis
+    is padded to a multiple of the device count and the padding dropped from the results.
+    """
     data = training_sets(grid)
     state = init_grid(network, config, grid) if state is None else state
-    return tr.train(network, schedule, config, state, data, grid.num_train, num_steps,
-                    chunk_steps=chunk_steps, stacked=True, progress=progress, on_chunk=on_chunk)
+    n_valid = jnp.asarray(grid.num_train)
+    if mesh is None:
+        return tr.train(network, schedule, config, state, data, n_valid, num_steps,
+                        chunk_steps=chunk_steps, stacked=True, progress=progress,
+                        on_chunk=on_chunk)
+    m = grid.num_models
+    state, data, n_valid = shd.shard_models((state, data, n_valid), mesh)
+    inner = None if on_chunk is None else (lambda s, step, l: on_chunk(shd.unpad(s, m), step, l[:m]))
+    state, losses = tr.train(network, schedule, config, state, data, n_valid, num_steps,
+                             chunk_steps=chunk_steps, stacked=True, progress=progress,
+                             on_chunk=inner)
+    return shd.unpad(state, m), losses[:m]
 
 
 def sample_grid(network, params, schedule: Schedule, grid: Grid, num: int, shape: Sequence[int],
-                **kwargs) -> SampleResult:
-    """Sample every model of the grid; arrays have a leading model axis M."""
-    return sample_network(network, params, schedule, grid.keys(PHASE_SAMPLE), num, shape,
-                          stacked=True, **kwargs)
+                mesh=None, **kwargs) -> SampleResult:
+    """Sample every model of the grid; arrays have a leading model axis M (see train_grid: mesh)."""
+    keys = grid.keys(PHASE_SAMPLE)
+    if mesh is None:
+        return sample_network(network, params, schedule, keys, num, shape, stacked=True, **kwargs)
+    m = grid.num_models
+    params, keys = shd.shard_models((params, keys), mesh)
+    res = sample_network(network, params, schedule, keys, num, shape, stacked=True, **kwargs)
+    for name in ("x", "hal", "hal_windows"):
+        setattr(res, name, getattr(res, name)[:m])
+    res.stats = {k: v[:m] for k, v in res.stats.items()}
+    if res.trajectory is not None:
+        res.trajectory = {k: v[:m] for k, v in res.trajectory.items()}
+    res.num_nonfinite = int(np.sum(~np.all(np.isfinite(res.x.reshape(m, num, -1)), axis=-1)))
+    return res
 
 
 def sample_oracle(mixtures: Sequence[mx.GaussianMixture], schedule: Schedule, seed: int, num: int,
@@ -185,6 +212,11 @@ TRAIN_CHECKPOINT = "train_state.msgpack"
 TRAIN_LOSSES = "train_losses.npz"
 
 
+def _auto_mesh():
+    """All local (or, after jax.distributed.initialize, global) devices when there are several."""
+    return shd.models_mesh() if jax.device_count() > 1 else None
+
+
 def _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, log):
     """train_grid, saving state and losses after every chunk into `checkpoint_dir` (if given) and
     resuming from them. A resumed run replays the same chunks, so it ends bit-identical."""
@@ -211,7 +243,7 @@ def _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, lo
 
     state, _ = train_grid(network, schedule, train_cfg, grid, cfg["steps"], state=state,
                           chunk_steps=cfg["train_chunk"], progress=tr.print_progress(),
-                          on_chunk=save)
+                          on_chunk=save, mesh=_auto_mesh())
     return state, np.concatenate(parts, axis=1)
 
 
@@ -246,7 +278,7 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
         f"t in [{cfg['hal_window'][0]}, {cfg['hal_window'][1]}))")
     t0 = time.perf_counter()
     samples = sample_grid(network, state.params, schedule, grid, cfg["num_samples"], (dim,),
-                          progress=print_progress("sample"), **common)
+                          mesh=_auto_mesh(), progress=print_progress("sample"), **common)
     seconds["sample"] = time.perf_counter() - t0
     rates = hallucination_rates(samples.x, grid.mixtures())
     t0 = time.perf_counter()

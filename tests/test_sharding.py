@@ -1,0 +1,46 @@
+"""A sweep sharded over 8 fake CPU devices gives the unsharded result (run in a subprocess, since
+the device count must be set before JAX starts)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    import mi_jax as mj
+    from mi_jax import sweeps, sharding
+    from mi_jax.training import train as tr
+    assert jax.device_count() == 8, jax.devices()
+    schedule = mj.linear_schedule(T=30)
+    net = mj.make_mlp(1, width=16)
+    cfg = tr.TrainConfig(batch_size=32)
+    grid = sweeps.Grid([sweeps.Config("a", mj.mixture_1d([1.0, 2.0, 3.0]), 200),
+                        sweeps.Config("b", mj.mixture_1d([0.0, 2.0]), 100)], [0, 1, 2])  # M = 6
+    mesh = sharding.models_mesh()
+    s1, l1 = sweeps.train_grid(net, schedule, cfg, grid, 20, chunk_steps=10)
+    s2, l2 = sweeps.train_grid(net, schedule, cfg, grid, 20, chunk_steps=10, mesh=mesh)
+    np.testing.assert_allclose(l1, l2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    r1 = sweeps.sample_grid(net, s1.params, schedule, grid, 40, (1,), chunk_size=20)
+    r2 = sweeps.sample_grid(net, s1.params, schedule, grid, 40, (1,), chunk_size=20, mesh=mesh)
+    assert r2.x.shape == (6, 40, 1)
+    np.testing.assert_allclose(r1.x, r2.x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(r1.hal, r2.hal, rtol=1e-4, atol=1e-8)
+    placed = sharding.shard_models(s1.params, mesh)
+    leaf = jax.tree.leaves(placed)[0]
+    assert leaf.shape[0] == 8 and len(leaf.sharding.device_set) == 8
+    print("OK")
+""")
+
+
+def test_sharded_sweep_equals_unsharded():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
