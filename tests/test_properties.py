@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import mi_jax as mj
@@ -25,21 +25,36 @@ def mixtures(draw):
     return mj.GaussianMixture(means, stds, weights)
 
 
+SLOTS = 8  # every drawn mixture is padded to this many slots: one compile per dimension
+
+
+def _log_prob_f64(x, means, stds, weights):
+    """NumPy float64 reference log density of an isotropic mixture."""
+    x, means, stds = (np.asarray(a, np.float64) for a in (x, means, stds))
+    d = x.shape[-1]
+    sq = ((x[:, None, :] - means[None]) ** 2).sum(-1)
+    comp = -0.5 * sq / stds**2 - d * np.log(stds) - 0.5 * d * np.log(2 * np.pi)
+    comp = comp + np.log(np.asarray(weights, np.float64))
+    top = comp.max(-1, keepdims=True)
+    return (top + np.log(np.exp(comp - top).sum(-1, keepdims=True)))[:, 0]
+
+
 @settings(max_examples=25, deadline=None)
-@given(mixtures(), st.integers(0, 2**31 - 1), st.integers(0, 3))
-def test_valid_mixtures_behave(m, seed, extra_slots):
-    x = m.sample(jax.random.key(seed), 16)
+@given(mixtures(), st.integers(0, 2**31 - 1))
+def test_valid_mixtures_behave(m, seed):
+    k = m.num_slots
+    p = m.pad(SLOTS)
+    x = p.sample(jax.random.key(seed), 16)
     assert x.shape == (16, m.dim) and bool(jnp.all(jnp.isfinite(x)))
-    lp = m.log_prob(x)
-    assert bool(jnp.all(jnp.isfinite(lp)))
-    padded = m.pad(m.num_slots + extra_slots)
-    np.testing.assert_allclose(padded.log_prob(x), lp, rtol=1e-5, atol=1e-5)
+    ref = _log_prob_f64(x, np.asarray(m.means), np.asarray(m.stds), np.asarray(m.weights))
+    np.testing.assert_allclose(p.log_prob(x), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(p.weights)[:k], np.asarray(m.weights), rtol=1e-6)
+    assert not np.any(np.asarray(p.weights)[k:])
     a, b = jnp.float32(0.6), jnp.float32(0.8)
-    score = mx.noised_score(m, x, a, b)
-    grad = jax.vmap(jax.grad(lambda xi: mx.noised_log_prob(m, xi, a, b)))(x)
+    score = mx.noised_score(p, x, a, b)
+    grad = jax.vmap(jax.grad(lambda xi: mx.noised_log_prob(p, xi, a, b)))(x)
     np.testing.assert_allclose(score, grad, rtol=2e-3, atol=2e-3)
-    inside = mj.in_support(x, m, 1e6)
-    assert bool(jnp.all(inside))
+    assert bool(jnp.all(mj.in_support(x, p, 1e6)))
 
 
 @settings(max_examples=30, deadline=None)
@@ -87,6 +102,7 @@ def test_windows_accepted_iff_inside_schedule(T, lo, hi):
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(-3, 200), st.floats(-0.5, 1.5), st.floats(-0.5, 1.5))
+@example(2, 1.6789909e-141, 0.25)  # 1 - beta == 1 in float64: found by hypothesis in CI
 def test_schedules_accept_iff_valid(T, b0, b1):
     # (Within these ranges every valid schedule's constants fit float32: 200 * -log(1 - 0.999)
     # would not, and is refused separately by from_betas.)

@@ -46,7 +46,7 @@ def from_betas(betas) -> Schedule:
     check(bool(np.all(np.isfinite(betas)) and np.all(betas > 0) and np.all(betas < 1)),
           "betas", (float(betas.min()), float(betas.max())), "must lie in (0, 1)")
     alphas = 1.0 - betas
-    log_ab = np.cumsum(np.log(alphas))
+    log_ab = np.cumsum(np.log1p(-betas))  # log1p: a beta below 1e-16 still counts
     ab = np.exp(log_ab)
     ab_prev = np.concatenate([[1.0], ab[:-1]])
     one_minus_ab = -np.expm1(log_ab)
@@ -72,7 +72,7 @@ def from_betas(betas) -> Schedule:
         if name == "alphas_bar":
             continue
         f32 = value.astype(np.float32)
-        if not np.all(np.isfinite(f32)):
+        if not (np.all(np.isfinite(value)) and np.all(np.isfinite(f32))):
             raise InputError(f"betas: schedule constant {name} overflows float32 "
                              f"(max {np.max(value):.3g}); use fewer steps or smaller betas")
     return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in consts.items()})
