@@ -18,7 +18,8 @@ from mi_jax import workdir as wd
 
 from experiments.common import run_or_reuse
 
-EXPERIMENTS = ("gmm1d", "gmm2d", "detection", "trajectories", "score_analysis", "ablations")
+EXPERIMENTS = ("gmm1d", "gmm2d", "detection", "trajectories", "score_analysis", "ablations",
+               "shapes")
 # Analyses that reuse the models trained by the mixture experiments of the same job.
 USES_MODELS = ("detection", "trajectories", "score_analysis", "ablations")
 
@@ -160,6 +161,25 @@ def summary_markdown(results: dict, preset: str) -> str:
             lines += ["", "Rate vs training steps: " + ", ".join(
                 f"{s}: {_pct(v[0])}" for s, v in h["training_length"].items())]
         lines += ["", "![Fig. 11](ablations/fig11_ablations.png)", ""]
+    if "shapes" in results:
+        h = results["shapes"]["headline"]
+        lines += [f"## SIMPLE SHAPES (paper Figs. 1, 5, 7; {h['resolution']}x{h['resolution']}, "
+                  f"seeds {h['seeds']})", ""]
+        if "hallucination_rate" in h:
+            rate = h["hallucination_rate"]
+            lines += [f"Hallucinated: {_pct(rate[0])} +- {_pct(rate[1])} of {h['num_images']} images;"
+                      " by category: " + ", ".join(f"{c} {n}" for c, n in
+                                                   h["count_by_category"].items())
+                      + f". Counter accuracy on hand-made examples: {_pct(h['counter_accuracy'])}.",
+                      "", "| variance | AUROC | hallucinations removed at 96% kept |",
+                      "|---|---|---|"]
+            for name in ("whole_image", "column_max", "square_column"):
+                if f"{name}_auroc" in h:
+                    lines.append(f"| {name} | {h[f'{name}_auroc']:.3f} | "
+                                 f"{_pct(h[f'{name}_removed_at_96_kept'])} |")
+        lines += ["", "![samples](shapes/fig5_samples.png)", "",
+                  "![Fig. 7 (shapes)](shapes/fig7_variance.png)", "",
+                  "![bottleneck](shapes/embedding_bottleneck.png)", ""]
     return "\n".join(lines) + "\n"
 
 

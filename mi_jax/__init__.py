@@ -13,7 +13,7 @@ from mi_jax.data.support import hallucination_rate, in_support, pair_summary
 from mi_jax.diffusion.oracle import oracle_eps, oracle_score, oracle_x0
 from mi_jax.diffusion.schedule import (Schedule, cosine_schedule, linear_schedule, make_schedule,
                                        quadratic_schedule)
-from mi_jax.nets import Network, make_mlp
+from mi_jax.nets import Network, make_mlp, make_unet
 from mi_jax.sampling.ddpm import SampleResult, sample, sample_network
 from mi_jax.validation import InputError
 
@@ -22,6 +22,6 @@ __version__ = "0.1.0"
 __all__ = [
     "GaussianMixture", "grid_2d", "mixture_1d", "stack", "hallucination_rate", "in_support",
     "pair_summary", "oracle_eps", "oracle_score", "oracle_x0", "Schedule", "cosine_schedule",
-    "linear_schedule", "make_schedule", "quadratic_schedule", "Network", "make_mlp",
+    "linear_schedule", "make_schedule", "quadratic_schedule", "Network", "make_mlp", "make_unet",
     "SampleResult", "sample", "sample_network", "InputError", "__version__",
 ]

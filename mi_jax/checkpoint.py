@@ -59,3 +59,54 @@ def load(path, target):
                              f"has {t.shape} {t.dtype}")
         restored.append(jax.numpy.asarray(s))
     return jax.tree.unflatten(tree_t, restored)
+
+
+class ChunkStore:
+    """Finished sampler chunks on disk (`chunk_000012.npz`, atomic), so an interrupted sampling run
+    resumes at its first missing chunk. Chunk c is a pure function of (key, c), so a resumed run
+    returns exactly what an uninterrupted one would.
+
+    `signature` (a JSON-able dict: sizes, windows, sampler options) is written once as
+    `signature.json`; a store made by a different sampling call is refused instead of mixed in.
+    """
+
+    SIGNATURE = "signature.json"
+
+    def __init__(self, directory, signature: dict):
+        from mi_jax.workdir import _jsonable, read_json, write_json
+
+        self.directory = Path(directory)
+        sig_path = self.directory / self.SIGNATURE
+        signature = _jsonable(signature)
+        if sig_path.exists():
+            try:
+                old = read_json(sig_path)
+            except (OSError, ValueError) as e:
+                raise InputError(f"resume_dir={str(self.directory)!r}: unreadable {self.SIGNATURE} "
+                                 f"({e})") from None
+            if old != signature:
+                changed = sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k))
+                raise InputError(f"resume_dir={str(self.directory)!r}: holds chunks of a different "
+                                 f"sampling call (differs in {', '.join(changed)})")
+        else:
+            write_json(sig_path, signature)
+
+    def path(self, chunk: int) -> Path:
+        return self.directory / f"chunk_{chunk:06d}.npz"
+
+    def load(self, chunk: int) -> dict | None:
+        """The stored outputs of `chunk`, or None if it was never finished."""
+        path = self.path(chunk)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {name: f[name] for name in f.files}
+        except Exception as e:  # zipfile and numpy raise assorted types for bad files
+            raise InputError(f"checkpoint={str(path)!r}: unreadable or corrupted sampler chunk "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+    def save(self, chunk: int, outputs: dict) -> None:
+        from mi_jax.workdir import write_npz
+
+        write_npz(self.path(chunk), **outputs)

@@ -10,6 +10,7 @@ result whether a model is run inside a grid or alone (tested).
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -208,8 +209,8 @@ def schedule_from_config(cfg: dict) -> Schedule:
     return linear_schedule(cfg["T"], cfg["beta_start"], cfg["beta_end"])
 
 
-TRAIN_CHECKPOINT = "train_state.msgpack"
-TRAIN_LOSSES = "train_losses.npz"
+TRAIN_CHECKPOINT = tr.TRAIN_CHECKPOINT
+SAMPLE_CHUNKS = "sample_chunks"  # finished sampler chunks of an unfinished study
 
 
 def _auto_mesh():
@@ -218,33 +219,13 @@ def _auto_mesh():
 
 
 def _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, log):
-    """train_grid, saving state and losses after every chunk into `checkpoint_dir` (if given) and
-    resuming from them. A resumed run replays the same chunks, so it ends bit-identical."""
-    from mi_jax import checkpoint
-    from mi_jax.workdir import write_npz
-
-    state = init_grid(network, train_cfg, grid)
-    done = np.zeros((grid.num_models, 0), np.float32)
-    if checkpoint_dir is not None:
-        ckpt, loss_file = Path(checkpoint_dir) / TRAIN_CHECKPOINT, Path(checkpoint_dir) / TRAIN_LOSSES
-        if ckpt.exists():
-            state = checkpoint.load(ckpt, state)
-            step = int(np.max(np.asarray(state.step)))
-            with np.load(loss_file) as f:
-                done = f["losses"][:, :step]
-            log(f"resuming training from the checkpoint at step {step}")
-    parts = [done]
-
-    def save(st, step, chunk_losses):
-        parts.append(np.asarray(chunk_losses))
-        if checkpoint_dir is not None:
-            write_npz(loss_file, losses=np.concatenate(parts, axis=1))
-            checkpoint.save(ckpt, st)  # after the losses: a checkpoint never outruns its losses
-
-    state, _ = train_grid(network, schedule, train_cfg, grid, cfg["steps"], state=state,
+    """train_grid with a checkpoint after every chunk in `checkpoint_dir` (see tr.train_resumable)."""
+    def run(state, on_chunk):
+        return train_grid(network, schedule, train_cfg, grid, cfg["steps"], state=state,
                           chunk_steps=cfg["train_chunk"], progress=tr.print_progress(),
-                          on_chunk=save, mesh=_auto_mesh())
-    return state, np.concatenate(parts, axis=1)
+                          on_chunk=on_chunk, mesh=_auto_mesh())
+
+    return tr.train_resumable(run, init_grid(network, train_cfg, grid), checkpoint_dir, log)
 
 
 def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=None,
@@ -254,7 +235,8 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
 
     `cfg` holds the common experiment options (steps, batch_size, lr, width, tied, T, beta_start,
     beta_end, num_samples, chunk_size, hal_window, train_chunk, seeds). With `checkpoint_dir`,
-    training checkpoints after every chunk and resumes from an existing checkpoint.
+    training checkpoints after every chunk and sampling keeps every finished chunk; a rerun
+    resumes from both and ends bit-identical to an uninterrupted run.
     """
     import time
 
@@ -277,15 +259,23 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
     log(f"sampling {cfg['num_samples']} per model ({cfg['T']} steps, trajectory variance over "
         f"t in [{cfg['hal_window'][0]}, {cfg['hal_window'][1]}))")
     t0 = time.perf_counter()
+    chunks = None if checkpoint_dir is None else Path(checkpoint_dir) / SAMPLE_CHUNKS
+    if chunks is not None and chunks.is_dir():
+        found = len(list(chunks.glob("*/chunk_*.npz")))
+        log(f"resuming sampling with {found} finished chunk(s) from {chunks}")
     samples = sample_grid(network, state.params, schedule, grid, cfg["num_samples"], (dim,),
-                          mesh=_auto_mesh(), progress=print_progress("sample"), **common)
+                          mesh=_auto_mesh(), progress=print_progress("sample"),
+                          resume_dir=None if chunks is None else chunks / "models", **common)
     seconds["sample"] = time.perf_counter() - t0
     rates = hallucination_rates(samples.x, grid.mixtures())
     t0 = time.perf_counter()
     oracle = sample_oracle([c.mixture for c in grid.configs], schedule, int(grid.seeds[0]),
-                           cfg["num_samples"], progress=print_progress("oracle"), **common)
+                           cfg["num_samples"], progress=print_progress("oracle"),
+                           resume_dir=None if chunks is None else chunks / "oracle", **common)
     seconds["oracle"] = time.perf_counter() - t0
     oracle_rates = hallucination_rates(oracle.x, mx.stack([c.mixture for c in grid.configs]))
+    if chunks is not None:  # everything is in memory now; a rerun resamples bit-identically
+        shutil.rmtree(chunks, ignore_errors=True)
     return StudyResult(grid, schedule, network, state.params, losses, samples, rates, oracle,
                        oracle_rates, seconds)
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -109,7 +110,9 @@ def prepare(workdir, config: dict, overwrite: bool = False) -> Path:
                                  f"(differs in {', '.join(changed[:5])}); pass --overwrite or use "
                                  "another workdir")
             for stale in workdir.iterdir():
-                if stale.is_file():
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
                     stale.unlink()
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, config)

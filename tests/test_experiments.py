@@ -68,6 +68,9 @@ def test_gmm2d_end_to_end(tiny_models):
     ("gmm1d", "--tied=maybe"), ("gmm1d", "--no_such_flag=1"),
     ("gmm2d", "--layout=hexagonal"), ("gmm2d", "--num_train=-5"), ("gmm2d", "--width=1"),
     ("gmm2d", "--k=0"), ("gmm2d", "--batch_size=2.5"),
+    ("shapes", "--resolution=48"), ("shapes", "--mults=1,2,2,2,2,2,2,2"),
+    ("shapes", "--sampling_steps=2000"), ("shapes", "--images_dir=/no/such/dir"),
+    ("shapes", "--hal_window=0,200"),
 ])
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, module, flag):
     work = tmp_path / "work"
@@ -78,6 +81,38 @@ def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, module, flag):
     name = flag.split("=")[0]
     assert lines[0].startswith("error:") and name.lstrip("-") in lines[0], lines[0]
     assert not work.exists()
+
+
+SHAPES_TINY = ["--steps=2", "--train_chunk=1", "--batch_size=8", "--num_train=64", "--base=8",
+               "--mults=1,2", "--sampling_steps=10", "--hal_window=0,5", "--num_samples=8",
+               "--chunk_size=8", "--grid=2", "--seeds=0"]
+
+
+def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
+    from mi_jax.data import images, shapes
+
+    out = run("shapes", f"--workdir={tmp_path / 'shapes'}", *SHAPES_TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    work = tmp_path / "shapes"
+    for name in ("fig5_samples.png", "fig7_variance.png", "embedding_bottleneck.png",
+                 "training_examples.png", "arrays.npz", "train_state.msgpack"):
+        assert (work / name).stat().st_size > 0, name
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert metrics["train_in_support"] == 1.0
+    assert metrics["rates"]["num_images"] == 8
+    assert sum(metrics["rates"]["count_primary_total"].values()) == round(
+        8 * metrics["rates"]["hallucination_rate"]["mean"])
+    assert not (work / "sample_chunks").exists()
+    # The same pipeline on a folder of PNGs (same size, so the compiled programs are reused).
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i, img in enumerate(shapes.generate(9, 64, 32).images):
+        images.save_png(pngs / f"img{i:03d}.png", img)
+    out = run("shapes", f"--workdir={tmp_path / 'byo'}", f"--images_dir={pngs}", *SHAPES_TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    byo = json.loads((tmp_path / "byo" / "metrics.json").read_text())
+    assert "rates" not in byo and byo["headline"]["sample_images_per_s"] > 0
+    assert (tmp_path / "byo" / "fig5_samples.png").exists()
 
 
 @pytest.mark.parametrize("module, extra, outputs", [

@@ -193,3 +193,53 @@ def test_preemptive_flag_matches_stored_trajectory():
     assert 0 < np.mean(flag >= 0) < 1
     # float32 running vs float64 stored variance may disagree only when a value sits at the threshold
     assert np.mean(flag == ref) > 0.995
+
+
+def test_resume_dir_reuses_finished_chunks_and_refuses_other_calls(tmp_path):
+    m = mj.mixture_1d([1.0, 2.0])
+    schedule = mj.linear_schedule(30)
+    eps_fn = mj.oracle_eps(m, schedule)
+    key = jax.random.key(3)
+    args = (eps_fn, schedule, key, 50, (1,))
+    plain = ddpm.sample(*args, chunk_size=16)
+    store = tmp_path / "chunks"
+    first = ddpm.sample(*args, chunk_size=16, resume_dir=store)
+    assert sorted(p.name for p in store.glob("chunk_*.npz")) == [f"chunk_{c:06d}.npz" for c in range(4)]
+    # Pretend the run died after two chunks, and poison one kept chunk to prove it is reused.
+    (store / "chunk_000002.npz").unlink()
+    (store / "chunk_000003.npz").unlink()
+    with np.load(store / "chunk_000001.npz") as f:
+        kept = {k: f[k] for k in f.files}
+    kept["x"] = kept["x"] + 100.0
+    np.savez(store / "chunk_000001.npz", **kept)
+    resumed = ddpm.sample(*args, chunk_size=16, resume_dir=store)
+    np.testing.assert_array_equal(first.x, plain.x)
+    np.testing.assert_array_equal(first.hal, plain.hal)
+    np.testing.assert_array_equal(resumed.x[:16], plain.x[:16])
+    np.testing.assert_array_equal(resumed.x[16:32], plain.x[16:32] + 100.0)
+    np.testing.assert_array_equal(resumed.x[32:], plain.x[32:])
+    with pytest.raises(InputError, match="differs in windows"):
+        ddpm.sample(*args, chunk_size=16, window=(0, 5), resume_dir=store)
+    (store / "chunk_000000.npz").write_bytes(b"PK\x03\x04broken")
+    with pytest.raises(InputError, match="chunk_000000.npz"):
+        ddpm.sample(*args, chunk_size=16, resume_dir=store)
+
+
+def test_region_variances_are_weighted_means_of_the_per_dimension_variance():
+    m = mj.GaussianMixture([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], 0.1)
+    schedule = mj.linear_schedule(30)
+    regions = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 3]], np.float32)
+    args = (mj.oracle_eps(m, schedule), schedule, jax.random.key(0), 12, (4,))
+    res = ddpm.sample(*args, windows=[(0, 5), (2, 9)], regions=regions, record=12)
+    var = res.stats["var_x0_regions"]
+    assert var.shape == (2, 12, 4)
+    traj = res.trajectory["x0"]  # (T, n, 4), slot s = timestep s
+    for w, (lo, hi) in enumerate([(0, 5), (2, 9)]):
+        per_dim = np.var(np.asarray(traj[lo:hi], np.float64), axis=0)  # (n, 4)
+        ref = per_dim @ (regions / regions.sum(1, keepdims=True)).T
+        np.testing.assert_allclose(var[w], ref, rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(var[w, :, 2], res.hal_windows[w], rtol=1e-5)
+    with pytest.raises(InputError, match="regions"):
+        ddpm.sample(*args, regions=np.ones((2, 3), np.float32))
+    with pytest.raises(InputError, match="regions"):
+        ddpm.sample(*args, regions=np.zeros((1, 4), np.float32))

@@ -14,6 +14,7 @@ import jax
 from flax import nnx
 
 from mi_jax.nets.mlp import ToyMLP
+from mi_jax.nets.unet import UNet
 from mi_jax.validation import check, check_int
 
 Params = Any
@@ -26,6 +27,7 @@ class Network:
     name: str
     init: Callable[[jax.Array], Params]
     apply: Callable[[Params, jax.Array, jax.Array], jax.Array]
+    features: Callable[[Params, jax.Array, jax.Array], jax.Array] | None = None  # inner features
 
     def eps_fn(self, params: Params):
         """The `eps_fn(x_t, t)` of these params, for the sampler (t may be (batch,) or scalar)."""
@@ -40,19 +42,29 @@ class Network:
         return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
-def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module]) -> Network:
-    """Wrap an NNX module constructor (`build(rngs)`) as a `Network` over pure-dict params."""
+def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
+             features_method: str | None = None) -> Network:
+    """Wrap an NNX module constructor (`build(rngs)`) as a `Network` over pure-dict params;
+    `features_method` names a module method (x, t) -> features, exposed as `Network.features`."""
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))), nnx.Param)
 
     def init(key):
         return nnx.to_pure_dict(nnx.split(build(nnx.Rngs(params=key)), nnx.Param)[1])
 
-    def apply(params, x, t):
+    def module(params):
         state = jax.tree.map(lambda a: a, abstract)  # fresh copy to fill with these leaves
         nnx.replace_by_pure_dict(state, params)
-        return nnx.merge(graphdef, state)(x, t)
+        return nnx.merge(graphdef, state)
 
-    return Network(name, init, apply)
+    def apply(params, x, t):
+        return module(params)(x, t)
+
+    features = None
+    if features_method is not None:
+        def features(params, x, t):
+            return getattr(module(params), features_method)(x, t)
+
+    return Network(name, init, apply, features)
 
 
 _MLP_CACHE: dict = {}
@@ -69,3 +81,26 @@ def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True)
         name = f"mlp(dim={dim},width={width},blocks={num_blocks},{'tied' if tied else 'untied'})"
         _MLP_CACHE[spec] = from_nnx(name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, rngs=rngs))
     return _MLP_CACHE[spec]
+
+
+_UNET_CACHE: dict = {}
+
+
+def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks: int = 1,
+              attention: bool = False) -> Network:
+    """A small image UNet (see `mi_jax.nets.unet`); `features` gives its bottleneck feature map."""
+    check_int(channels, "channels", low=1)
+    check_int(base, "base", low=4)
+    mults = tuple(mults)
+    check(len(mults) >= 1 and all(isinstance(m, int) and m >= 1 for m in mults), "mults", mults,
+          "must be a non-empty tuple of positive ints")
+    check_int(num_res_blocks, "num_res_blocks", low=1)
+    check(isinstance(attention, bool), "attention", attention, "must be a bool")
+    spec = (channels, base, mults, num_res_blocks, attention)
+    if spec not in _UNET_CACHE:
+        name = (f"unet(channels={channels},base={base},mults={mults},res={num_res_blocks},"
+                f"attn={attention})")
+        _UNET_CACHE[spec] = from_nnx(
+            name, lambda rngs: UNet(channels, base, mults, num_res_blocks, attention, rngs=rngs),
+            features_method="bottleneck")
+    return _UNET_CACHE[spec]

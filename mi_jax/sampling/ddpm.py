@@ -77,7 +77,8 @@ def _welford(state, value, step_in_window, in_window):
 
 def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, shape: Sequence[int],
                   windows: jax.Array, config: SamplerConfig = SamplerConfig(),
-                  net_timesteps: jax.Array | None = None, flag_threshold=jnp.inf) -> dict:
+                  net_timesteps: jax.Array | None = None, flag_threshold=jnp.inf,
+                  regions: jax.Array | None = None) -> dict:
     """Run the reverse chain for `n` samples of `shape` from x_T ~ N(0, I).
 
     windows: int array (W, 2) of half-open timestep windows [lo, hi) (values, so they can vary
@@ -85,7 +86,8 @@ def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, sha
         index (for strided schedules); identity by default.
     Returns a dict: 'x' (n, *shape); 'var_x0' (W, n) and likewise 'var_xt' / 'var_eps' if tracked;
     'eps_norm_last' (n,) the final step's |eps_hat|; 'traj_x0' / 'traj_xt' (S, R, *shape) if recording;
-    'flag_t' (n,) with `config.flag`.
+    'flag_t' (n,) with `config.flag`; with `regions` (R, *shape) weights (e.g. 0/1 masks of image
+    columns), 'var_x0_regions' (W, n, R): the x0_hat variance averaged over each region instead.
     """
     shape = tuple(shape)
     num_steps = schedule.num_steps
@@ -144,6 +146,14 @@ def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, sha
         size = np.prod(shape) * (hi - lo)[:, None].astype(m2.dtype)  # mean over dims and steps
         var = jnp.sum(m2 / size.reshape(bshape), axis=dims)  # divide first: sums stay finite
         out[f"var_{q}"] = jnp.minimum(var, jnp.finfo(var.dtype).max)
+    if regions is not None:
+        regions = jnp.asarray(regions, m2.dtype)
+        steps = (hi - lo).astype(m2.dtype).reshape(-1, 1, 1)
+        per_dim = moments["x0"][1].reshape(windows.shape[0], n, -1)
+        weights = regions.reshape(regions.shape[0], -1)
+        weights = weights / jnp.sum(weights, axis=1, keepdims=True)
+        var_r = jnp.einsum("wnd,rd->wnr", per_dim, weights) / steps
+        out["var_x0_regions"] = jnp.minimum(var_r, jnp.finfo(var_r.dtype).max)
     out["eps_norm_last"] = jnp.sqrt(jnp.sum(eps_last.reshape(n, -1) ** 2, axis=-1))
     for q, buf in rec.items():
         out[f"traj_{q}"] = buf
@@ -185,14 +195,27 @@ def normalise_windows(window, windows, num_steps: int) -> np.ndarray:
     return np.asarray([check_window(w, num_steps, "window") for w in windows], np.int32)
 
 
+def _chunk_store(resume_dir, **signature):
+    if resume_dir is None:
+        return None
+    from mi_jax.checkpoint import ChunkStore
+
+    return ChunkStore(resume_dir, signature)
+
+
 def _run_chunks(chunk_fn: Callable, num: int, chunk_size: int, sample_axis: int,
-                progress: Callable | None) -> tuple[dict, float]:
-    """Call chunk_fn(c) for each chunk, trim the last one, concatenate on the host."""
+                progress: Callable | None, store=None) -> tuple[dict, float]:
+    """Call chunk_fn(c) for each chunk (or load it from `store`, saving new ones there), trim the
+    last one, concatenate on the host."""
     num_chunks = -(-num // chunk_size)
     parts: dict = {}
     start = time.perf_counter()
     for c in range(num_chunks):
-        out = jax.device_get(chunk_fn(c))
+        out = None if store is None else store.load(c)
+        if out is None:
+            out = jax.device_get(chunk_fn(c))
+            if store is not None:
+                store.save(c, out)
         for name, value in out.items():
             parts.setdefault(name, []).append(value)
         if progress is not None:
@@ -236,7 +259,7 @@ def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: S
            window=None, windows=None, variance: str = "large", track=("x0",), record: int = 0,
            record_stride: int = 1, chunk_size: int = 10_000, scalar_t: bool | None = None,
            net_timesteps=None, flag_threshold: float | None = None,
-           progress: Callable | None = None) -> SampleResult:
+           progress: Callable | None = None, resume_dir=None, regions=None) -> SampleResult:
     """Draw `num` samples with any `eps_fn(x_t, t)` (a trained net or `oracle_eps`).
 
     window: half-open timestep range [lo, hi) for the trajectory variance (default (0, 10), the
@@ -244,8 +267,11 @@ def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: S
     scalar_t: call eps_fn with a scalar t (one time embedding per step); default: the value of
     `eps_fn.accepts_scalar_t` if set, else False.
     flag_threshold: pre-emptive detection on the first window (see SamplerConfig.flag); adds
-    `stats['flag_t']`.
+    `stats['flag_t']`. regions: (R, *shape) non-negative weights; adds `stats['var_x0_regions']`
+    (W, num, R), the trajectory variance averaged over each region (e.g. one image column).
     Chunk c uses `fold_in(key, c)`, so a result depends on `chunk_size` as well as on `key`.
+    resume_dir: save every finished chunk there and reuse the chunks found there (see
+    `mi_jax.checkpoint.ChunkStore`); the caller keeps it specific to one eps_fn and key.
     """
     num, shape, chunk_size = _check_common(schedule, num, shape, chunk_size)
     wins = normalise_windows(window, windows, schedule.num_steps)
@@ -255,11 +281,29 @@ def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: S
                            flag_threshold is not None)
     ts_net = None if net_timesteps is None else jnp.asarray(net_timesteps, jnp.int32)
     thr = _threshold(flag_threshold)
+    regions = _regions(regions, shape)
     run = jax.jit(lambda k: reverse_chunk(eps_fn, schedule, k, chunk_size, shape, wins, config,
-                                          ts_net, thr))
+                                          ts_net, thr, regions))
+    store = _chunk_store(resume_dir, num=num, chunk_size=chunk_size, shape=shape,
+                         windows=wins.tolist(), config=dataclasses.asdict(config),
+                         key=np.asarray(jax.random.key_data(key)).tolist(),
+                         net_timesteps=None if ts_net is None else np.asarray(ts_net).tolist(),
+                         flag_threshold=np.asarray(thr).tolist(),
+                         regions=None if regions is None else np.asarray(regions).tolist())
     merged, seconds = _run_chunks(lambda c: run(jax.random.fold_in(key, c)), num, chunk_size, 0,
-                                  progress)
+                                  progress, store)
     return _result(merged, wins, seconds, 0)
+
+
+def _regions(regions, shape):
+    if regions is None:
+        return None
+    arr = np.asarray(regions, np.float32)
+    check(arr.ndim == len(shape) + 1 and arr.shape[1:] == tuple(shape), "regions", arr.shape,
+          f"must be (R, *{tuple(shape)})")
+    check(bool(np.all(np.isfinite(arr)) and np.all(arr >= 0) and np.all(arr.reshape(len(arr), -1).sum(1) > 0)),
+          "regions", "values", "must be finite, >= 0, and not all zero in any region")
+    return jnp.asarray(arr)
 
 
 def _threshold(value) -> jax.Array:
@@ -273,10 +317,10 @@ def _threshold(value) -> jax.Array:
 
 
 def _network_chunk(network, config, chunk_size, shape, stacked, params, schedule, key, windows,
-                   net_timesteps, threshold):
+                   net_timesteps, threshold, regions):
     def one(p, k, thr):
         return reverse_chunk(network.eps_fn(p), schedule, k, chunk_size, shape, windows, config,
-                             net_timesteps, thr)
+                             net_timesteps, thr, regions)
 
     if stacked:
         return jax.vmap(one, in_axes=(0, 0, 0 if threshold.ndim else None))(params, key, threshold)
@@ -291,7 +335,8 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
                    variance: str = "large", track=("x0",), record: int = 0, record_stride: int = 1,
                    chunk_size: int = 10_000, net_timesteps=None,
                    flag_threshold: float | None = None,
-                   progress: Callable | None = None) -> SampleResult:
+                   progress: Callable | None = None, resume_dir=None,
+                   regions=None) -> SampleResult:
     """`sample` for a `mi_jax.nets.Network` and its params, compiled once per network and shape.
 
     stacked=True: `params` and `key` carry a leading model axis M and all M models sample in one
@@ -302,6 +347,7 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
     config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t=True,
                            flag=flag_threshold is not None)
     thr = _threshold(flag_threshold)
+    regions = _regions(regions, shape)
     if stacked:
         check(jnp.ndim(key) == 1, "key", getattr(key, "shape", key), "must be a (M,) key array")
         fold = jax.vmap(jax.random.fold_in, (0, None))
@@ -312,10 +358,17 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
 
     def chunk(c):
         return _network_chunk_jit(network, config, chunk_size, shape, stacked, params, schedule,
-                                  fold(key, c), wins, ts_net, thr)
+                                  fold(key, c), wins, ts_net, thr, regions)
 
     sample_axis = 1 if stacked else 0
-    merged, seconds = _run_chunks(chunk, num, chunk_size, sample_axis, progress)
+    store = _chunk_store(resume_dir, network=network.name, num=num, chunk_size=chunk_size,
+                         shape=shape, stacked=stacked, windows=np.asarray(wins).tolist(),
+                         config=dataclasses.asdict(config),
+                         key=np.asarray(jax.random.key_data(key)).tolist(),
+                         net_timesteps=np.asarray(ts_net).tolist(),
+                         flag_threshold=np.asarray(thr).tolist(),
+                         regions=None if regions is None else np.asarray(regions).tolist())
+    merged, seconds = _run_chunks(chunk, num, chunk_size, sample_axis, progress, store)
     return _result(merged, np.asarray(wins), seconds, sample_axis)
 
 

@@ -81,30 +81,38 @@ def train_step(network, schedule: Schedule, config: TrainConfig, state: TrainSta
 
 
 def train_chunk(network, schedule: Schedule, config: TrainConfig, num_steps: int,
-                state: TrainState, data: jax.Array, n_valid) -> tuple[TrainState, jax.Array]:
-    """`num_steps` train steps as one `lax.scan`; returns the state and the losses (num_steps,)."""
+                state: TrainState, data: jax.Array, n_valid, unroll: bool = False
+                ) -> tuple[TrainState, jax.Array]:
+    """`num_steps` train steps as one `lax.scan`; returns the state and the losses (num_steps,).
+
+    unroll: unroll the scan into straight-line code. XLA:CPU runs a convolution's weight gradient
+    ~30x slower inside a loop body than outside one (measured: BUILD_NOTES.md), so conv nets on
+    CPU train in short unrolled chunks; MLPs and accelerators keep the rolled loop.
+    """
 
     def body(s, _):
         return train_step(network, schedule, config, s, data, n_valid)
 
-    return jax.lax.scan(body, state, None, length=num_steps)
+    return jax.lax.scan(body, state, None, length=num_steps, unroll=unroll)
 
 
-def _chunk(network, config, num_steps, stacked, schedule, state, data, n_valid):
-    run = lambda s, d, n: train_chunk(network, schedule, config, num_steps, s, d, n)
+def _chunk(network, config, num_steps, stacked, unroll, schedule, state, data, n_valid):
+    run = lambda s, d, n: train_chunk(network, schedule, config, num_steps, s, d, n, unroll)
     return jax.vmap(run)(state, data, n_valid) if stacked else run(state, data, n_valid)
 
 
-_chunk_jit = jax.jit(_chunk, static_argnums=(0, 1, 2, 3), donate_argnums=(5,))
+_chunk_jit = jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(6,))
 
 
 def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, data: jax.Array,
           n_valid, num_steps: int, *, chunk_steps: int = 500, stacked: bool = False,
-          progress: Callable | None = None, on_chunk: Callable | None = None):
+          progress: Callable | None = None, on_chunk: Callable | None = None,
+          unroll: bool = False):
     """Train from `state` (its `step` may be > 0 when resuming) until step `num_steps`.
 
     Returns (state, losses) with losses of the steps run here, (steps,) or (M, steps).
     on_chunk(state, step, chunk_losses) runs after every chunk (checkpoints, evaluation).
+    unroll: see `train_chunk` (for conv nets on CPU, with a small chunk_steps).
     The state passed in is donated: use the returned one.
     """
     num_steps = check_int(num_steps, "steps", low=0)
@@ -117,8 +125,8 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
     step = start
     while step < num_steps:
         size = min(chunk_steps, num_steps - step)
-        new_state, chunk_losses = _chunk_jit(network, config, size, stacked, schedule, state, data,
-                                             n_valid)
+        new_state, chunk_losses = _chunk_jit(network, config, size, stacked, unroll, schedule,
+                                             state, data, n_valid)
         chunk_losses = np.asarray(chunk_losses)
         if not np.all(np.isfinite(chunk_losses)):
             bad = np.argwhere(~np.isfinite(chunk_losses.reshape(-1, size)))[0]
@@ -140,10 +148,54 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
     return state, all_losses
 
 
-def print_progress(label: str = "train"):
-    """A `progress` callback printing step, loss, steps/s and ETA."""
+TRAIN_CHECKPOINT = "train_state.msgpack"
+TRAIN_LOSSES = "train_losses.npz"
+
+
+def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Callable = print):
+    """Run `run(state, on_chunk) -> (state, losses)` for stacked models (losses (M, S)), saving
+    the state and all losses so far into `checkpoint_dir` after every chunk and, if a checkpoint
+    is there, starting from it instead of `state`. A resumed run replays the same chunks (the data
+    order is a function of the state's key and step), so it ends bit-identical to an
+    uninterrupted one. checkpoint_dir=None: no checkpoints. Returns (state, all losses (M, S)).
+    """
+    from pathlib import Path
+
+    from mi_jax import checkpoint
+    from mi_jax.workdir import write_npz
+
+    num_models = int(np.shape(jax.device_get(state.step))[0])
+    done = np.zeros((num_models, 0), np.float32)
+    if checkpoint_dir is not None:
+        ckpt = Path(checkpoint_dir) / TRAIN_CHECKPOINT
+        loss_file = Path(checkpoint_dir) / TRAIN_LOSSES
+        if ckpt.exists():
+            state = checkpoint.load(ckpt, state)
+            step = int(np.max(np.asarray(state.step)))
+            with np.load(loss_file) as f:
+                done = f["losses"][:, :step]
+            log(f"resuming training from the checkpoint at step {step}")
+    parts = [done]
+
+    def save(st, step, chunk_losses):
+        parts.append(np.asarray(chunk_losses))
+        if checkpoint_dir is not None:
+            write_npz(loss_file, losses=np.concatenate(parts, axis=1))
+            checkpoint.save(ckpt, st)  # after the losses: a checkpoint never outruns its losses
+
+    state, _ = run(state, save)
+    return state, np.concatenate(parts, axis=1)
+
+
+def print_progress(label: str = "train", every_s: float = 0.0):
+    """A `progress` callback printing step, loss, steps/s and ETA (at most once per `every_s`
+    seconds, and always at the last step)."""
+    last = [-float("inf")]
 
     def report(step, total, loss, done, elapsed):
+        if elapsed - last[0] < every_s and step < total:
+            return
+        last[0] = elapsed
         rate = done / max(elapsed, 1e-9)
         eta = (total - step) / max(rate, 1e-9)
         print(f"[{label}] step {step}/{total}  loss {loss:.4f}  {rate:,.1f} steps/s  "
