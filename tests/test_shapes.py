@@ -107,21 +107,24 @@ def test_column_masks_partition_the_columns():
 
 def test_unet_shapes_time_paths_and_zero_init_output():
     net = mj.make_unet(1, base=8, mults=(1, 2), attention=True)
-    params = net.init(jax.random.key(0))
+    apply = jax.jit(net.apply)  # eager NNX dispatches op by op: slow to test
+    params = jax.jit(net.init)(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (3, 16, 16, 1))
-    out = net.apply(params, x, jnp.array([5, 5, 5]))
-    assert out.shape == x.shape
-    np.testing.assert_array_equal(out, 0.0)  # zero-initialised output conv
+    t5 = jnp.array([5, 5, 5])
+    np.testing.assert_array_equal(apply(params, x, t5), 0.0)  # zero-initialised output conv
     perturbed = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(2), a.shape),
                              params)
-    vec = net.apply(perturbed, x, jnp.array([5, 5, 5]))
-    np.testing.assert_allclose(net.apply(perturbed, x, jnp.int32(5)), vec, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(net.apply(perturbed, x, jnp.array([7, 7, 7])), vec)
-    # Each image is processed independently (GroupNorm, not BatchNorm).
-    np.testing.assert_allclose(net.apply(perturbed, x[:1], jnp.array([5]))[0], vec[0], rtol=1e-5,
+    vec = apply(perturbed, x, t5)
+    assert vec.shape == x.shape
+    np.testing.assert_allclose(apply(perturbed, x, jnp.int32(5)), vec, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(apply(perturbed, x, jnp.array([7, 7, 7])), vec)
+    # Each image is processed on its own (GroupNorm, not BatchNorm): permuting the batch permutes
+    # the output.
+    np.testing.assert_allclose(apply(perturbed, x[::-1], t5[::-1]), vec[::-1], rtol=1e-5,
                                atol=1e-6)
-    assert net.features(perturbed, x, jnp.int32(5)).shape == (3, 8, 8, 16)  # 16x16 -> 8x8, 2x8 ch
-    stacked = jax.vmap(net.init)(jax.random.split(jax.random.key(3), 2))
+    feats = jax.eval_shape(net.features, perturbed, x, jnp.int32(5))  # values: the e2e test
+    assert feats.shape == (3, 8, 8, 16)  # 16x16 -> 8x8 at the second level, 2 x 8 channels
+    stacked = jax.eval_shape(jax.vmap(net.init), jax.random.split(jax.random.key(3), 2))
     assert jax.tree.leaves(stacked)[0].shape[0] == 2
 
 
