@@ -15,6 +15,7 @@ Resumes after interruption (training checkpoints, finished sampler chunks).
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import jax
@@ -210,9 +211,7 @@ def run(cfg: dict, workdir, log=print) -> dict:
              arrays.get("primary"), embedding, losses)
     wd.write_npz(workdir / "arrays.npz", **arrays)
     wd.write_json(workdir / wd.METRICS_FILE, metrics)
-    import shutil
-
-    shutil.rmtree(workdir / "sample_chunks", ignore_errors=True)
+    shutil.rmtree(workdir / "sample_chunks", ignore_errors=True)  # all samples are in arrays.npz
     return metrics
 
 
@@ -250,14 +249,12 @@ def _embedding(network, params, data, samples, count, cfg) -> dict:
         (top if cy < mid else bottom)[img] = True
     dup = count.counts[:, 1, 1] >= 2
     made, _, kinds = sc.labelled_examples(cfg["resolution"], per_kind=40)
-    groups = {"one square, top (train)": data[:3000][single & top & ~bottom][:300],
-              "one square, bottom (train)": data[:3000][single & bottom & ~top][:300],
-              "two squares (generated)": samples[dup][:300],
-              "two squares (hand-made)": made[kinds == "two_squares"][..., None]}
-    p = jax.tree.map(lambda a: a[0], params)
-    return {k.split(" (")[0].replace(" ", "_").replace(",", "") + "_" + k.split("(")[1][:-1]: v
-            for k, v in bottleneck_embedding(network, p, groups, 10,
-                                             jax.random.key(PHASE_FEATURES)).items()}
+    groups = {"one_square_top_train": data[:3000][single & top & ~bottom][:300],
+              "one_square_bottom_train": data[:3000][single & bottom & ~top][:300],
+              "two_squares_generated": samples[dup][:300],
+              "two_squares_hand-made": made[kinds == "two_squares"][..., None]}
+    first_model = jax.tree.map(lambda a: a[0], params)
+    return bottleneck_embedding(network, first_model, groups, 10, jax.random.key(PHASE_FEATURES))
 
 
 def _headline(metrics: dict, cfg: dict) -> dict:
