@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
+
+from benchmarks.common import peak_rss_mib, run_case
 
 REFERENCE = {  # official PyTorch code, 2-core CPU, medians (perf-reference.md)
     "train_2d": 11.5, "train_1d": 12.4,           # steps/s at batch 10 000
@@ -28,14 +28,6 @@ REFERENCE = {  # official PyTorch code, 2-core CPU, medians (perf-reference.md)
     "train_rss_mib": 632.0,
     "matmul_10000x128x128_gflops": 189.0,
 }
-
-
-def _peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _time(fn, reps):
@@ -75,7 +67,6 @@ def _net_flops(network, params, dim, n, scalar_t):
 
 def case_train(dim: int, batch: int, steps: int) -> dict:
     import jax
-    import jax.numpy as jnp
 
     import mi_jax as mj
     from mi_jax.data import mixtures as mx
@@ -95,7 +86,7 @@ def case_train(dim: int, batch: int, steps: int) -> dict:
     sec = time.perf_counter() - t0
     fwd = _net_flops(net, state.params, dim, batch, scalar_t=False)
     return {"steps_per_s": steps / sec, "first_chunk_s": compile_s,
-            "flops_per_step": 3 * fwd * batch, "peak_rss_mib": _peak_rss_mib()}
+            "flops_per_step": 3 * fwd * batch, "peak_rss_mib": peak_rss_mib()}
 
 
 def case_sample(dim: int, num: int, chunk: int) -> dict:
@@ -116,7 +107,7 @@ def case_sample(dim: int, num: int, chunk: int) -> dict:
     assert res.hal.shape == (num,)
     return {"samples_per_s": num / sec, "first_call_s": first,
             "flops_per_sample_step": _net_flops(net, params, dim, chunk, scalar_t=True),
-            "peak_rss_mib": _peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 CASES = {
@@ -147,14 +138,8 @@ def main():
     names = ["matmul", "train_1d", "train_2d"] + [f"sample_2d_{int(s)}" for s in args.sizes.split(",")]
     results = {}
     for name in names:
-        cmd = [sys.executable, "-m", "benchmarks.bench_core", f"--case={name}",
-               f"--chunk={args.chunk}", f"--train_steps={args.train_steps}"]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-        if out.returncode != 0:
-            print(out.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"case {name} failed")
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"  {name}: {results[name]}", file=sys.stderr, flush=True)
+        results[name] = run_case("benchmarks.bench_core", f"--case={name}",
+                                 f"--chunk={args.chunk}", f"--train_steps={args.train_steps}")
     peak = results["matmul"]["matmul_10000x128x128_gflops"]
     scale = peak / REFERENCE["matmul_10000x128x128_gflops"]
     rows = []

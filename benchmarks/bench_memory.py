@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
-from benchmarks.bench_core import _peak_rss_mib
+from benchmarks.common import peak_rss_mib, run_case
 
 
 def case(num: int, steps: int, chunk: int) -> dict:
@@ -42,7 +40,7 @@ def case(num: int, steps: int, chunk: int) -> dict:
                             window=(0, min(10, steps)))
     sec = time.perf_counter() - t0
     assert res.x.shape == (num, 1) and res.hal.shape == (num,) and res.num_nonfinite == 0
-    return {"num": num, "T": steps, "seconds": sec, "peak_rss_mib": _peak_rss_mib(),
+    return {"num": num, "T": steps, "seconds": sec, "peak_rss_mib": peak_rss_mib(),
             "output_mib": (res.x.nbytes + res.hal_windows.nbytes) / 2**20}
 
 
@@ -66,14 +64,8 @@ def main():
         runs.insert(0, (counts[0], args.reference_steps))
     results = []
     for num, steps in runs:
-        cmd = [sys.executable, "-m", "benchmarks.bench_memory", f"--case={num},{steps}",
-               f"--chunk={args.chunk}"]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-        if out.returncode != 0:
-            print(out.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"case {num},{steps} failed")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"  {results[-1]}", file=sys.stderr, flush=True)
+        results.append(run_case("benchmarks.bench_memory", f"--case={num},{steps}",
+                                f"--chunk={args.chunk}"))
     print("| samples | T | peak RSS MiB | returned arrays MiB | seconds |")
     print("|---|---|---|---|---|")
     for r in results:

@@ -19,7 +19,7 @@ from mi_jax import workdir as wd
 from experiments.common import run_or_reuse
 
 EXPERIMENTS = ("gmm1d", "gmm2d", "detection", "trajectories", "score_analysis", "ablations",
-               "shapes")
+               "shapes", "recursive")
 # Analyses that reuse the models trained by the mixture experiments of the same job.
 USES_MODELS = ("detection", "trajectories", "score_analysis", "ablations")
 
@@ -180,7 +180,31 @@ def summary_markdown(results: dict, preset: str) -> str:
         lines += ["", "![samples](shapes/fig5_samples.png)", "",
                   "![Fig. 7 (shapes)](shapes/fig7_variance.png)", "",
                   "![bottleneck](shapes/embedding_bottleneck.png)", ""]
+    if "recursive" in results:
+        lines += _recursive_lines(results["recursive"])
     return "\n".join(lines) + "\n"
+
+
+def _recursive_lines(metrics: dict) -> list:
+    lines = ["## Recursive retraining on own samples (paper Fig. 8)", "",
+             "Each generation trains fresh models only on the previous generation's kept samples "
+             "(no filter / random subset / lowest trajectory variance); mean +- std over seeds of "
+             "the generated candidates.", ""]
+    for name, res in metrics["results"].items():
+        metric = metrics["headline"][name]["metric"]
+        curves = res["curves"]["generated"][metric]
+        filters = list(curves)
+        fmt = _pct if metric == "hallucination_rate" else (lambda v: f"{v:.2f}")
+        label = "hallucinated" if metric == "hallucination_rate" else "Frechet distance"
+        lines += [f"**{name}** ({label}; {res['info'].get('source', '')})", "",
+                  "| generation | " + " | ".join(filters) + " |",
+                  "|---|" + "---|" * len(filters)]
+        for g in range(len(curves[filters[0]]["mean"])):
+            lines.append(f"| {g} | " + " | ".join(
+                f"{fmt(curves[f]['mean'][g])} +- {fmt(curves[f]['std'][g])}" for f in filters) + " |")
+        lines += ["", f"![generations](recursive/{name}/generations.png)", ""]
+    lines += ["![Fig. 8](recursive/fig8_recursive.png)", ""]
+    return lines
 
 
 def main():

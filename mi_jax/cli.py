@@ -209,5 +209,5 @@ def experiment_main(options, presets: dict, check: Callable[[dict], None],
     cfg = resolve(options, presets)
     check(cfg)
     workdir = wd.prepare(flags.FLAGS.workdir, cfg, flags.FLAGS.overwrite)
-    metrics = run(cfg, workdir)
+    run(cfg, workdir)
     print(f"wrote {workdir} (headline numbers: {workdir / wd.METRICS_FILE} -> headline)")

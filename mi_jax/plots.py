@@ -117,3 +117,16 @@ def variance_histogram(ax, hal, positive, title: str, bins: int = 60) -> None:
     ax.set_ylabel("fraction per bin")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
+
+
+def image_grid(ax, images, cols: int) -> None:
+    """Images (n, H, W) in [-1, 1] tiled into one mosaic of `cols` columns on one axis."""
+    images = np.asarray(images, np.float32)
+    n, h, w = images.shape
+    rows = -(-n // cols)
+    mosaic = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), -1.0, np.float32)
+    for i, img in enumerate(np.clip(images, -1, 1)):
+        r, c = divmod(i, cols)
+        mosaic[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = img
+    ax.imshow(mosaic, cmap="gray", vmin=-1, vmax=1)
+    ax.axis("off")

@@ -100,38 +100,48 @@ def init_grid(network, config: tr.TrainConfig, grid: Grid) -> tr.TrainState:
     return init(grid.keys(PHASE_INIT))
 
 
+def train_models(network, schedule: Schedule, config: tr.TrainConfig, state: tr.TrainState,
+                 data, n_valid, num_steps: int, *, mesh=None, on_chunk: Callable | None = None,
+                 **kwargs):
+    """`train` for a stack of M models (one vmapped call per chunk), optionally spread over a
+    device mesh (`mi_jax.sharding.models_mesh()`): the model axis is padded to a multiple of the
+    device count and the padding dropped from the results (and from what on_chunk sees)."""
+    if mesh is None:
+        return tr.train(network, schedule, config, state, data, n_valid, num_steps, stacked=True,
+                        on_chunk=on_chunk, **kwargs)
+    m = int(np.shape(n_valid)[0])
+    state, data, n_valid = shd.shard_models((state, jnp.asarray(data), jnp.asarray(n_valid)), mesh)
+    inner = None if on_chunk is None else (lambda s, step, l: on_chunk(shd.unpad(s, m), step, l[:m]))
+    state, losses = tr.train(network, schedule, config, state, data, n_valid, num_steps,
+                             stacked=True, on_chunk=inner, **kwargs)
+    return shd.unpad(state, m), losses[:m]
+
+
 def train_grid(network, schedule: Schedule, config: tr.TrainConfig, grid: Grid, num_steps: int, *,
                state: tr.TrainState | None = None, chunk_steps: int = 500,
                progress: Callable | None = None, on_chunk: Callable | None = None,
                mesh=None):
     """Train every model of the grid (one vmapped call per chunk). Returns (state, losses (M, S)).
-
-    mesh: spread the models over a device mesh (`mi_jax.sharding.models_mesh()`); the model axis
-    is padded to a multiple of the device count and the padding dropped from the results.
-    """
-    data = training_sets(grid)
+    mesh: see `train_models`."""
     state = init_grid(network, config, grid) if state is None else state
-    n_valid = jnp.asarray(grid.num_train)
-    if mesh is None:
-        return tr.train(network, schedule, config, state, data, n_valid, num_steps,
-                        chunk_steps=chunk_steps, stacked=True, progress=progress,
-                        on_chunk=on_chunk)
-    m = grid.num_models
-    state, data, n_valid = shd.shard_models((state, data, n_valid), mesh)
-    inner = None if on_chunk is None else (lambda s, step, l: on_chunk(shd.unpad(s, m), step, l[:m]))
-    state, losses = tr.train(network, schedule, config, state, data, n_valid, num_steps,
-                             chunk_steps=chunk_steps, stacked=True, progress=progress,
-                             on_chunk=inner)
-    return shd.unpad(state, m), losses[:m]
+    return train_models(network, schedule, config, state, training_sets(grid),
+                        jnp.asarray(grid.num_train), num_steps, mesh=mesh, on_chunk=on_chunk,
+                        chunk_steps=chunk_steps, progress=progress)
 
 
 def sample_grid(network, params, schedule: Schedule, grid: Grid, num: int, shape: Sequence[int],
                 mesh=None, **kwargs) -> SampleResult:
     """Sample every model of the grid; arrays have a leading model axis M (see train_grid: mesh)."""
-    keys = grid.keys(PHASE_SAMPLE)
+    return sample_models(network, params, schedule, grid.keys(PHASE_SAMPLE), num, shape, mesh,
+                         **kwargs)
+
+
+def sample_models(network, params, schedule: Schedule, keys, num: int, shape: Sequence[int],
+                  mesh=None, **kwargs) -> SampleResult:
+    """`sample_network` for a stack of M models with keys (M,), optionally over a device mesh."""
     if mesh is None:
         return sample_network(network, params, schedule, keys, num, shape, stacked=True, **kwargs)
-    m = grid.num_models
+    m = int(np.shape(keys)[0])
     params, keys = shd.shard_models((params, keys), mesh)
     res = sample_network(network, params, schedule, keys, num, shape, stacked=True, **kwargs)
     for name in ("x", "hal", "hal_windows"):
@@ -213,7 +223,7 @@ TRAIN_CHECKPOINT = tr.TRAIN_CHECKPOINT
 SAMPLE_CHUNKS = "sample_chunks"  # finished sampler chunks of an unfinished study
 
 
-def _auto_mesh():
+def auto_mesh():
     """All local (or, after jax.distributed.initialize, global) devices when there are several."""
     return shd.models_mesh() if jax.device_count() > 1 else None
 
@@ -223,7 +233,7 @@ def _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, lo
     def run(state, on_chunk):
         return train_grid(network, schedule, train_cfg, grid, cfg["steps"], state=state,
                           chunk_steps=cfg["train_chunk"], progress=tr.print_progress(),
-                          on_chunk=on_chunk, mesh=_auto_mesh())
+                          on_chunk=on_chunk, mesh=auto_mesh())
 
     return tr.train_resumable(run, init_grid(network, train_cfg, grid), checkpoint_dir, log)
 
@@ -264,7 +274,7 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
         found = len(list(chunks.glob("*/chunk_*.npz")))
         log(f"resuming sampling with {found} finished chunk(s) from {chunks}")
     samples = sample_grid(network, state.params, schedule, grid, cfg["num_samples"], (dim,),
-                          mesh=_auto_mesh(), progress=print_progress("sample"),
+                          mesh=auto_mesh(), progress=print_progress("sample"),
                           resume_dir=None if chunks is None else chunks / "models", **common)
     seconds["sample"] = time.perf_counter() - t0
     rates = hallucination_rates(samples.x, grid.mixtures())

@@ -157,3 +157,15 @@ def provenance() -> dict:
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
         "git_commit": git_commit(),
     }
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far in MiB (Linux VmHWM), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None

@@ -43,7 +43,7 @@ def test_flat_1d_input_and_shape_errors():
 def test_pairs_rotated_grid_axis_vs_diagonal():
     rot = mx.grid_2d("rotated")
     means = np.asarray(rot.means)
-    a, b = means[12], None  # centre mode (0, 0)
+    a = means[12]  # centre mode (0, 0)
     right = means[np.argmin(np.linalg.norm(means - [0.707, 0.0], axis=1))]
     diag = means[np.argmin(np.linalg.norm(means - [0.354, 0.354], axis=1))]
     on_axis = np.stack([a + f * (right - a) for f in (0.2, 0.3, 0.4)])

@@ -42,10 +42,8 @@ class Network:
         return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
-def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
-             features_method: str | None = None) -> Network:
-    """Wrap an NNX module constructor (`build(rngs)`) as a `Network` over pure-dict params;
-    `features_method` names a module method (x, t) -> features, exposed as `Network.features`."""
+def _pure_functions(build: Callable[[nnx.Rngs], nnx.Module]):
+    """`init(key) -> params` (a pure dict) and `module(params) -> nnx.Module` for a constructor."""
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))), nnx.Param)
 
     def init(key):
@@ -55,6 +53,15 @@ def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
         state = jax.tree.map(lambda a: a, abstract)  # fresh copy to fill with these leaves
         nnx.replace_by_pure_dict(state, params)
         return nnx.merge(graphdef, state)
+
+    return init, module
+
+
+def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
+             features_method: str | None = None) -> Network:
+    """Wrap an NNX module constructor (`build(rngs)`) as a `Network` over pure-dict params;
+    `features_method` names a module method (x, t) -> features, exposed as `Network.features`."""
+    init, module = _pure_functions(build)
 
     def apply(params, x, t):
         return module(params)(x, t)
@@ -104,3 +111,34 @@ def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks
             name, lambda rngs: UNet(channels, base, mults, num_res_blocks, attention, rngs=rngs),
             features_method="bottleneck")
     return _UNET_CACHE[spec]
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """A classifier as pure functions: logits(params, x) and features(params, x) (penultimate)."""
+
+    name: str
+    init: Callable[[jax.Array], Params]
+    logits: Callable[[Params, jax.Array], jax.Array]
+    features: Callable[[Params, jax.Array], jax.Array]
+
+
+_CLASSIFIER_CACHE: dict = {}
+
+
+def make_classifier(dim: int, num_classes: int = 10, width: int = 256,
+                    feature_width: int = 64) -> Classifier:
+    """A small MLP classifier on flattened inputs (e.g. the feature space of a Frechet distance)."""
+    from mi_jax.nets.classifier import MLPClassifier
+
+    for value, name in ((dim, "dim"), (num_classes, "num_classes"), (width, "width"),
+                        (feature_width, "feature_width")):
+        check_int(value, name, low=2 if name == "num_classes" else 1)
+    spec = (dim, num_classes, width, feature_width)
+    if spec not in _CLASSIFIER_CACHE:
+        init, module = _pure_functions(
+            lambda rngs: MLPClassifier(dim, num_classes, width, feature_width, rngs=rngs))
+        _CLASSIFIER_CACHE[spec] = Classifier(
+            f"mlp_classifier(dim={dim},classes={num_classes},width={width},features={feature_width})",
+            init, lambda p, x: module(p)(x), lambda p, x: module(p).features(x))
+    return _CLASSIFIER_CACHE[spec]

@@ -1,0 +1,110 @@
+r"""Compile time of each quick experiment's jitted calls, cold and from JAX's persistent
+compilation cache.
+
+    python -m benchmarks.bench_compile                 # every case, cold then warm
+    python -m benchmarks.bench_compile --cases=gmm1d,shapes
+
+For each case a fresh process lowers and compiles the experiment's two hot functions (the vmapped
+training chunk and the vmapped sampler chunk, at the quick preset's shapes) with an empty cache
+directory ("cold"), then a second fresh process does the same with the cache the first one filled
+("warm"). Times are lower + compile, no execution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+from benchmarks.common import run_case
+
+# Quick-preset shapes: (models M, net, data dim / image side, batch, train chunk, samples per chunk,
+# sampler steps).
+CASES = {
+    "gmm1d": dict(models=10, net="mlp", dim=1, width=64, batch=1000, chunk=1000, samples=4000,
+                  steps=1000),
+    "gmm2d": dict(models=4, net="mlp", dim=2, width=64, batch=1000, chunk=1000, samples=4000,
+                  steps=1000),
+    "recursive_gmm2d": dict(models=6, net="mlp", dim=2, width=64, batch=512, chunk=1000,
+                            samples=5500, steps=300),
+    "recursive_digits": dict(models=6, net="mlp", dim=64, width=128, batch=256, chunk=500,
+                             samples=5500, steps=100, tied=False),
+    "shapes": dict(models=1, net="unet", dim=32, base=16, batch=32, chunk=5, samples=200,
+                   steps=100, unroll=True),
+}
+
+
+def compile_case(name: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mi_jax.diffusion.schedule import linear_schedule
+    from mi_jax.nets import make_mlp, make_unet
+    from mi_jax.sampling import ddpm
+    from mi_jax.training import train as tr
+
+    c = CASES[name]
+    m = c["models"]
+    if c["net"] == "mlp":
+        net = make_mlp(c["dim"], c["width"], 3, c.get("tied", True))
+        shape = (c["dim"],)
+    else:
+        net = make_unet(1, c["base"], (1, 2, 2))
+        shape = (c["dim"], c["dim"], 1)
+    sched = linear_schedule(c["steps"], 1e-3, 0.02)
+    cfg = tr.TrainConfig(c["batch"], 1e-3, "cosine", 1000)
+    keys = jax.vmap(jax.random.key)(jnp.arange(m))
+    state = jax.vmap(lambda k: tr.init_state(net, cfg, k))(keys)
+    data = jnp.zeros((m, 1000) + shape)
+    n_valid = jnp.full((m,), 1000, jnp.int32)
+    t0 = time.perf_counter()
+    tr._chunk_jit.lower(net, cfg, c["chunk"], True, c.get("unroll", False), sched, state, data,
+                        n_valid).compile()
+    train_s = time.perf_counter() - t0
+    config = ddpm.SamplerConfig("large", ("x0",), 0, 1, scalar_t=True, flag=False)
+    t0 = time.perf_counter()
+    ddpm._network_chunk_jit.lower(net, config, c["samples"], shape, True, state.params, sched, keys,
+                                  jnp.asarray([[0, 10]], jnp.int32),
+                                  jnp.arange(c["steps"], dtype=jnp.int32), jnp.float32(np.inf),
+                                  None).compile()
+    sample_s = time.perf_counter() - t0
+    return {"train_chunk_s": train_s, "sampler_chunk_s": sample_s}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--out", default="benchmarks/results_compile.json")
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.case:
+        print(json.dumps(compile_case(a.case)))
+        return
+    results = {}
+    for name in a.cases.split(","):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache,
+                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+            runs = [run_case("benchmarks.bench_compile", f"--case={name}", env=env)
+                    for _ in ("cold", "warm")]
+            results[name] = {"cold": runs[0], "warm": runs[1],
+                             "cache_files": len(os.listdir(cache))}
+    print("| case | train chunk cold s | warm s | sampler chunk cold s | warm s | total cold s | "
+          "total warm s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        cold = r["cold"]["train_chunk_s"] + r["cold"]["sampler_chunk_s"]
+        warm = r["warm"]["train_chunk_s"] + r["warm"]["sampler_chunk_s"]
+        print(f"| {name} | {r['cold']['train_chunk_s']:.1f} | {r['warm']['train_chunk_s']:.2f} | "
+              f"{r['cold']['sampler_chunk_s']:.1f} | {r['warm']['sampler_chunk_s']:.2f} | "
+              f"{cold:.1f} | {warm:.2f} |")
+    with open(a.out, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

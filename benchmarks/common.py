@@ -1,0 +1,25 @@
+"""Shared by the benchmark scripts: each case runs in a fresh subprocess (its own peak memory and
+compile) and prints one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from mi_jax.workdir import peak_rss_mib
+
+__all__ = ["peak_rss_mib", "run_case"]
+
+
+def run_case(module: str, *args: str, env: dict | None = None) -> dict:
+    """`python -m module *args` in a fresh process; its last stdout line parsed as JSON."""
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                         env=dict(os.environ) if env is None else env)
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{module} {' '.join(args)} failed")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  {' '.join(args)}: {result}", file=sys.stderr, flush=True)
+    return result

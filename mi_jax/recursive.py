@@ -1,0 +1,333 @@
+"""Recursive retraining ("model collapse"): generation g+1 trains fresh models only on samples of
+generation g, after an optional filter (paper Sec. 6, Fig. 8).
+
+Models are filters x seeds, flattened filter-major to M = F x R (model m has filter m // R and
+seed m % R). Generation 0 sees only real data, so it is trained once per seed and its candidates
+are shared by every filter of that seed; from generation 1 on, all M models train in one vmapped
+call per chunk and sample in one vmapped call per chunk. Keys depend on (seed, generation, phase)
+only, so the filters of one seed share initial weights and sampler noise in every generation:
+their curves differ by what the filter kept, not by independent randomness.
+
+The official 2D protocol is the default `RecursionConfig`: 5 generations, 100 000 training samples,
+102 500 candidates per generation, keep the 100 000 lowest trajectory variances (or a random
+100 000, or the first 100 000 for no filter). Beyond it: mixing a fraction of real data back in
+(`real_fraction`) and accumulating every generation's kept samples (`accumulate`).
+
+Every finished generation is saved in `workdir/gen_<g>/` (training checkpoint with params and
+losses, kept samples, a subsample of the candidates, metrics.json written last), and training and
+sampling inside a generation resume from their own checkpoints, so a killed run restarted with the
+same arguments ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mi_jax import sweeps
+from mi_jax import workdir as wd
+from mi_jax.detection.detectors import trajectory_scores
+from mi_jax.detection.metrics import keep_lowest
+from mi_jax.diffusion.schedule import Schedule
+from mi_jax.sampling.ddpm import print_progress
+from mi_jax.training import train as tr
+from mi_jax.validation import check, check_float, check_int
+
+PHASE_INIT, PHASE_SAMPLE, PHASE_FILTER = 1, 2, 3
+BUILTIN_FILTERS = ("none", "random", "variance")
+DETECTOR_PREFIX = "detector:"  # detector:var_xt, detector:var_eps, detector:eps_norm_last
+DETECTOR_TRACKS = {"var_xt": "xt", "var_eps": "eps", "var_x0": "x0", "eps_norm_last": "eps"}
+GENERATION_DIR = "gen_{}"
+KEPT_FILE, SAMPLES_FILE = "kept.npz", "samples.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecursionConfig:
+    """What each generation trains on. Defaults: the official 2D protocol."""
+
+    generations: int = 5
+    num_train: int = 100_000
+    num_candidates: int = 102_500
+    filters: tuple = ("none", "random", "variance")
+    real_fraction: float = 0.0   # share of every later generation's training set that is real
+    accumulate: bool = False     # train on real + every generation's kept samples so far
+
+    def __post_init__(self):
+        check_int(self.generations, "generations", low=1)
+        check_int(self.num_train, "num_train", low=1)
+        check_float(self.real_fraction, "real_fraction", low=0.0, high=1.0)
+        check(self.real_fraction < 1.0, "real_fraction", self.real_fraction,
+              "must be < 1 (1 would never train on generated samples)")
+        check(isinstance(self.accumulate, bool), "accumulate", self.accumulate, "must be a bool")
+        check(not (self.accumulate and self.real_fraction > 0), "real_fraction",
+              self.real_fraction, "must be 0 with accumulate (accumulation keeps all real data)")
+        check_int(self.num_candidates, "num_candidates", low=self.num_keep)
+        check(isinstance(self.filters, tuple) and len(self.filters) >= 1, "filters", self.filters,
+              "must be a non-empty tuple")
+        check(len(set(self.filters)) == len(self.filters), "filters", self.filters,
+              "must be distinct")
+        for name in self.filters:
+            check(name in BUILTIN_FILTERS or (isinstance(name, str) and name.startswith(
+                DETECTOR_PREFIX) and name[len(DETECTOR_PREFIX):] in DETECTOR_TRACKS),
+                "filters", name, f"must be one of {BUILTIN_FILTERS} or "
+                f"{DETECTOR_PREFIX}<{'|'.join(DETECTOR_TRACKS)}>")
+
+    @property
+    def num_real(self) -> int:
+        """Real samples in each later generation's training set (replace mode)."""
+        return int(round(self.real_fraction * self.num_train))
+
+    @property
+    def num_keep(self) -> int:
+        """Generated samples each filter keeps per generation."""
+        return self.num_train - self.num_real
+
+    def train_size(self, generation: int) -> int:
+        if generation == 0 or not self.accumulate:
+            return self.num_train
+        return self.num_train + generation * self.num_keep
+
+    @property
+    def tracks(self) -> tuple:
+        extra = {DETECTOR_TRACKS[f[len(DETECTOR_PREFIX):]] for f in self.filters
+                 if f.startswith(DETECTOR_PREFIX)}
+        return ("x0",) + tuple(sorted(extra - {"x0"}))
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A dataset for the loop: real training data per seed and a per-sample-set evaluation.
+
+    real(seed) -> (num_train, *shape) array; evaluate(x (n, *shape)) -> {name: float or list}.
+    """
+
+    name: str
+    shape: tuple
+    real: Callable[[int], np.ndarray]
+    evaluate: Callable[[np.ndarray], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """How each generation trains and samples (the same in every generation)."""
+
+    network: object
+    schedule: Schedule                 # training schedule
+    config: tr.TrainConfig
+    steps: int
+    chunk_steps: int = 500
+    unroll: bool = False               # conv nets on CPU (see mi_jax.training.train.train_chunk)
+    sampling_schedule: Schedule | None = None   # respaced schedule for strided sampling
+    net_timesteps: np.ndarray | None = None     # its network timesteps
+    window: tuple = (0, 10)
+    sample_chunk: int = 10_000
+    vectorise: bool = True             # False: one model at a time (conv nets on CPU)
+    keep_candidates: int = 20_000      # candidates saved per model and generation (figures)
+    mesh: object = "auto"              # models over devices: "auto" (all, if several), None, a Mesh
+
+
+def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key) -> np.ndarray:
+    """Indices of the `count` candidates a filter keeps; non-finite candidates are never kept.
+
+    scores: per-candidate statistics of one model ('var_x0', 'var_xt', ... as the sampler gives).
+    """
+    n = len(finite)
+    check(int(finite.sum()) >= count, "candidates", int(finite.sum()),
+          f"too few finite candidates to keep {count}")
+    if filter_name == "none":
+        return np.flatnonzero(finite)[:count]
+    if filter_name == "random":
+        order = np.asarray(jax.random.permutation(key, n))
+        return np.sort(order[finite[order]][:count])
+    name = "var_x0" if filter_name == "variance" else filter_name[len(DETECTOR_PREFIX):]
+    values = np.where(finite, np.nan_to_num(np.asarray(scores[name], np.float64), nan=np.inf),
+                      np.inf)
+    return keep_lowest(values, count)
+
+
+@dataclasses.dataclass
+class RecursionResult:
+    filters: tuple
+    seeds: list
+    metrics: list            # per generation: see `run_recursion`
+    seconds: float
+
+    def curve(self, name: str, which: str = "generated") -> np.ndarray:
+        """A scalar metric per generation, filter and seed: (G, F, R)."""
+        f, r = len(self.filters), len(self.seeds)
+        return np.asarray([np.asarray(g[which][name], np.float64).reshape(f, r)
+                           for g in self.metrics])
+
+
+def _gen_keys(seeds, generation: int, phase: int) -> jax.Array:
+    return jax.vmap(lambda s: jax.random.fold_in(
+        jax.random.fold_in(jax.random.key(s), generation), phase))(jnp.asarray(seeds))
+
+
+def _evaluate_all(problem: Problem, xs: np.ndarray) -> dict:
+    """problem.evaluate on each model's samples, gathered per metric as lists over models."""
+    out: dict = {}
+    for x in xs:
+        for name, value in problem.evaluate(x).items():
+            out.setdefault(name, []).append(value)
+    return out
+
+
+def _mesh(training: Training, num_models: int):
+    if training.mesh != "auto":
+        return training.mesh
+    return sweeps.auto_mesh() if num_models > 1 else None
+
+
+def _train_group(training: Training, seeds, generation, data, n_valid, ckpt_dir, log):
+    state = jax.vmap(lambda k: tr.init_state(training.network, training.config, k))(
+        _gen_keys(seeds, generation, PHASE_INIT))
+
+    def run(st, on_chunk):
+        return sweeps.train_models(
+            training.network, training.schedule, training.config, st, jnp.asarray(data),
+            jnp.asarray(n_valid, jnp.int32), training.steps, mesh=_mesh(training, len(seeds)),
+            on_chunk=on_chunk, chunk_steps=training.chunk_steps, unroll=training.unroll,
+            progress=tr.print_progress(f"train gen {generation}", every_s=20))
+
+    return tr.train_resumable(run, state, ckpt_dir, log)
+
+
+def _sample_group(training: Training, params, seeds, generation, num, shape, tracks, chunk_dir):
+    return sweeps.sample_models(
+        training.network, params, training.sampling_schedule or training.schedule,
+        _gen_keys(seeds, generation, PHASE_SAMPLE), num, shape, _mesh(training, len(seeds)),
+        window=training.window, track=tracks, chunk_size=min(training.sample_chunk, num),
+        net_timesteps=training.net_timesteps, progress=print_progress(f"sample gen {generation}"),
+        resume_dir=chunk_dir)
+
+
+def _groups(num_models: int, vectorise: bool) -> list:
+    return [list(range(num_models))] if vectorise else [[m] for m in range(num_models)]
+
+
+def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig, seeds, g: int,
+                    data: np.ndarray, n_valid: np.ndarray, gdir: Path | None, log):
+    """Train and sample one generation's models (all in one vmapped call unless not vectorised).
+    Returns (losses (M, S), candidates x (M, n, ...), scores {name: (M, n)}, seconds)."""
+    t0 = time.perf_counter()
+    losses, xs, scores = [], [], {}
+    for i, group in enumerate(_groups(len(seeds), training.vectorise)):
+        sub = None if gdir is None else (gdir if training.vectorise else gdir / f"model_{group[0]}")
+        if sub is not None:
+            sub.mkdir(parents=True, exist_ok=True)
+        gseeds = [seeds[m] for m in group]
+        state, loss = _train_group(training, gseeds, g, data[group], n_valid[group], sub, log)
+        t1 = time.perf_counter()
+        chunks = None if sub is None else sub / "sample_chunks"
+        res = _sample_group(training, state.params, gseeds, g, rcfg.num_candidates,
+                            problem.shape, rcfg.tracks, chunks)
+        losses.append(loss)
+        xs.append(res.x)
+        for name, value in trajectory_scores(res).items():
+            scores.setdefault(name, []).append(value)
+        log(f"generation {g}, models {group[0]}..{group[-1]}: trained in {t1 - t0:.0f}s, sampled "
+            f"{rcfg.num_candidates} candidates each in {res.seconds:.0f}s")
+        if chunks is not None:
+            shutil.rmtree(chunks, ignore_errors=True)
+    return (np.concatenate(losses), np.concatenate(xs),
+            {k: np.concatenate(v) for k, v in scores.items()}, time.perf_counter() - t0)
+
+
+def _training_sets(rcfg: RecursionConfig, real: np.ndarray, kept_history: list, g: int):
+    """Padded training sets (M, N_max, ...) and their sizes for generation g >= 1."""
+    n_max = rcfg.train_size(rcfg.generations - 1)
+    m = kept_history[-1].shape[0]
+    data = np.zeros((m, n_max) + real.shape[2:], np.float32)
+    if rcfg.accumulate:
+        parts = [real] + kept_history
+    else:
+        parts = [real[:, :rcfg.num_real], kept_history[-1]]
+    joined = np.concatenate(parts, axis=1)
+    data[:, :joined.shape[1]] = joined
+    return data, np.full((m,), joined.shape[1], np.int32)
+
+
+def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
+                  seeds: Sequence[int], *, workdir=None, log=print) -> RecursionResult:
+    """Run `rcfg.generations` generations for every filter and seed.
+
+    Per generation g the result holds `metrics[g]` = {
+      'generated': problem.evaluate of each model's candidates (lists over the M models),
+      'kept': the same for what each filter kept (the next generation's synthetic data),
+      'loss': each model's mean training loss over the last 10 % of steps,
+      'train_size', 'num_nonfinite', 'seconds'}.
+    `workdir`: save every generation there and resume from what is there.
+    """
+    seeds = [check_int(s, "seeds", low=0, high=2**31 - 1) for s in seeds]
+    check(len(seeds) >= 1 and len(set(seeds)) == len(seeds), "seeds", seeds,
+          "must be distinct and not empty")
+    f, r = len(rcfg.filters), len(seeds)
+    model_seeds = [seeds[m % r] for m in range(f * r)]
+    real = np.stack([np.asarray(problem.real(s), np.float32) for s in seeds])
+    check(real.shape[1:] == (rcfg.num_train,) + tuple(problem.shape), "real", real.shape[1:],
+          f"must be (num_train={rcfg.num_train}, *{tuple(problem.shape)})")
+    real_m = real[np.asarray([m % r for m in range(f * r)])]
+    root = None if workdir is None else Path(workdir)
+    metrics, kept_history = [], []
+    t_start = time.perf_counter()
+    for g in range(rcfg.generations):
+        gdir = None if root is None else root / GENERATION_DIR.format(g)
+        if gdir is not None and (gdir / wd.METRICS_FILE).exists():
+            metrics.append(wd.read_json(gdir / wd.METRICS_FILE))
+            with np.load(gdir / KEPT_FILE) as z:
+                kept_history.append(z["kept"])
+            log(f"generation {g}: finished result found in {gdir}, not re-run")
+            kept_history = kept_history if rcfg.accumulate else kept_history[-1:]
+            continue
+        if g == 0:  # real data only: one model per seed, shared by every filter
+            gen_seeds, data, n_valid = seeds, real, np.full((r,), rcfg.num_train, np.int32)
+            log(f"generation 0: training {r} model(s) on real data ({rcfg.num_train} samples)")
+        else:
+            gen_seeds = model_seeds
+            data, n_valid = _training_sets(rcfg, real_m, kept_history, g)
+            log(f"generation {g}: training {f * r} models ({f} filters x {r} seeds) on "
+                f"{int(n_valid[0])} samples each")
+        losses, xs, scores, seconds = _run_generation(training, problem, rcfg, gen_seeds, g,
+                                                      data, n_valid, gdir, log)
+        generated = _evaluate_all(problem, xs)
+        if g == 0:  # broadcast the seeds' candidates (and their evaluation) to every filter
+            rows = np.asarray([m % r for m in range(f * r)])
+            losses, xs = losses[rows], xs[rows]
+            scores = {k: v[rows] for k, v in scores.items()}
+            generated = {k: [v[i] for i in rows] for k, v in generated.items()}
+        finite = np.all(np.isfinite(xs.reshape(f * r, rcfg.num_candidates, -1)), axis=-1)
+        filter_keys = _gen_keys(model_seeds, g, PHASE_FILTER)
+        kept = np.stack([xs[m][select(rcfg.filters[m // r], {k: v[m] for k, v in scores.items()},
+                                      finite[m], rcfg.num_keep, filter_keys[m])]
+                         for m in range(f * r)])
+        tail = max(1, losses.shape[1] // 10)
+        gm = {"generation": g, "generated": generated,
+              "kept": _evaluate_all(problem, kept), "loss": losses[:, -tail:].mean(1).tolist(),
+              "train_size": int(n_valid[0]), "num_nonfinite": int((~finite).sum()),
+              "seconds": seconds, "peak_rss_mib": wd.peak_rss_mib()}
+        log(f"generation {g} done in {seconds:.0f}s; peak memory so far "
+            f"{gm['peak_rss_mib'] or float('nan'):,.0f} MiB")
+        metrics.append(gm)
+        kept_history.append(kept)
+        if gdir is not None:
+            keep = min(training.keep_candidates, rcfg.num_candidates)
+            wd.write_npz(gdir / KEPT_FILE, kept=kept)
+            wd.write_npz(gdir / SAMPLES_FILE, candidates=xs[:, :keep],
+                         hal=scores["var_x0"][:, :keep])
+            wd.write_json(gdir / wd.METRICS_FILE, gm)  # last: marks the generation finished
+        # Without accumulation only the newest kept set is needed: memory stays bounded.
+        kept_history = kept_history if rcfg.accumulate else kept_history[-1:]
+    return RecursionResult(tuple(rcfg.filters), list(seeds), metrics,
+                           time.perf_counter() - t_start)
+
+
+__all__ = ["RecursionConfig", "Problem", "Training", "RecursionResult", "run_recursion", "select",
+           "BUILTIN_FILTERS", "DETECTOR_PREFIX"]
