@@ -298,6 +298,8 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
         losses, xs, scores, seconds = _run_generation(training, problem, rcfg, gen_seeds, g,
                                                       data, n_valid, gdir, log)
         generated = _evaluate_all(problem, xs)
+        num_nonfinite = int((~np.all(np.isfinite(xs.reshape(len(xs), rcfg.num_candidates, -1)),
+                                     axis=-1)).sum())  # before generation 0's broadcast
         if g == 0:  # broadcast the seeds' candidates (and their evaluation) to every filter
             rows = np.asarray([m % r for m in range(f * r)])
             losses, xs = losses[rows], xs[rows]
@@ -311,7 +313,7 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
         tail = max(1, losses.shape[1] // 10)
         gm = {"generation": g, "generated": generated,
               "kept": _evaluate_all(problem, kept), "loss": losses[:, -tail:].mean(1).tolist(),
-              "train_size": int(n_valid[0]), "num_nonfinite": int((~finite).sum()),
+              "train_size": int(n_valid[0]), "num_nonfinite": num_nonfinite,
               "seconds": seconds, "peak_rss_mib": wd.peak_rss_mib()}
         log(f"generation {g} done in {seconds:.0f}s; peak memory so far "
             f"{gm['peak_rss_mib'] or float('nan'):,.0f} MiB")
