@@ -33,6 +33,7 @@ from mi_jax import cli, plots
 from mi_jax import recursive as rec
 from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
+from mi_jax.data import support
 from mi_jax.diffusion import schedule as sched
 from mi_jax.nets import make_mlp, make_unet
 from mi_jax.training import train as tr
@@ -355,8 +356,6 @@ def _dataset_figures(name, workdir, metrics, info, d) -> None:
             x = samples[g][i * r]  # seed 0 of this filter
             ax = axes[i, g]
             if name == "gmm2d":
-                from mi_jax.data import support
-
                 mixture = info["mixture"]
                 inside = np.asarray(support.in_support(x, mixture, d["k"]))
                 plots.scatter_2d(ax, x, mixture, inside, f"{f}, gen {g}", max_points=5000)

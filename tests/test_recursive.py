@@ -298,7 +298,6 @@ def test_digits_end_to_end(tmp_path):
 def test_shapes_problem_counts_categories_and_runs_one_model_at_a_time_on_cpu():
     # The UNet itself is trained end to end in test_experiments; here the recursion's glue.
     from experiments import recursive as exp
-    from mi_jax.data import shapes as sh
 
     d = exp.dataset_config(dict(exp.PRESETS["quick"], preset="quick", datasets="shapes"), "shapes")
     d.update(num_train=50, resolution=32)
@@ -310,7 +309,7 @@ def test_shapes_problem_counts_categories_and_runs_one_model_at_a_time_on_cpu():
     assert clean["hallucination_rate"] == 0.0  # the counter accepts every training image
     blank = problem.evaluate(np.full_like(real, -1.0))
     assert blank["hallucination_rate"] == 1.0 and blank["empty"] == 1.0
-    assert sh.FULL_SIZE % d["resolution"] == 0 and "SIMPLE SHAPES" in info["source"]
+    assert "SIMPLE SHAPES 32x32" in info["source"]
 
 
 # (RecursionConfig's own checks are covered above without a subprocess each.)
