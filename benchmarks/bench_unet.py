@@ -3,7 +3,7 @@ r"""Benchmark the SIMPLE SHAPES UNet: training steps/s and sampling images/s, wi
     python -m benchmarks.bench_unet                      # quick-preset net at 32x32 and 64x64
     python -m benchmarks.bench_unet --resolutions=32 --rolled
 
-Training runs `mi_jax.training.train` in chunks; on CPU the chunk's scan is unrolled, because
+Training runs `mi_jax.training.train` in chunks; on CPU each chunk is straight-line steps, because
 XLA:CPU runs a convolution's weight gradient far slower inside a loop body (--rolled measures the
 rolled loop too). Sampling runs the streaming sampler (trajectory variance on, whole image and
 per column) for `--sampling_steps` steps. FLOPs per image are XLA's count (`cost_analysis`) of one
@@ -84,7 +84,7 @@ def main():
     p.add_argument("--mults", default="1,2,2")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--chunk", type=int, default=5)
+    p.add_argument("--chunk", type=int, default=1)
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--sampling_steps", type=int, default=20)
     p.add_argument("--rolled", action="store_true", help="also time the rolled (scan) loop")

@@ -10,7 +10,7 @@ import sys
 
 from mi_jax.workdir import peak_rss_mib
 
-__all__ = ["peak_rss_mib", "run_case"]
+__all__ = ["peak_rss_mib", "print_table", "run_case", "write_results"]
 
 
 def run_case(module: str, *args: str, env: dict | None = None) -> dict:
@@ -23,3 +23,16 @@ def run_case(module: str, *args: str, env: dict | None = None) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  {' '.join(args)}: {result}", file=sys.stderr, flush=True)
     return result
+
+
+def print_table(header: list, rows: list) -> None:
+    """A markdown table: one header row and rows of already formatted cells."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def write_results(path, results) -> None:
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)

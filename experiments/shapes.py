@@ -29,7 +29,7 @@ from mi_jax.data import shape_counter as sc
 from mi_jax.data import shapes as sh
 from mi_jax.detection import metrics as dm
 from mi_jax.diffusion import schedule as sched
-from mi_jax.nets import make_unet
+from mi_jax.nets import COMPUTE_DTYPES, make_unet
 from mi_jax.sampling.ddpm import print_progress, sample_network
 from mi_jax.training import train as tr
 
@@ -44,6 +44,9 @@ OPTIONS = tuple(o for o in cli.COMMON if o.name in _COMMON) + (
     cli.Option("base", "int", "UNet base channels.", low=4),
     cli.Option("mults", "ints", "UNet channel multiplier per resolution level.", low=1),
     cli.Option("attention", "bool", "Self-attention in the UNet bottleneck."),
+    cli.Option("compute_dtype", "choice", "UNet matmul precision: bfloat16 = mixed precision "
+               "(bf16 convs and dense layers, float32 params, norms and output; for GPUs).",
+               choices=COMPUTE_DTYPES),
     cli.Option("sampling_steps", "int", "Reverse steps (strided ancestral sampling if < T).",
                low=2),
     cli.Option("images_dir", "str", "Train on the PNGs of this folder instead of SIMPLE SHAPES."),
@@ -51,12 +54,12 @@ OPTIONS = tuple(o for o in cli.COMMON if o.name in _COMMON) + (
 )
 
 _BASE = dict(T=1000, beta_start=1e-4, beta_end=0.02, num_train=5000, data_seed=0, hal_window=[0, 10],
-             grid=10)
+             grid=10, compute_dtype="float32")
 PRESETS = {
     # CPU-sized: 32x32 (the 64x64 images average-pooled), a 0.26M-parameter UNet, 100 strided
     # sampling steps of the T = 1000 training schedule.
     "quick": dict(_BASE, resolution=32, base=16, mults=[1, 2, 2], attention=False, seeds=[0],
-                  steps=2000, batch_size=32, lr=1e-3, lr_schedule="cosine", train_chunk=5,
+                  steps=2000, batch_size=32, lr=1e-3, lr_schedule="cosine", train_chunk=1,
                   sampling_steps=100, num_samples=800, chunk_size=200),
     # GPU-sized: the official 64x64 images, a ddpm-torch-like UNet, full 1000-step sampling.
     "paper": dict(_BASE, resolution=64, base=64, mults=[1, 2, 2, 2], attention=True,
@@ -73,15 +76,9 @@ def validate(cfg: dict) -> None:
     if cfg["resolution"] % 2 ** (levels - 1):
         raise cli.InputError(f"--mults={','.join(map(str, cfg['mults']))}: {levels} levels need "
                              f"--resolution divisible by {2 ** (levels - 1)}")
-    if cfg["sampling_steps"] > cfg["T"]:
-        raise cli.InputError(f"--sampling_steps={cfg['sampling_steps']}: must be <= --T={cfg['T']}")
-    lo, hi = cfg["hal_window"]
-    if hi > cfg["sampling_steps"]:
-        raise cli.InputError(f"--hal_window={lo},{hi}: must lie inside the "
-                             f"{cfg['sampling_steps']} sampling steps")
-    if cfg["batch_size"] > cfg["num_train"] and not cfg.get("images_dir"):
-        raise cli.InputError(f"--batch_size={cfg['batch_size']}: exceeds --num_train="
-                             f"{cfg['num_train']}")
+    # --num_train does not apply to --images_dir (minibatches draw with replacement from any size).
+    cli.check_training_and_sampling(cfg, cfg["batch_size"] if cfg.get("images_dir")
+                                    else cfg["num_train"])
     if len(set(cfg["seeds"])) != len(cfg["seeds"]):
         raise cli.InputError(f"--seeds={','.join(map(str, cfg['seeds']))}: must be distinct")
     if cfg.get("images_dir"):
@@ -107,14 +104,15 @@ def train_models(cfg, network, schedule, data, workdir, log=print):
     stacked = jnp.broadcast_to(jnp.asarray(data), (m,) + data.shape)
     n_valid = jnp.full((m,), len(data), jnp.int32)
 
+    on_cpu = jax.default_backend() == "cpu"
+
     def run(st, on_chunk):
-        # On CPU the conv weight gradient is ~30x slower inside a scan loop: unroll short chunks.
+        # On CPU the conv weight gradient is ~30x slower inside a loop: straight-line steps.
         return tr.train(network, schedule, train_cfg, st, stacked, n_valid, cfg["steps"],
                         chunk_steps=cfg["train_chunk"], stacked=True,
-                        progress=tr.print_progress(every_s=20), on_chunk=on_chunk,
-                        unroll=jax.default_backend() == "cpu")
+                        progress=tr.print_progress(every_s=20), on_chunk=on_chunk, unroll=on_cpu)
 
-    return tr.train_resumable(run, state, workdir, log)
+    return tr.train_resumable(run, state, workdir, log, every_s=30.0 if on_cpu else 0.0)
 
 
 def sampling_schedule(cfg, schedule):
@@ -154,7 +152,8 @@ def run(cfg: dict, workdir, log=print) -> dict:
     res, seeds = cfg["resolution"], cfg["seeds"]
     counted = not cfg.get("images_dir")
     data = training_images(cfg)
-    network = make_unet(1, cfg["base"], tuple(cfg["mults"]), 1, cfg["attention"])
+    network = make_unet(1, cfg["base"], tuple(cfg["mults"]), 1, cfg["attention"],
+                        cfg["compute_dtype"])
     schedule = sched.linear_schedule(cfg["T"], cfg["beta_start"], cfg["beta_end"])
     log(f"training {len(seeds)} UNet(s) ({network.name}) on {len(data)} images of {res}x{res} for "
         f"{cfg['steps']} steps, batch {cfg['batch_size']}")

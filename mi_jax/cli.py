@@ -134,6 +134,21 @@ COMMON = (
 )
 
 
+def check_training_and_sampling(cfg: dict, num_train: int, context: str = "") -> None:
+    """Cross-flag checks shared by the image and recursion experiments: batch <= training set,
+    strided sampling steps <= T, and the variance window inside the sampling steps."""
+    where = f" ({context})" if context else ""
+    if cfg["batch_size"] > num_train:
+        raise InputError(f"--batch_size={cfg['batch_size']}: exceeds --num_train={num_train}{where}")
+    if cfg["sampling_steps"] > cfg["T"]:
+        raise InputError(f"--sampling_steps={cfg['sampling_steps']}: must be <= --T={cfg['T']}"
+                         f"{where}")
+    lo, hi = cfg["hal_window"]
+    if hi > cfg["sampling_steps"]:
+        raise InputError(f"--hal_window={lo},{hi}: must lie inside the {cfg['sampling_steps']} "
+                         f"sampling steps{where}")
+
+
 def define(options) -> None:
     """Declare absl flags for `options` (plus --workdir and --overwrite); defaults come from presets."""
     flags.DEFINE_string("workdir", None, "Output directory (config, metrics, arrays, figures).")

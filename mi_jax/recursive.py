@@ -131,6 +131,7 @@ class Training:
     vectorise: bool = True             # False: one model at a time (conv nets on CPU)
     keep_candidates: int = 20_000      # candidates saved per model and generation (figures)
     mesh: object = "auto"              # models over devices: "auto" (all, if several), None, a Mesh
+    checkpoint_every_s: float = 0.0    # > 0: at most one training checkpoint per this many seconds
 
 
 def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key) -> np.ndarray:
@@ -197,7 +198,7 @@ def _train_group(training: Training, seeds, generation, data, n_valid, ckpt_dir,
             on_chunk=on_chunk, chunk_steps=training.chunk_steps, unroll=training.unroll,
             progress=tr.print_progress(f"train gen {generation}", every_s=20))
 
-    return tr.train_resumable(run, state, ckpt_dir, log)
+    return tr.train_resumable(run, state, ckpt_dir, log, every_s=training.checkpoint_every_s)
 
 
 def _sample_group(training: Training, params, seeds, generation, num, shape, tracks, chunk_dir):

@@ -5,6 +5,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Tests are compile-bound: LLVM at -O0 halves XLA:CPU compile times (IEEE semantics are kept, so
+# results only differ where -O2 would too). Subprocesses inherit it. MI_JAX_TEST_XLA_OPT=1: -O2.
+if os.environ.get("MI_JAX_TEST_XLA_OPT") != "1":
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -76,7 +76,8 @@ def test_gmm2d_end_to_end(tiny_models):
     ("gmm2d", "--k=0"), ("gmm2d", "--batch_size=2.5"),
     ("shapes", "--resolution=48"), ("shapes", "--mults=1,2,2,2,2,2,2,2"),
     ("shapes", "--sampling_steps=2000"), ("shapes", "--images_dir=/no/such/dir"),
-    ("shapes", "--hal_window=0,200"),
+    ("shapes", "--hal_window=0,200"), ("shapes", "--batch_size=100000"),
+    ("shapes", "--compute_dtype=float16"),
 ])
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, module, flag):
     work = tmp_path / "work"

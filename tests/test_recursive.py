@@ -316,6 +316,7 @@ def test_shapes_problem_counts_categories_and_runs_one_model_at_a_time_on_cpu():
 @pytest.mark.parametrize("flag", [
     "--datasets=gmm2d,cats", "--filters=none,best", "--num_candidates=10", "--real_fraction=1.5",
     "--mnist_dir=/no/such/dir", "--resolution=12", "--sampling_steps=5000", "--accumulate=maybe",
+    "--hal_window=0,400", "--batch_size=100000",
 ])
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flag):
     work = tmp_path / "w"

@@ -44,6 +44,45 @@ def test_training_reduces_loss_and_is_resumable():
         np.testing.assert_array_equal(a, b)
 
 
+def test_unrolled_chunks_equal_the_rolled_loop():
+    """Straight-line chunks (conv nets on CPU) run the same steps with the same keys as the scan."""
+    schedule = mj.linear_schedule(T=100)
+    net = mj.make_mlp(1, width=16)
+    config = tr.TrainConfig(batch_size=32)
+    data = mx.sample_stratified(mj.mixture_1d([-1.0, 1.0], std=0.2), jax.random.key(0), 64)
+    runs = [tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(1)), data,
+                     64, 7, chunk_steps=chunk, unroll=unroll)
+            for chunk, unroll in ((7, False), (3, True))]  # 3 + 3 + 1: both unrolled sizes
+    for state, losses in runs[1:]:
+        assert int(state.step) == 7 and losses.shape == (7,)
+        np.testing.assert_allclose(losses, runs[0][1], rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(runs[0][0].params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("every_s, writes", [(0.0, 4), (1e9, 1)])
+def test_checkpoint_interval_still_saves_the_last_step(tmp_path, monkeypatch, every_s, writes):
+    from mi_jax import checkpoint
+    schedule = mj.linear_schedule(T=20)
+    net = mj.make_mlp(1, width=8)
+    config = tr.TrainConfig(batch_size=16)
+    data = jnp.linspace(-1.0, 1.0, 32)[:, None]
+    n = jnp.full((1,), 32, jnp.int32)
+    init = lambda: jax.vmap(lambda k: tr.init_state(net, config, k))(jax.random.key(0)[None])
+    saved = []
+    real_save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, st: (saved.append(int(st.step[0])),
+                                                              real_save(path, st)))
+    run = lambda st, on_chunk: tr.train(net, schedule, config, st, data[None], n, 8,
+                                        chunk_steps=2, stacked=True, on_chunk=on_chunk)
+    state, losses = tr.train_resumable(run, init(), tmp_path, every_s=every_s)
+    assert len(saved) == writes and saved[-1] == 8 and losses.shape == (1, 8)
+    again, losses2 = tr.train_resumable(run, init(), tmp_path, log=lambda m: None)  # all done
+    np.testing.assert_array_equal(losses2, losses)
+    for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_minibatches_only_use_the_valid_rows():
     schedule = mj.linear_schedule(T=10)
     net = mj.make_mlp(1, width=8)

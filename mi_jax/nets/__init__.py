@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from mi_jax.nets.mlp import ToyMLP
@@ -93,9 +94,15 @@ def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True)
 _UNET_CACHE: dict = {}
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks: int = 1,
-              attention: bool = False) -> Network:
-    """A small image UNet (see `mi_jax.nets.unet`); `features` gives its bottleneck feature map."""
+              attention: bool = False, compute_dtype: str = "float32") -> Network:
+    """A small image UNet (see `mi_jax.nets.unet`); `features` gives its bottleneck feature map.
+
+    compute_dtype="bfloat16": mixed precision (bf16 convs and dense layers, float32 params, norms
+    and output); its params pytree equals the float32 network's, so checkpoints are shared."""
     check_int(channels, "channels", low=1)
     check_int(base, "base", low=4)
     mults = tuple(mults)
@@ -103,12 +110,17 @@ def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks
           "must be a non-empty tuple of positive ints")
     check_int(num_res_blocks, "num_res_blocks", low=1)
     check(isinstance(attention, bool), "attention", attention, "must be a bool")
-    spec = (channels, base, mults, num_res_blocks, attention)
+    check(compute_dtype in COMPUTE_DTYPES, "compute_dtype", compute_dtype,
+          f"must be one of {', '.join(COMPUTE_DTYPES)}")
+    spec = (channels, base, mults, num_res_blocks, attention, compute_dtype)
     if spec not in _UNET_CACHE:
         name = (f"unet(channels={channels},base={base},mults={mults},res={num_res_blocks},"
-                f"attn={attention})")
+                f"attn={attention}" + ("" if compute_dtype == "float32" else f",{compute_dtype}")
+                + ")")
+        dtype = jnp.dtype(compute_dtype)
         _UNET_CACHE[spec] = from_nnx(
-            name, lambda rngs: UNet(channels, base, mults, num_res_blocks, attention, rngs=rngs),
+            name, lambda rngs: UNet(channels, base, mults, num_res_blocks, attention, dtype=dtype,
+                                    rngs=rngs),
             features_method="bottleneck")
     return _UNET_CACHE[spec]
 

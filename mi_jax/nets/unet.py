@@ -8,6 +8,10 @@ blocks with optional self-attention between them (the "bottleneck" whose feature
 GroupNorm, SiLU and a zero-initialised output conv (the net starts by predicting eps = 0).
 The time embedding is ddpm-torch's sinusoidal one followed by a 2-layer MLP (width 4 x channels);
 a scalar t embeds once for the whole batch.
+
+Mixed precision: `dtype=jnp.bfloat16` runs every conv and dense layer (the matmuls) in bf16 while
+params, GroupNorm statistics, the attention softmax and the output stay float32, so a float32
+checkpoint loads into either variant (the params pytree is the same).
 """
 
 from __future__ import annotations
@@ -26,14 +30,22 @@ def _groups(channels: int, max_groups: int) -> int:
     return g
 
 
+def _norm(channels: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
+    # float32 statistics whatever the matmul dtype: bf16 means/variances drift.
+    return nnx.GroupNorm(channels, _groups(channels, groups), epsilon=1e-5, dtype=jnp.float32,
+                         rngs=rngs)
+
+
 class ResBlock(nnx.Module):
-    def __init__(self, c_in: int, c_out: int, t_dim: int, groups: int, rngs: nnx.Rngs):
-        self.norm1 = nnx.GroupNorm(c_in, _groups(c_in, groups), epsilon=1e-5, rngs=rngs)
-        self.conv1 = nnx.Conv(c_in, c_out, (3, 3), rngs=rngs)
-        self.t_proj = nnx.Linear(t_dim, c_out, rngs=rngs)
-        self.norm2 = nnx.GroupNorm(c_out, _groups(c_out, groups), epsilon=1e-5, rngs=rngs)
-        self.conv2 = nnx.Conv(c_out, c_out, (3, 3), kernel_init=nnx.initializers.zeros, rngs=rngs)
-        self.skip = nnx.Conv(c_in, c_out, (1, 1), rngs=rngs) if c_in != c_out else None
+    def __init__(self, c_in: int, c_out: int, t_dim: int, groups: int, rngs: nnx.Rngs,
+                 dtype=jnp.float32):
+        self.norm1 = _norm(c_in, groups, rngs)
+        self.conv1 = nnx.Conv(c_in, c_out, (3, 3), dtype=dtype, rngs=rngs)
+        self.t_proj = nnx.Linear(t_dim, c_out, dtype=dtype, rngs=rngs)
+        self.norm2 = _norm(c_out, groups, rngs)
+        self.conv2 = nnx.Conv(c_out, c_out, (3, 3), kernel_init=nnx.initializers.zeros,
+                              dtype=dtype, rngs=rngs)
+        self.skip = nnx.Conv(c_in, c_out, (1, 1), dtype=dtype, rngs=rngs) if c_in != c_out else None
 
     def __call__(self, x, temb):
         h = self.conv1(jax.nn.silu(self.norm1(x)))
@@ -44,49 +56,52 @@ class ResBlock(nnx.Module):
 
 
 class SelfAttention(nnx.Module):
-    def __init__(self, channels: int, groups: int, rngs: nnx.Rngs):
-        self.norm = nnx.GroupNorm(channels, _groups(channels, groups), epsilon=1e-5, rngs=rngs)
-        self.qkv = nnx.Linear(channels, 3 * channels, rngs=rngs)
-        self.out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros, rngs=rngs)
+    def __init__(self, channels: int, groups: int, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.norm = _norm(channels, groups, rngs)
+        self.qkv = nnx.Linear(channels, 3 * channels, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros, dtype=dtype,
+                              rngs=rngs)
 
     def __call__(self, x):
         b, h, w, c = x.shape
         q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(b, h * w, 3 * c), 3, axis=-1)
-        attn = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / jnp.sqrt(c).astype(x.dtype), -1)
+        logits = jnp.einsum("bqc,bkc->bqk", q, k).astype(jnp.float32) / jnp.sqrt(c)
+        attn = jax.nn.softmax(logits, -1).astype(v.dtype)
         return x + self.out(jnp.einsum("bqk,bkc->bqc", attn, v)).reshape(b, h, w, c)
 
 
 class UNet(nnx.Module):
     def __init__(self, channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks: int = 1,
-                 attention: bool = False, groups: int = 8, *, rngs: nnx.Rngs):
+                 attention: bool = False, groups: int = 8, dtype=jnp.float32, *, rngs: nnx.Rngs):
         self.base = base
         t_dim = 4 * base
-        self.t_fc1 = nnx.Linear(base, t_dim, rngs=rngs)
-        self.t_fc2 = nnx.Linear(t_dim, t_dim, rngs=rngs)
-        self.conv_in = nnx.Conv(channels, base, (3, 3), rngs=rngs)
+        self.t_fc1 = nnx.Linear(base, t_dim, dtype=dtype, rngs=rngs)
+        self.t_fc2 = nnx.Linear(t_dim, t_dim, dtype=dtype, rngs=rngs)
+        self.conv_in = nnx.Conv(channels, base, (3, 3), dtype=dtype, rngs=rngs)
         down, skips_c, c = [], [base], base
         for i, m in enumerate(mults):
             for _ in range(num_res_blocks):
-                down.append(ResBlock(c, base * m, t_dim, groups, rngs))
+                down.append(ResBlock(c, base * m, t_dim, groups, rngs, dtype))
                 c = base * m
                 skips_c.append(c)
             if i < len(mults) - 1:
-                down.append(nnx.Conv(c, c, (3, 3), strides=2, rngs=rngs))
+                down.append(nnx.Conv(c, c, (3, 3), strides=2, dtype=dtype, rngs=rngs))
                 skips_c.append(c)
         self.down = nnx.List(down)
-        self.mid1 = ResBlock(c, c, t_dim, groups, rngs)
-        self.mid_attn = SelfAttention(c, groups, rngs) if attention else None
-        self.mid2 = ResBlock(c, c, t_dim, groups, rngs)
+        self.mid1 = ResBlock(c, c, t_dim, groups, rngs, dtype)
+        self.mid_attn = SelfAttention(c, groups, rngs, dtype) if attention else None
+        self.mid2 = ResBlock(c, c, t_dim, groups, rngs, dtype)
         up = []
         for i, m in reversed(list(enumerate(mults))):
             for _ in range(num_res_blocks + 1):
-                up.append(ResBlock(c + skips_c.pop(), base * m, t_dim, groups, rngs))
+                up.append(ResBlock(c + skips_c.pop(), base * m, t_dim, groups, rngs, dtype))
                 c = base * m
             if i > 0:
-                up.append(nnx.Conv(c, c, (3, 3), rngs=rngs))  # after a nearest-neighbour x2
+                up.append(nnx.Conv(c, c, (3, 3), dtype=dtype, rngs=rngs))  # after a nearest x2
         self.up = nnx.List(up)
-        self.norm_out = nnx.GroupNorm(c, _groups(c, groups), epsilon=1e-5, rngs=rngs)
-        self.conv_out = nnx.Conv(c, channels, (3, 3), kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.norm_out = _norm(c, groups, rngs)
+        self.conv_out = nnx.Conv(c, channels, (3, 3), kernel_init=nnx.initializers.zeros,
+                                 dtype=dtype, rngs=rngs)
 
     def _temb(self, t):
         return self.t_fc2(jax.nn.silu(self.t_fc1(sinusoidal_embedding(t, self.base))))
@@ -112,9 +127,9 @@ class UNet(nnx.Module):
             else:
                 b, hh, ww, c = h.shape
                 h = layer(jax.image.resize(h, (b, 2 * hh, 2 * ww, c), "nearest"))
-        return self.conv_out(jax.nn.silu(self.norm_out(h)))
+        return self.conv_out(jax.nn.silu(self.norm_out(h))).astype(x.dtype)
 
     def bottleneck(self, x, t):
         """The middle block's feature map (B, H / 2^(levels-1), W / 2^(levels-1), C)."""
         h, _ = self._down_mid(x, self._temb(t))
-        return h
+        return h.astype(x.dtype)

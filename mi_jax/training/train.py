@@ -85,15 +85,23 @@ def train_chunk(network, schedule: Schedule, config: TrainConfig, num_steps: int
                 ) -> tuple[TrainState, jax.Array]:
     """`num_steps` train steps as one `lax.scan`; returns the state and the losses (num_steps,).
 
-    unroll: unroll the scan into straight-line code. XLA:CPU runs a convolution's weight gradient
-    ~30x slower inside a loop body than outside one (measured: BUILD_NOTES.md), so conv nets on
-    CPU train in short unrolled chunks; MLPs and accelerators keep the rolled loop.
+    unroll: trace the steps as straight-line code instead of a loop. XLA:CPU runs a convolution's
+    weight gradient ~30x slower inside a loop body than outside one (measured: BUILD_NOTES.md), and
+    `lax.scan(..., unroll=True)` still leaves a one-trip loop around the copies (17x slower at one
+    step per chunk), so conv nets on CPU train in short chunks of straight-line steps; MLPs and
+    accelerators keep the rolled loop.
     """
+    if unroll:
+        losses = []
+        for _ in range(num_steps):  # unrolling by hand: num_steps is small and static here
+            state, loss = train_step(network, schedule, config, state, data, n_valid)
+            losses.append(loss)
+        return state, jnp.stack(losses)
 
     def body(s, _):
         return train_step(network, schedule, config, s, data, n_valid)
 
-    return jax.lax.scan(body, state, None, length=num_steps, unroll=unroll)
+    return jax.lax.scan(body, state, None, length=num_steps)
 
 
 def _chunk(network, config, num_steps, stacked, unroll, schedule, state, data, n_valid):
@@ -152,12 +160,15 @@ TRAIN_CHECKPOINT = "train_state.msgpack"
 TRAIN_LOSSES = "train_losses.npz"
 
 
-def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Callable = print):
+def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Callable = print,
+                    every_s: float = 0.0):
     """Run `run(state, on_chunk) -> (state, losses)` for stacked models (losses (M, S)), saving
     the state and all losses so far into `checkpoint_dir` after every chunk and, if a checkpoint
     is there, starting from it instead of `state`. A resumed run replays the same chunks (the data
     order is a function of the state's key and step), so it ends bit-identical to an
-    uninterrupted one. checkpoint_dir=None: no checkpoints. Returns (state, all losses (M, S)).
+    uninterrupted one. checkpoint_dir=None: no checkpoints. every_s > 0: save at most once per
+    `every_s` seconds (and always at the end), for chunks much shorter than a checkpoint write.
+    Returns (state, all losses (M, S)).
     """
     from pathlib import Path
 
@@ -176,14 +187,22 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
                 done = f["losses"][:, :step]
             log(f"resuming training from the checkpoint at step {step}")
     parts = [done]
+    last = {"time": time.perf_counter(), "saved": True}
+
+    def write(st):
+        write_npz(loss_file, losses=np.concatenate(parts, axis=1))
+        checkpoint.save(ckpt, st)  # after the losses: a checkpoint never outruns its losses
+        last.update(time=time.perf_counter(), saved=True)
 
     def save(st, step, chunk_losses):
         parts.append(np.asarray(chunk_losses))
-        if checkpoint_dir is not None:
-            write_npz(loss_file, losses=np.concatenate(parts, axis=1))
-            checkpoint.save(ckpt, st)  # after the losses: a checkpoint never outruns its losses
+        last["saved"] = False
+        if checkpoint_dir is not None and time.perf_counter() - last["time"] >= every_s:
+            write(st)
 
     state, _ = run(state, save)
+    if checkpoint_dir is not None and not last["saved"]:
+        write(state)
     return state, np.concatenate(parts, axis=1)
 
 
