@@ -76,7 +76,7 @@ DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_tra
 
 PRESETS = {
     # SIMPLE SHAPES is not in the quick default: a UNet that draws clean shapes needs ~1 500 steps
-    # (~20 min per model on 2 cores), i.e. hours for the study; run it with --datasets=shapes.
+    # (~25 min per model with sampling on 2 cores), i.e. hours for the study: --datasets=shapes.
     "quick": dict(datasets="gmm2d,digits", filters="none,random,variance",
                   real_fraction=0.0, accumulate=False),
     "paper": dict(datasets="gmm2d,digits,shapes", filters="none,random,variance",
@@ -101,7 +101,7 @@ DATASET_PRESETS = {
                        classifier_steps=2000, generations=5, seeds=[0, 1]),
         # The UNet of experiments.shapes' quick preset, 1 500 steps on 1 000 images (17.9 %
         # hallucinated at generation 0); a base-8 UNet at lr 2e-3 diverged at sampling
-        # (BUILD_NOTES.md). ~15-25 min per model on 2 cores, training and sampling.
+        # (BUILD_NOTES.md). ~25-35 min per model on 2 cores, training and sampling.
         "shapes": dict(resolution=32, base=16, mults=[1, 2, 2], T=1000, beta_start=1e-4,
                        beta_end=0.02, steps=1500, batch_size=32, lr=1e-3, num_train=1000,
                        num_candidates=1100, train_chunk=1, chunk_size=550, sampling_steps=50,

@@ -44,8 +44,9 @@ OPTIONS = tuple(o for o in cli.COMMON if o.name in _COMMON) + (
     cli.Option("base", "int", "UNet base channels.", low=4),
     cli.Option("mults", "ints", "UNet channel multiplier per resolution level.", low=1),
     cli.Option("attention", "bool", "Self-attention in the UNet bottleneck."),
-    cli.Option("compute_dtype", "choice", "UNet matmul precision: bfloat16 = mixed precision "
-               "(bf16 convs and dense layers, float32 params, norms and output; for GPUs).",
+    cli.Option("compute_dtype", "choice", "UNet matmul precision (default float32): bfloat16 = "
+               "mixed precision (bf16 convs and dense layers; float32 params, norms, attention "
+               "softmax and output conv; for GPUs).",
                choices=COMPUTE_DTYPES),
     cli.Option("sampling_steps", "int", "Reverse steps (strided ancestral sampling if < T).",
                low=2),
@@ -54,7 +55,7 @@ OPTIONS = tuple(o for o in cli.COMMON if o.name in _COMMON) + (
 )
 
 _BASE = dict(T=1000, beta_start=1e-4, beta_end=0.02, num_train=5000, data_seed=0, hal_window=[0, 10],
-             grid=10, compute_dtype="float32")
+             grid=10)
 PRESETS = {
     # CPU-sized: 32x32 (the 64x64 images average-pooled), a 0.26M-parameter UNet, 100 strided
     # sampling steps of the T = 1000 training schedule.
@@ -152,8 +153,9 @@ def run(cfg: dict, workdir, log=print) -> dict:
     res, seeds = cfg["resolution"], cfg["seeds"]
     counted = not cfg.get("images_dir")
     data = training_images(cfg)
+    # Not in the presets: float32 runs keep the config (and work directories) of earlier versions.
     network = make_unet(1, cfg["base"], tuple(cfg["mults"]), 1, cfg["attention"],
-                        cfg["compute_dtype"])
+                        cfg.get("compute_dtype", "float32"))
     schedule = sched.linear_schedule(cfg["T"], cfg["beta_start"], cfg["beta_end"])
     log(f"training {len(seeds)} UNet(s) ({network.name}) on {len(data)} images of {res}x{res} for "
         f"{cfg['steps']} steps, batch {cfg['batch_size']}")

@@ -141,7 +141,7 @@ def check_training_and_sampling(cfg: dict, num_train: int, context: str = "") ->
     if cfg["batch_size"] > num_train:
         raise InputError(f"--batch_size={cfg['batch_size']}: exceeds --num_train={num_train}{where}")
     if cfg["sampling_steps"] > cfg["T"]:
-        raise InputError(f"--sampling_steps={cfg['sampling_steps']}: must be <= --T={cfg['T']}"
+        raise InputError(f"--sampling_steps={cfg['sampling_steps']}: must be <= T={cfg['T']}"
                          f"{where}")
     lo, hi = cfg["hal_window"]
     if hi > cfg["sampling_steps"]:

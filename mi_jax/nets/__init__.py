@@ -101,8 +101,9 @@ def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks
               attention: bool = False, compute_dtype: str = "float32") -> Network:
     """A small image UNet (see `mi_jax.nets.unet`); `features` gives its bottleneck feature map.
 
-    compute_dtype="bfloat16": mixed precision (bf16 convs and dense layers, float32 params, norms
-    and output); its params pytree equals the float32 network's, so checkpoints are shared."""
+    compute_dtype="bfloat16": mixed precision (bf16 convs and dense layers; float32 params, norms,
+    attention softmax and output conv); its params pytree equals the float32 network's, so
+    checkpoints are shared."""
     check_int(channels, "channels", low=1)
     check_int(base, "base", low=4)
     mults = tuple(mults)

@@ -9,8 +9,8 @@ GroupNorm, SiLU and a zero-initialised output conv (the net starts by predicting
 The time embedding is ddpm-torch's sinusoidal one followed by a 2-layer MLP (width 4 x channels);
 a scalar t embeds once for the whole batch.
 
-Mixed precision: `dtype=jnp.bfloat16` runs every conv and dense layer (the matmuls) in bf16 while
-params, GroupNorm statistics, the attention softmax and the output stay float32, so a float32
+Mixed precision: `dtype=jnp.bfloat16` runs the convs and dense layers (the matmuls) in bf16 while
+params, GroupNorm, the attention logits and softmax and the output conv stay float32, so a float32
 checkpoint loads into either variant (the params pytree is the same).
 """
 
@@ -65,7 +65,7 @@ class SelfAttention(nnx.Module):
     def __call__(self, x):
         b, h, w, c = x.shape
         q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(b, h * w, 3 * c), 3, axis=-1)
-        logits = jnp.einsum("bqc,bkc->bqk", q, k).astype(jnp.float32) / jnp.sqrt(c)
+        logits = jnp.einsum("bqc,bkc->bqk", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(c)
         attn = jax.nn.softmax(logits, -1).astype(v.dtype)
         return x + self.out(jnp.einsum("bqk,bkc->bqc", attn, v)).reshape(b, h, w, c)
 
@@ -100,8 +100,9 @@ class UNet(nnx.Module):
                 up.append(nnx.Conv(c, c, (3, 3), dtype=dtype, rngs=rngs))  # after a nearest x2
         self.up = nnx.List(up)
         self.norm_out = _norm(c, groups, rngs)
+        # float32 even in mixed precision: eps_hat is the network's whole output (and cheap here).
         self.conv_out = nnx.Conv(c, channels, (3, 3), kernel_init=nnx.initializers.zeros,
-                                 dtype=dtype, rngs=rngs)
+                                 dtype=jnp.float32, rngs=rngs)
 
     def _temb(self, t):
         return self.t_fc2(jax.nn.silu(self.t_fc1(sinusoidal_embedding(t, self.base))))

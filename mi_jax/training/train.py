@@ -83,7 +83,8 @@ def train_step(network, schedule: Schedule, config: TrainConfig, state: TrainSta
 def train_chunk(network, schedule: Schedule, config: TrainConfig, num_steps: int,
                 state: TrainState, data: jax.Array, n_valid, unroll: bool = False
                 ) -> tuple[TrainState, jax.Array]:
-    """`num_steps` train steps as one `lax.scan`; returns the state and the losses (num_steps,).
+    """`num_steps` train steps as one `lax.scan` (or straight-line code, see `unroll`); returns the
+    state and the losses (num_steps,).
 
     unroll: trace the steps as straight-line code instead of a loop. XLA:CPU runs a convolution's
     weight gradient ~30x slower inside a loop body than outside one (measured: BUILD_NOTES.md), and
@@ -167,7 +168,9 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
     is there, starting from it instead of `state`. A resumed run replays the same chunks (the data
     order is a function of the state's key and step), so it ends bit-identical to an
     uninterrupted one. checkpoint_dir=None: no checkpoints. every_s > 0: save at most once per
-    `every_s` seconds (and always at the end), for chunks much shorter than a checkpoint write.
+    `every_s` seconds (and always at the end of a run that returns), for chunks much shorter
+    than a checkpoint write; an exception loses at most `every_s` seconds of steps, which a
+    resumed run replays identically.
     Returns (state, all losses (M, S)).
     """
     from pathlib import Path
