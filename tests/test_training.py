@@ -50,14 +50,20 @@ def test_unrolled_chunks_equal_the_rolled_loop():
     net = mj.make_mlp(1, width=16)
     config = tr.TrainConfig(batch_size=32)
     data = mx.sample_stratified(mj.mixture_1d([-1.0, 1.0], std=0.2), jax.random.key(0), 64)
-    runs = [tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(1)), data,
-                     64, 7, chunk_steps=chunk, unroll=unroll)
-            for chunk, unroll in ((7, False), (3, True))]  # 3 + 3 + 1: both unrolled sizes
-    for state, losses in runs[1:]:
-        assert int(state.step) == 7 and losses.shape == (7,)
-        np.testing.assert_allclose(losses, runs[0][1], rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(runs[0][0].params)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    (rolled, rolled_losses), (state, losses) = [
+        tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(1)), data, 64, 7,
+                 chunk_steps=chunk, unroll=unroll)
+        for chunk, unroll in ((7, False), (3, True))]  # 3 + 3 + 1: two unrolled sizes
+    assert int(state.step) == 7 and losses.shape == (7,)
+    np.testing.assert_allclose(losses, rolled_losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(rolled.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # The point of unrolling: no loop around the steps (a one-step scan keeps a while loop; the
+    # step itself may hold loops of its own, e.g. the tied MLP's blocks).
+    init = tr.init_state(net, config, jax.random.key(1))
+    loops = [tr._chunk_jit.lower(net, config, 1, False, unroll, schedule, init, data, 64)
+             .as_text().count("stablehlo.while") for unroll in (False, True)]
+    assert loops[1] == loops[0] - 1, loops
 
 
 @pytest.mark.parametrize("every_s, writes", [(0.0, 4), (1e9, 1)])
