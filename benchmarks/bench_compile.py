@@ -49,7 +49,7 @@ def compile_case(name: str) -> dict:
     c = CASES[name]
     m = c["models"]
     if c["net"] == "mlp":
-        net = make_mlp(c["dim"], c["width"], 3, c.get("tied", True))
+        net = make_mlp(c["dim"], c["width"], 3, c.get("tied", True), c["steps"])
         shape = (c["dim"],)
     else:
         net = make_unet(1, c["base"], (1, 2, 2))
@@ -66,7 +66,8 @@ def compile_case(name: str) -> dict:
     t1 = time.perf_counter()
     lowered.compile()
     t2, c2 = time.perf_counter(), time.process_time()
-    config = ddpm.SamplerConfig("large", ("x0",), 0, 1, scalar_t=True, flag=False)
+    config = ddpm.SamplerConfig("large", ("x0",), 0, 1, scalar_t=True, flag=False,
+                                net_batch=ddpm.default_net_batch())
     lowered = ddpm._network_chunk_jit.lower(net, config, c["samples"], shape, True, state.params,
                                             sched, keys, jnp.asarray([[0, 10]], jnp.int32),
                                             jnp.arange(c["steps"], dtype=jnp.int32),

@@ -3,13 +3,17 @@ peak memory and compile time, beside the official PyTorch code's figures on this
 
     python -m benchmarks.bench_core                       # full table (sampling 1e5 takes minutes)
     python -m benchmarks.bench_core --sizes=10000 --out=bench.json
+    python -m benchmarks.bench_core --reference_python=.venv-torch/bin/python \
+        --reference_sample_steps=100                      # beside the PyTorch code, same machine
 
 Each case runs in a fresh subprocess so its peak RSS (VmHWM) is its own. The machine's float32
 matmul peak is measured in the same run, and every figure is also given as a fraction of the
 FLOP floor: FLOPs per sample per step are XLA's own count (`cost_analysis`) of one network call.
 Reference figures (../shared/perf-reference.md) were measured on another machine of this type,
-whose JAX matmul peak at 10000x128x128 was 189 GFLOP/s; ratios are shown raw and scaled by the
-two machines' measured peaks.
+whose JAX matmul peak at 10000x128x128 was 189 GFLOP/s; they are shown scaled by the two
+machines' measured peaks. `--reference_python=.venv-torch/bin/python` also times a PyTorch
+stand-in of the official code (`benchmarks/reference_torch.py`) on this machine in the same run,
+the fair comparison ("x ref here").
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import os
 import time
 
-from benchmarks.common import peak_rss_mib, run_case
+from benchmarks.common import peak_rss_mib, print_table, run_case, run_command, write_results
 
 REFERENCE = {  # official PyTorch code, 2-core CPU, medians (perf-reference.md)
     "train_2d": 11.5, "train_1d": 12.4,           # steps/s at batch 10 000
@@ -73,7 +77,7 @@ def case_train(dim: int, batch: int, steps: int) -> dict:
     from mi_jax.training import train as tr
 
     schedule = mj.linear_schedule()
-    net = mj.make_mlp(dim)
+    net = mj.make_mlp(dim, num_timesteps=schedule.num_steps)
     cfg = tr.TrainConfig(batch_size=batch)
     mixture = mx.grid_2d() if dim == 2 else mx.mixture_1d()
     data = mx.sample_stratified(mixture, jax.random.key(0), 100_000)
@@ -124,11 +128,28 @@ def _child(name: str, args) -> dict:
     return CASES[name](args)
 
 
+def _reference_here(args, names) -> dict:
+    """The PyTorch stand-in (benchmarks/reference_torch.py) timed on this machine, case by case."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_torch.py")
+    out = {}
+    for name in names:
+        out[name] = run_command([args.reference_python, script, f"--case={name}",
+                                 f"--train_steps={args.train_steps}",
+                                 f"--sample_steps={args.reference_sample_steps}"])
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10000,100000", help="sample counts to time (2D)")
     p.add_argument("--chunk", type=int, default=10_000, help="sampler chunk size")
     p.add_argument("--train_steps", type=int, default=20)
+    p.add_argument("--reference_python", default="",
+                   help="a Python with torch (e.g. .venv-torch/bin/python): also time the PyTorch "
+                        "stand-in of the official code on this machine, in this run")
+    p.add_argument("--reference_sample_steps", type=int, default=1000,
+                   help="reverse steps per timed reference sampling run (its rate is scaled to "
+                        "1000 steps; every step costs the same)")
     p.add_argument("--out", default="benchmarks/results_core.json")
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -140,37 +161,42 @@ def main():
     for name in names:
         results[name] = run_case("benchmarks.bench_core", f"--case={name}",
                                  f"--chunk={args.chunk}", f"--train_steps={args.train_steps}")
+    here = _reference_here(args, names) if args.reference_python else {}
     peak = results["matmul"]["matmul_10000x128x128_gflops"]
     scale = peak / REFERENCE["matmul_10000x128x128_gflops"]
+    nan = float("nan")
     rows = []
     for name in names[1:]:
-        r = results[name]
+        r, h = results[name], here.get(name, {})
         if name.startswith("train"):
-            value, ref = r["steps_per_s"], REFERENCE[name]
-            floor = peak * 1e9 / r["flops_per_step"]
-            rows.append((name + " (steps/s, batch 1e4)", value, ref, floor, r["peak_rss_mib"],
-                         REFERENCE["train_rss_mib"], r["first_chunk_s"]))
+            label, value, ref_here = name + " (steps/s, batch 1e4)", r["steps_per_s"], h.get("steps_per_s")
+            floor, ref_rss = peak * 1e9 / r["flops_per_step"], REFERENCE["train_rss_mib"]
+            first = r["first_chunk_s"]
         else:
-            value, ref = r["samples_per_s"], REFERENCE.get(name)
+            label = name.replace("sample_2d_", "sample 2D n=") + " (samples/s)"
+            value, ref_here = r["samples_per_s"], h.get("samples_per_s")
             floor = peak * 1e9 / (r["flops_per_sample_step"] * 1000)
-            rows.append((name.replace("sample_2d_", "sample 2D n=") + " (samples/s)", value, ref,
-                         floor, r["peak_rss_mib"], REFERENCE.get(name + "_rss_mib"),
-                         r["first_call_s"]))
+            ref_rss, first = REFERENCE.get(name + "_rss_mib"), r["first_call_s"]
+        ref = REFERENCE.get(name)
+        rows.append([label, f"{value:,.1f}",
+                     f"{ref_here:,.1f}" if ref_here else "-",
+                     f"{value / ref_here:.2f}" if ref_here else "-",
+                     f"{ref:,.1f}" if ref else "-",
+                     f"{value / ref / scale:.2f}" if ref else "-",
+                     f"{100 * value / floor:.0f}%", f"{r['peak_rss_mib']:,.0f}",
+                     f"{h['peak_rss_mib']:,.0f}" if h else "-",
+                     f"{ref_rss:,.0f}" if ref_rss else "-", f"{first:.1f}"])
     print(f"\nmatmul peak here (JAX, 10000x128x128): {peak:.1f} GFLOP/s "
-          f"(reference machine: {REFERENCE['matmul_10000x128x128_gflops']:.0f}; scale {scale:.2f})")
-    header = ("case", "mi_jax", "ref", "x ref", "x ref/scale", "% floor", "RSS MiB", "ref RSS",
-              "1st call s")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for case, value, ref, floor, rss, ref_rss, first in rows:
-        ratio = value / ref if ref else float("nan")
-        print(f"| {case} | {value:,.1f} | {ref if ref else float('nan'):,.1f} | {ratio:.2f} | "
-              f"{ratio / scale:.2f} | {100 * value / floor:.0f}% | {rss:,.0f} | "
-              f"{ref_rss if ref_rss else float('nan'):,.0f} | {first:.1f} |")
+          f"(reference machine: {REFERENCE['matmul_10000x128x128_gflops']:.0f}; scale {scale:.2f})"
+          + (f"; PyTorch here: {here['matmul']['matmul_10000x128x128_gflops']:.1f}" if here else ""))
+    print_table(["case", "mi_jax", "ref here", "x ref here", "ref (other machine)",
+                 "x ref / peak scale", "% FLOP floor", "RSS MiB", "ref RSS here",
+                 "ref RSS (other)", "1st call s"], rows)
     results["reference"] = REFERENCE
+    results["reference_here"] = here
+    results["reference_sample_steps"] = args.reference_sample_steps
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

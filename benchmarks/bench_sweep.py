@@ -28,7 +28,7 @@ def case(m: int, batch: int, steps: int, num: int, dim: int = 2) -> dict:
     from mi_jax.training import train as tr
 
     schedule = mj.linear_schedule()
-    net = mj.make_mlp(dim)
+    net = mj.make_mlp(dim, num_timesteps=schedule.num_steps)
     cfg = tr.TrainConfig(batch_size=batch)
     keys = jax.vmap(jax.random.key)(jnp.arange(m))
     state = jax.vmap(lambda k: tr.init_state(net, cfg, k))(keys)

@@ -140,7 +140,8 @@ def training_length_ablation(source_cfg, cfg) -> dict:
                          source_cfg["std"]), source_cfg["num_train"])
     grid = sweeps.Grid([conf], list(source_cfg["seeds"]))
     schedule = sweeps.schedule_from_config(source_cfg)
-    network = make_mlp(1, source_cfg["width"], 3, source_cfg["tied"])
+    network = make_mlp(1, source_cfg["width"], 3, source_cfg["tied"],
+                       num_timesteps=source_cfg["T"])
     steps = cfg["checkpoints"][-1]
     train_cfg = tr.TrainConfig(source_cfg["batch_size"], source_cfg["lr"], source_cfg["lr_schedule"],
                                steps)

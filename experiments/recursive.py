@@ -221,7 +221,7 @@ def gmm2d_problem(d: dict):
                           lambda x: mixture_quality(x, mixture, reference, d["k"]))
     info = {"mixture": mixture, "source": f"{d['grid_size']}x{d['grid_size']} square grid of "
                                           f"Gaussians, k = {d['k']:g}"}
-    return problem, _training(d, make_mlp(2, d["width"], 3, True)), info
+    return problem, _training(d, make_mlp(2, d["width"], 3, True, d["T"])), info
 
 
 def digits_problem(d: dict, log=print):
@@ -253,7 +253,7 @@ def digits_problem(d: dict, log=print):
     info = {"source": source, "classifier_accuracy": judge.test_accuracy, "frechet_real": floor,
             "feature_space": "penultimate layer (64 units) of an MLP classifier trained on the "
                              "real digits; not Inception FID"}
-    return problem, _training(d, make_mlp(dim, d["width"], 3, False)), info
+    return problem, _training(d, make_mlp(dim, d["width"], 3, False, d["T"])), info
 
 
 def shapes_problem(d: dict):

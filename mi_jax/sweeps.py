@@ -256,7 +256,7 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
     grid = Grid(list(configs), list(cfg["seeds"]))
     schedule = schedule_from_config(cfg)
     dim = configs[0].mixture.dim
-    network = make_mlp(dim, cfg["width"], 3, cfg["tied"])
+    network = make_mlp(dim, cfg["width"], 3, cfg["tied"], num_timesteps=cfg["T"])
     train_cfg = tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"])
     seconds = {}
     log(f"training {grid.num_models} models ({len(grid.configs)} configurations x "
@@ -381,7 +381,8 @@ def load_models(workdir) -> TrainedModels:
             m = mx.GaussianMixture(f["means"][c], f["stds"][c], f["weights"][c], f["mask"][c])
             configs.append(Config(str(name), m, int(f["num_train"][c])))
         grid = Grid(configs, [int(s) for s in f["seeds"]])
-    network = make_mlp(configs[0].mixture.dim, cfg["width"], 3, cfg["tied"])
+    network = make_mlp(configs[0].mixture.dim, cfg["width"], 3, cfg["tied"],
+                       num_timesteps=cfg["T"])
     train_cfg = tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"])
     state = checkpoint.load(workdir / TRAIN_CHECKPOINT, init_grid(network, train_cfg, grid))
     return TrainedModels(grid, network, state.params, schedule_from_config(cfg), cfg, str(workdir))

@@ -63,6 +63,44 @@ def test_forward_matches_numpy_reference():
         np.testing.assert_allclose(out, np_decoder(params, x, t), rtol=2e-4, atol=2e-4)
 
 
+def test_layer_norm_closed_form_vjp_equals_autodiff():
+    from mi_jax.nets.mlp import layer_norm
+
+    def plain(x, scale, bias):  # the textbook formula, differentiated by JAX
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / jnp.sqrt(var + 1e-5) * scale + bias
+
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(6), 4)
+    x = 3.0 * jax.random.normal(k1, (2, 33, 128)) + 1.0
+    scale, bias = 1 + 0.3 * jax.random.normal(k2, (128,)), jax.random.normal(k3, (128,))
+    cot = jax.random.normal(k4, x.shape)
+    out, vjp = jax.vjp(layer_norm, x, scale, bias)
+    ref_out, ref_vjp = jax.vjp(plain, x, scale, bias)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-4)
+    for got, want in zip(vjp(cot), ref_vjp(cot)):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(jnp.abs(want).max()))
+
+
+def test_timestep_table_is_the_same_function():
+    # A batch longer than num_timesteps takes the table path (time path per timestep, gathered
+    # by t); its output and gradients must equal the per-sample path and the float64 reference.
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(24, 2)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 20, size=24), jnp.int32)
+    for tied in (True, False):
+        plain, table = make_mlp(2, 16, tied=tied), make_mlp(2, 16, tied=tied, num_timesteps=20)
+        params = plain.init(jax.random.key(4))
+        out = table.apply(params, x, t)
+        np.testing.assert_allclose(out, plain.apply(params, x, t), rtol=1e-5, atol=1e-6)
+        loss = lambda net: jax.grad(lambda p: jnp.sum(net.apply(p, x, t) ** 2))(params)
+        for g_table, g_plain in zip(jax.tree.leaves(loss(table)), jax.tree.leaves(loss(plain))):
+            np.testing.assert_allclose(g_table, g_plain, rtol=1e-4, atol=1e-5)
+    # A timestep outside the table is NaN for its row, not a silently clipped embedding.
+    bad = table.apply(params, x, t.at[5].set(20))
+    assert np.isnan(np.asarray(bad[5])).all() and np.isfinite(np.asarray(bad[:5])).all()
+
+
 def test_scalar_timestep_equals_vector():
     net = make_mlp(1)
     params = net.init(jax.random.key(0))

@@ -23,7 +23,8 @@ def flipd(eps_fn, schedule: Schedule, x: jax.Array, t0: int, key: jax.Array,
     VE form: LID ~ D + sigma^2 (tr grad s + |s|^2). For the VP process x_t = a x0 + b eps with
     s_t = -eps_hat / b, evaluated at the noised point a x, this becomes
         LID(x) ~ D - b tr(d eps_hat / d x_t) + |eps_hat|^2,
-    the trace estimated with `probes` Rademacher (Hutchinson) probes through one jvp each.
+    the trace estimated with `probes` Rademacher (Hutchinson) probes v^T J v, each one vjp
+    (reverse mode, so networks with custom VJPs work too). Samples must not interact in eps_fn.
     A sample on a mode (a point at this scale) scores ~0; one on a smooth bridge between modes ~1.
     """
     t0 = check_int(t0, "t0", low=0, high=schedule.num_steps - 1)
@@ -33,13 +34,11 @@ def flipd(eps_fn, schedule: Schedule, x: jax.Array, t0: int, key: jax.Array,
     dim = int(np.prod(x.shape[1:]))
     y = a * x
     t = jnp.full((n,), t0, jnp.int32)
-    f = lambda z: eps_fn(z, t)
-    eps = f(y)
+    eps, vjp = jax.vjp(lambda z: eps_fn(z, t), y)
 
     def one_probe(k):
         v = jax.random.rademacher(k, y.shape, y.dtype)
-        _, jv = jax.jvp(f, (y,), (v,))
-        return jnp.sum((v * jv).reshape(n, -1), axis=-1)
+        return jnp.sum((v * vjp(v)[0]).reshape(n, -1), axis=-1)
 
     trace = jnp.mean(jax.vmap(one_probe)(jax.random.split(key, probes)), axis=0)
     return dim - b * trace + jnp.sum(eps.reshape(n, -1) ** 2, axis=-1)

@@ -78,16 +78,24 @@ def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
 _MLP_CACHE: dict = {}
 
 
-def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True) -> Network:
-    """The paper's toy MLP (width 128, 3 residual blocks, weight-tied by default)."""
+def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
+             num_timesteps: int = 0) -> Network:
+    """The paper's toy MLP (width 128, 3 residual blocks, weight-tied by default).
+
+    num_timesteps: the T of the schedule it is trained on, if known; batches of integer t longer
+    than T then run the time path once per timestep instead of once per sample (training at
+    batch 10 000, T = 1 000). Same params, same function: only for speed."""
     check_int(dim, "dim", low=1)
     check_int(width, "width", low=2)
     check_int(num_blocks, "num_blocks", low=1)
     check(isinstance(tied, bool), "tied", tied, "must be a bool")
-    spec = (dim, width, num_blocks, tied)
+    check_int(num_timesteps, "num_timesteps", low=0)
+    spec = (dim, width, num_blocks, tied, num_timesteps)
     if spec not in _MLP_CACHE:  # one Network object per spec keeps jit caches warm
-        name = f"mlp(dim={dim},width={width},blocks={num_blocks},{'tied' if tied else 'untied'})"
-        _MLP_CACHE[spec] = from_nnx(name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, rngs=rngs))
+        name = (f"mlp(dim={dim},width={width},blocks={num_blocks},{'tied' if tied else 'untied'}"
+                + (f",T={num_timesteps}" if num_timesteps else "") + ")")
+        _MLP_CACHE[spec] = from_nnx(
+            name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, num_timesteps, rngs=rngs))
     return _MLP_CACHE[spec]
 
 

@@ -44,6 +44,8 @@ class SamplerConfig:
     flag: pre-emptive detection -- record, per sample, the first timestep of the first window at
         which the running x0_hat variance (over the window's steps so far, at least 2) exceeds
         `flag_threshold` ('flag_t', -1 if never): the step at which generation could stop.
+    net_batch: evaluate eps_fn on at most this many samples at a time (0: the whole chunk in one
+        call). Only the network is tiled; noise and statistics stay per chunk.
     """
 
     variance: str = "large"
@@ -52,6 +54,7 @@ class SamplerConfig:
     record_stride: int = 1
     scalar_t: bool = False
     flag: bool = False
+    net_batch: int = 0
 
     def __post_init__(self):
         check(self.variance in VARIANCES, "variance", self.variance, f"must be one of {VARIANCES}")
@@ -60,6 +63,30 @@ class SamplerConfig:
               f"must be a tuple holding 'x0' and optionally {TRACKABLE[1:]}")
         check_int(self.record, "record", low=0)
         check_int(self.record_stride, "record_stride", low=1)
+        check_int(self.net_batch, "net_batch", low=0)
+
+
+def default_net_batch() -> int:
+    """Rows per network call when the caller does not say: on CPU, tiles of 2048 keep a
+    width-128 MLP's activations in the L2 cache (10^4-sample chunks sample ~25 % faster, see
+    BUILD_NOTES.md); accelerators want the whole chunk in one call."""
+    return 2048 if jax.default_backend() == "cpu" else 0
+
+
+def _tiled(eps_fn: EpsFn, x: jax.Array, t: jax.Array, tile: int) -> jax.Array:
+    """eps_fn(x, t) computed `tile` rows at a time (a lax.map over whole tiles, then the rest)."""
+    n = x.shape[0]
+    if not tile or n <= tile:
+        return eps_fn(x, t)
+    q = n // tile
+    head_t = t if t.ndim == 0 else t[: q * tile].reshape(q, tile)
+    fn = (lambda xt: eps_fn(xt, t)) if t.ndim == 0 else (lambda a: eps_fn(*a))
+    args = x[: q * tile].reshape((q, tile) + x.shape[1:])
+    head = jax.lax.map(fn, args if t.ndim == 0 else (args, head_t))
+    parts = [head.reshape((q * tile,) + head.shape[2:])]
+    if n > q * tile:
+        parts.append(eps_fn(x[q * tile:], t if t.ndim == 0 else t[q * tile:]))
+    return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _welford(state, value, step_in_window, in_window):
@@ -110,7 +137,8 @@ def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, sha
     def step(carry, t):
         x, moments, rec, _, flag_t = carry
         t_net = net_timesteps[t]
-        eps = eps_fn(x, t_net if config.scalar_t else jnp.full((n,), t_net, jnp.int32))
+        eps = _tiled(eps_fn, x, t_net if config.scalar_t else jnp.full((n,), t_net, jnp.int32),
+                     config.net_batch)
         x0 = schedule.sqrt_recip_alphas_bar[t] * x - schedule.sqrt_recipm1_alphas_bar[t] * eps
         in_window = ((t >= lo) & (t < hi)).reshape(bshape)
         k = (hi - 1 - t).reshape(bshape)
@@ -259,7 +287,8 @@ def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: S
            window=None, windows=None, variance: str = "large", track=("x0",), record: int = 0,
            record_stride: int = 1, chunk_size: int = 10_000, scalar_t: bool | None = None,
            net_timesteps=None, flag_threshold: float | None = None,
-           progress: Callable | None = None, resume_dir=None, regions=None) -> SampleResult:
+           progress: Callable | None = None, resume_dir=None, regions=None,
+           net_batch: int | None = None) -> SampleResult:
     """Draw `num` samples with any `eps_fn(x_t, t)` (a trained net or `oracle_eps`).
 
     window: half-open timestep range [lo, hi) for the trajectory variance (default (0, 10), the
@@ -272,13 +301,15 @@ def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: S
     Chunk c uses `fold_in(key, c)`, so a result depends on `chunk_size` as well as on `key`.
     resume_dir: save every finished chunk there and reuse the chunks found there (see
     `mi_jax.checkpoint.ChunkStore`); the caller keeps it specific to one eps_fn and key.
+    net_batch: rows per eps_fn call within a chunk (0: the whole chunk; None:
+    `default_net_batch()`); changes speed and float rounding only.
     """
     num, shape, chunk_size = _check_common(schedule, num, shape, chunk_size)
     wins = normalise_windows(window, windows, schedule.num_steps)
     if scalar_t is None:
         scalar_t = bool(getattr(eps_fn, "accepts_scalar_t", False))
     config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t,
-                           flag_threshold is not None)
+                           flag_threshold is not None, _net_batch(net_batch))
     ts_net = None if net_timesteps is None else jnp.asarray(net_timesteps, jnp.int32)
     thr = _threshold(flag_threshold)
     regions = _regions(regions, shape)
@@ -293,6 +324,10 @@ def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: S
     merged, seconds = _run_chunks(lambda c: run(jax.random.fold_in(key, c)), num, chunk_size, 0,
                                   progress, store)
     return _result(merged, wins, seconds, 0)
+
+
+def _net_batch(value) -> int:
+    return default_net_batch() if value is None else check_int(value, "net_batch", low=0)
 
 
 def _regions(regions, shape):
@@ -336,7 +371,7 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
                    chunk_size: int = 10_000, net_timesteps=None,
                    flag_threshold: float | None = None,
                    progress: Callable | None = None, resume_dir=None,
-                   regions=None) -> SampleResult:
+                   regions=None, net_batch: int | None = None) -> SampleResult:
     """`sample` for a `mi_jax.nets.Network` and its params, compiled once per network and shape.
 
     stacked=True: `params` and `key` carry a leading model axis M and all M models sample in one
@@ -345,7 +380,7 @@ def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int
     num, shape, chunk_size = _check_common(schedule, num, shape, chunk_size)
     wins = jnp.asarray(normalise_windows(window, windows, schedule.num_steps))
     config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t=True,
-                           flag=flag_threshold is not None)
+                           flag=flag_threshold is not None, net_batch=_net_batch(net_batch))
     thr = _threshold(flag_threshold)
     regions = _regions(regions, shape)
     if stacked:
@@ -385,4 +420,4 @@ def print_progress(label: str = "sample"):
 
 
 __all__ = ["SamplerConfig", "SampleResult", "reverse_chunk", "sample", "sample_network",
-           "print_progress", "DEFAULT_WINDOW", "InputError"]
+           "print_progress", "default_net_batch", "DEFAULT_WINDOW", "InputError"]
