@@ -164,7 +164,6 @@ def main():
     here = _reference_here(args, names) if args.reference_python else {}
     peak = results["matmul"]["matmul_10000x128x128_gflops"]
     scale = peak / REFERENCE["matmul_10000x128x128_gflops"]
-    nan = float("nan")
     rows = []
     for name in names[1:]:
         r, h = results[name], here.get(name, {})

@@ -84,7 +84,8 @@ def test_layer_norm_closed_form_vjp_equals_autodiff():
 
 def test_timestep_table_is_the_same_function():
     # A batch longer than num_timesteps takes the table path (time path per timestep, gathered
-    # by t); its output and gradients must equal the per-sample path and the float64 reference.
+    # by t); its output and gradients must equal the per-sample path (itself checked against the
+    # float64 reference above).
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(24, 2)), jnp.float32)
     t = jnp.asarray(rng.integers(0, 20, size=24), jnp.int32)

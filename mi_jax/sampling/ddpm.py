@@ -79,14 +79,15 @@ def _tiled(eps_fn: EpsFn, x: jax.Array, t: jax.Array, tile: int) -> jax.Array:
     if not tile or n <= tile:
         return eps_fn(x, t)
     q = n // tile
-    head_t = t if t.ndim == 0 else t[: q * tile].reshape(q, tile)
-    fn = (lambda xt: eps_fn(xt, t)) if t.ndim == 0 else (lambda a: eps_fn(*a))
-    args = x[: q * tile].reshape((q, tile) + x.shape[1:])
-    head = jax.lax.map(fn, args if t.ndim == 0 else (args, head_t))
-    parts = [head.reshape((q * tile,) + head.shape[2:])]
-    if n > q * tile:
-        parts.append(eps_fn(x[q * tile:], t if t.ndim == 0 else t[q * tile:]))
-    return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+    tiles = lambda a: a[: q * tile].reshape((q, tile) + a.shape[1:])
+    if t.ndim == 0:
+        head = jax.lax.map(lambda x_tile: eps_fn(x_tile, t), tiles(x))
+    else:
+        head = jax.lax.map(lambda xt: eps_fn(*xt), (tiles(x), tiles(t)))
+    head = head.reshape((q * tile,) + head.shape[2:])
+    if n == q * tile:
+        return head
+    return jnp.concatenate([head, eps_fn(x[q * tile:], t if t.ndim == 0 else t[q * tile:])])
 
 
 def _welford(state, value, step_in_window, in_window):
