@@ -143,14 +143,13 @@ def training_length_ablation(source_cfg, cfg) -> dict:
     network = make_mlp(1, source_cfg["width"], 3, source_cfg["tied"],
                        num_timesteps=source_cfg["T"])
     steps = cfg["checkpoints"][-1]
-    train_cfg = tr.TrainConfig(source_cfg["batch_size"], source_cfg["lr"], source_cfg["lr_schedule"],
-                               steps)
+    train_cfg = sweeps.train_config_from({**source_cfg, "steps": steps})
     marks = set(cfg["checkpoints"])
     rates = {}
 
     def on_chunk(state, step, _):
         if step in marks:
-            res = sweeps.sample_grid(network, state.params, schedule, grid, cfg["num_samples"], (1,),
+            res = sweeps.sample_grid(network, state.eval_params, schedule, grid, cfg["num_samples"], (1,),
                                      chunk_size=cfg["num_samples"])
             r = sweeps.hallucination_rates(res.x, grid.mixtures(), [cfg["k"]])[:, 0]
             rates[step] = dict(sweeps.seed_summary(r), per_seed=r.tolist())

@@ -31,11 +31,16 @@ OPTIONS = cli.COMMON + (
     cli.Option("separations", "floats", "Mode spacings of the separation sweep.", low=0,
                low_open=True),
     cli.Option("hist_bins", "int", "Histogram bins over the plotted range.", low=10),
+    cli.Option("single_mixture", "bool", "Run only --modes with --num_train (no second mixture, "
+               "no sweeps): with --batch_order=in_order --lr_schedule=constant, the official "
+               "protocol step for step."),
 )
 
 _BASE = dict(modes=[1, 2, 3], modes_b=[1, 2, 4, 5], std=0.05, T=1000, beta_start=0.001,
              beta_end=0.2, tied=True, hal_window=[0, 10], k=support.DEFAULT_K,
-             hist_bins=400)
+             focus_steps=0, focus_prob=0.5, ema_decay=0.0, batch_order="random", curve_every=0,
+             curve_samples=1000,
+             hist_bins=400, single_mixture=False)
 
 PRESETS = {
     # CPU-sized: a narrower net, a decaying learning rate and ~1/60 of the official training
@@ -74,6 +79,12 @@ def build_configs(cfg: dict) -> dict:
             unique[key] = sweeps.Config(name, mx.mixture_1d(modes, cfg["std"]), int(n))
         return unique[key].name
 
+    if cfg.get("single_mixture"):
+        only = add(cfg["modes"], cfg["num_train"])
+        spacing = float(np.min(np.diff(np.sort(cfg["modes"]))))
+        return {"configs": list(unique.values()),
+                "panels": {"fig2": [only], "sizes": [only], "separations": [only]},
+                "x": {"sizes": [cfg["num_train"]], "separations": [spacing]}}
     centre = float(np.mean(cfg["modes"]))
     panels = {
         "fig2": [add(cfg["modes"], cfg["num_train"]), add(cfg["modes_b"], cfg["num_train_b"])],
@@ -81,7 +92,8 @@ def build_configs(cfg: dict) -> dict:
         "separations": [add([centre - d, centre, centre + d], cfg["num_train"])
                         for d in cfg["separations"]],
     }
-    return {"configs": list(unique.values()), "panels": panels}
+    return {"configs": list(unique.values()), "panels": panels,
+            "x": {"sizes": list(cfg["sizes"]), "separations": list(cfg["separations"])}}
 
 
 def _histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -130,11 +142,13 @@ def run(cfg: dict, workdir, log=print) -> dict:
     metrics = {
         "experiment": "gmm1d", "k": cfg["k"], "configs": table, "gaps": gaps,
         "fig2": {n: table[n]["by_k"][k_key] for n in built["panels"]["fig2"]},
-        "size_sweep": panel_summary("sizes", cfg["sizes"]),
-        "separation_sweep": panel_summary("separations", cfg["separations"]),
+        "size_sweep": panel_summary("sizes", built["x"]["sizes"]),
+        "separation_sweep": panel_summary("separations", built["x"]["separations"]),
         "detection": sweeps.detection_table(study, cfg["k"]),
+        "bridges": sweeps.bridge_table(study, cfg["k"]),
         "final_loss": sweeps.seed_summary(study.grid.per_config(study.losses[:, -100:].mean(-1))),
         "num_nonfinite": {"model": study.samples.num_nonfinite, "oracle": study.oracle.num_nonfinite},
+        "convergence": study.convergence,
         "seconds": study.seconds, "provenance": wd.provenance(),
     }
     metrics["headline"] = _headline(metrics, cfg)
@@ -163,6 +177,10 @@ def _headline(metrics: dict, cfg: dict) -> dict:
                                 metrics["detection"][n][key]["std"]]
                           for key in ("auroc", "removed_at_96_kept", "kept_at_95_removed")}
                       for n in fig2},
+        "bridges": {n: {key: [metrics["bridges"][n][key]["mean"], metrics["bridges"][n][key]["std"]]
+                        for key in ("bridge", "blur", "bridges_auroc",
+                                    "bridges_removed_at_96_kept")}
+                    for n in fig2},
     }
 
 
@@ -170,7 +188,7 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
     names = [c.name for c in study.grid.configs]
     first_seed = {c: int(np.flatnonzero(study.grid.config_index == c)[0])
                   for c in range(len(names))}
-    fig, axes = plots.figure(ncols=2, width=5.0)
+    fig, axes = plots.figure(ncols=len(built["panels"]["fig2"]), width=5.0)
     for ax, name in zip(axes[0], built["panels"]["fig2"]):
         c = names.index(name)
         r = table[name]["by_k"][k_key]
@@ -184,12 +202,12 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
     fig, axes = plots.figure(ncols=2)
     s = built["panels"]["sizes"]
     r = [table[n]["by_k"][k_key] for n in s]
-    plots.rate_curve(axes[0, 0], cfg["sizes"], [v["mean"] for v in r], [v["std"] for v in r],
+    plots.rate_curve(axes[0, 0], built["x"]["sizes"], [v["mean"] for v in r], [v["std"] for v in r],
                      "DDPM", "training-set size", oracle=[v["oracle"] for v in r], logx=True)
     axes[0, 0].set_title(f"modes {cfg['modes']}", fontsize=9)
     s = built["panels"]["separations"]
     r = [table[n]["by_k"][k_key] for n in s]
-    plots.rate_curve(axes[0, 1], cfg["separations"], [v["mean"] for v in r],
+    plots.rate_curve(axes[0, 1], built["x"]["separations"], [v["mean"] for v in r],
                      [v["std"] for v in r], "DDPM", "mode spacing", oracle=[v["oracle"] for v in r])
     axes[0, 1].set_title(f"3 modes, N={cfg['num_train']}", fontsize=9)
     axes[0, 1].legend(fontsize=7)
@@ -204,13 +222,18 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
     wd.save_figure(fig, workdir / "appendix_c_density.png")
 
     plots.save_study_losses(study, workdir / "losses.png")
+    if study.convergence:
+        plots.save_convergence(study.convergence, workdir / "convergence.png",
+                               f"every {cfg['curve_every']} steps, {cfg['curve_samples']} samples "
+                               "per model (mean +- std over seeds)")
 
-    positive = sweeps.labels(study, cfg["k"])
-    fig, axes = plots.figure(ncols=2)
+    fig, axes = plots.figure(ncols=len(built["panels"]["fig2"]))
     for ax, name in zip(axes[0], built["panels"]["fig2"]):
-        rows = np.flatnonzero(study.grid.config_index == names.index(name))
-        plots.variance_histogram(ax, study.samples.hal[rows].ravel(), positive[rows].ravel(),
-                                 f"{name} (all seeds)")
+        c = names.index(name)
+        rows = np.flatnonzero(study.grid.config_index == c)
+        codes = support.classify(study.samples.x[rows].reshape(-1, 1), study.grid.configs[c].mixture,
+                                 cfg["k"])
+        plots.variance_histogram(ax, study.samples.hal[rows].ravel(), codes, f"{name} (all seeds)")
     wd.save_figure(fig, workdir / "fig7_variance.png")
 
 

@@ -27,7 +27,9 @@ OPTIONS = cli.COMMON + (
 )
 
 _BASE = dict(layout="both", std=0.05, T=1000, beta_start=0.001, beta_end=0.2, tied=True,
-             hal_window=[0, 10], k=support.DEFAULT_K, num_train=100_000)
+             hal_window=[0, 10], k=support.DEFAULT_K,
+             focus_steps=0, focus_prob=0.5, ema_decay=0.0, batch_order="random", curve_every=0,
+             curve_samples=1000, num_train=100_000)
 
 PRESETS = {
     # CPU-sized: 3x3 grids with the official spacing and mode width (the 5x5 grid needs far more
@@ -66,8 +68,10 @@ def run(cfg: dict, workdir, log=print) -> dict:
             per_seed.append(support.pair_summary(study.samples.x[m], conf.mixture, k))
         oracle = support.pair_summary(study.oracle.x[c], conf.mixture, k)
         pairs[conf.name] = {
-            "nearest_share": sweeps.seed_summary([p["nearest_share"] for p in per_seed]),
-            "axis_share": sweeps.seed_summary([p["axis_share"] for p in per_seed]),
+            "nearest_share": dict(sweeps.seed_summary([p["nearest_share"] for p in per_seed]),
+                                  per_seed=[p["nearest_share"] for p in per_seed]),
+            "axis_share": dict(sweeps.seed_summary([p["axis_share"] for p in per_seed]),
+                               per_seed=[p["axis_share"] for p in per_seed]),
             "num_hallucinations": [p["num_hallucinations"] for p in per_seed],
             "oracle_num_hallucinations": oracle["num_hallucinations"],
         }
@@ -78,8 +82,10 @@ def run(cfg: dict, workdir, log=print) -> dict:
         "rate": {conf.name: dict(sweeps.seed_summary(per_cfg[c]), per_seed=per_cfg[c].tolist())
                  for c, conf in enumerate(configs)},
         "detection": sweeps.detection_table(study, k),
+        "bridges": sweeps.bridge_table(study, k),
         "final_loss": sweeps.seed_summary(study.grid.per_config(study.losses[:, -100:].mean(-1))),
         "num_nonfinite": {"model": study.samples.num_nonfinite, "oracle": study.oracle.num_nonfinite},
+        "convergence": study.convergence,
         "seconds": study.seconds, "provenance": wd.provenance(),
     }
     metrics["headline"] = {
@@ -92,6 +98,8 @@ def run(cfg: dict, workdir, log=print) -> dict:
         "detection": {n: {key: [d[key]["mean"], d[key]["std"]]
                           for key in ("auroc", "removed_at_96_kept", "kept_at_95_removed")}
                       for n, d in metrics["detection"].items()},
+        "bridges": _bridge_headline(metrics["bridges"]),
+        "converged": {n: e.get("last_quarter") for n, e in study.convergence.items()},
     }
     _figures(workdir, cfg, study, metrics)
     keep = min(cfg["num_samples"], 100_000)
@@ -104,34 +112,49 @@ def run(cfg: dict, workdir, log=print) -> dict:
     return metrics
 
 
+def _bridge_headline(table: dict) -> dict:
+    """Bridge / blur rates and detection of bridges, [mean, std] over seeds, per configuration."""
+    keys = ("bridge", "blur", "width_vs_exact", "bridges_auroc", "bridges_removed_at_96_kept",
+            "bridges_kept_at_95_removed")
+    return {n: {**{key: [d[key]["mean"], d[key]["std"]] for key in keys},
+                "oracle_bridge": d["oracle"]["bridge"], "oracle_blur": d["oracle"]["blur"]}
+            for n, d in table.items()}
+
+
 def _figures(workdir, cfg, study, metrics) -> None:
     configs = study.grid.configs
     fig, axes = plots.figure(ncols=len(configs) + 1, width=4.0, height=4.0)
     for c, conf in enumerate(configs):
         m = int(np.flatnonzero(study.grid.config_index == c)[0])
         x = study.samples.x[m]
-        inside = np.asarray(support.in_support(x, conf.mixture, cfg["k"]))
-        r = metrics["rate"][conf.name]
+        b = metrics["bridges"][conf.name]
         p = metrics["pairs"][conf.name]
-        plots.scatter_2d(axes[0, c], x, conf.mixture, inside,
-                         f"{conf.name} {cfg['grid_size']}x{cfg['grid_size']} (seed {study.grid.model_seeds[m]})\nhallucinated "
-                         f"{100 * r['mean']:.2f}% +- {100 * r['std']:.2f}; on x-axis pairs "
-                         f"{100 * p['axis_share']['mean']:.1f}%")
+        plots.scatter_2d(axes[0, c], x, conf.mixture, support.classify(x, conf.mixture, cfg["k"]),
+                         f"{conf.name} {cfg['grid_size']}x{cfg['grid_size']} (seed "
+                         f"{study.grid.model_seeds[m]}): bridges {100 * b['bridge']['mean']:.2f}%,"
+                         f" blur {100 * b['blur']['mean']:.2f}%\n(mean of seeds); on x-axis pairs "
+                         f"{100 * p['axis_share']['mean']:.1f}%; AUROC vs bridges "
+                         f"{b['bridges_auroc']['mean']:.3f}")
     ox = study.oracle.x[-1]
     conf = configs[-1]
-    plots.scatter_2d(axes[0, -1], ox, conf.mixture,
-                     np.asarray(support.in_support(ox, conf.mixture, cfg["k"])),
-                     f"{conf.name} grid, exact score")
+    o = metrics["bridges"][conf.name]["oracle"]
+    plots.scatter_2d(axes[0, -1], ox, conf.mixture, support.classify(ox, conf.mixture, cfg["k"]),
+                     f"{conf.name} grid, exact score\nbridges {100 * o['bridge']:.2f}%, blur "
+                     f"{100 * o['blur']:.2f}%")
     axes[0, 0].legend(fontsize=7, loc="lower left", markerscale=4)
     wd.save_figure(fig, workdir / "fig3_scatter.png")
     plots.save_study_losses(study, workdir / "losses.png")
+    if study.convergence:
+        plots.save_convergence(study.convergence, workdir / "convergence.png",
+                               f"every {cfg['curve_every']} steps, {cfg['curve_samples']} samples "
+                               "per model (mean +- std over seeds)")
 
-    positive = sweeps.labels(study, cfg["k"])
     fig, axes = plots.figure(ncols=len(configs))
     for c, conf in enumerate(configs):
         rows = np.flatnonzero(study.grid.config_index == c)
-        plots.variance_histogram(axes[0, c], study.samples.hal[rows].ravel(),
-                                 positive[rows].ravel(), f"{conf.name} grid (all seeds)")
+        codes = support.classify(study.samples.x[rows].reshape(-1, 2), conf.mixture, cfg["k"])
+        plots.variance_histogram(axes[0, c], study.samples.hal[rows].ravel(), codes,
+                                 f"{conf.name} grid (all seeds)")
     wd.save_figure(fig, workdir / "fig7_variance.png")
 
 

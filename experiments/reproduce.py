@@ -13,13 +13,12 @@ from pathlib import Path
 
 from absl import flags
 
-from mi_jax import cli
+from mi_jax import cli, ledger
 from mi_jax import workdir as wd
 
 from experiments.common import run_or_reuse
 
-EXPERIMENTS = ("gmm1d", "gmm2d", "detection", "trajectories", "score_analysis", "ablations",
-               "shapes", "recursive")
+EXPERIMENTS = ledger.EXPERIMENTS
 # Analyses that reuse the models trained by the mixture experiments of the same job.
 USES_MODELS = ("detection", "trajectories", "score_analysis", "ablations")
 
@@ -69,8 +68,12 @@ def _detection_lines(detection: dict) -> list:
     return lines
 
 
-def summary_markdown(results: dict, preset: str) -> str:
+def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None) -> str:
     lines = [f"# mi_jax reproduction summary ({preset} preset)", ""]
+    if ledger_rows is not None:
+        lines += ["## Claims ledger", "", "Each claim of the paper, the value measured by this job "
+                  "and a verdict computed from it (rule below the table).", "",
+                  ledger.ledger_markdown(ledger_rows), ""]
     if "gmm1d" in results:
         m = results["gmm1d"]
         h = m["headline"]
@@ -214,9 +217,10 @@ def main():
     root = Path(fv.workdir)
     root.mkdir(parents=True, exist_ok=True)
     results = run_all(root, preset, names, fv.overwrite)
-    wd.write_json(root / "summary.json", {"preset": preset,
+    rows = ledger.ledger_from_workdir(root)
+    wd.write_json(root / "summary.json", {"preset": preset, "ledger": rows, "rule": ledger.RULE,
                                          **{n: r["headline"] for n, r in results.items()}})
-    text = summary_markdown(results, preset)
+    text = summary_markdown(results, preset, rows)
     wd.write_text(root / "summary.md", text)
     print(text)
 

@@ -131,6 +131,19 @@ COMMON = (
     Option("tied", "bool", "Tie the residual blocks' weights, as the official code does."),
     Option("k", "float", "In-support radius in mode standard deviations.", low=0, low_open=True),
     Option("train_chunk", "int", "Training steps per jitted call (progress granularity).", low=1),
+    Option("focus_steps", "int", "Importance-weighted timesteps: draw a --focus_prob share of t "
+           "from [0, focus_steps), weighting the loss so its expectation is unchanged (0: uniform "
+           "t, official).", low=0),
+    Option("focus_prob", "float", "Share of timesteps drawn from [0, --focus_steps).", low=0,
+           high=1),
+    Option("ema_decay", "float", "Sample with an exponential moving average of the weights "
+           "(0: none, official).", low=0, high=0.9999),
+    Option("curve_every", "int", "Every this many training steps, sample --curve_samples per model "
+           "and record bridge/blur rates, mode width and AUROC (the convergence curve; 0: off; a "
+           "multiple of --train_chunk).", low=0),
+    Option("curve_samples", "int", "Samples per model at each convergence-curve point.", low=2),
+    Option("batch_order", "choice", "random (i.i.d. rows) or in_order (the official fixed-order, "
+           "unshuffled batches).", choices=("random", "in_order")),
 )
 
 

@@ -62,13 +62,28 @@ def rate_curve(ax, xs, mean, std, label: str, xlabel: str, oracle=None, logx=Fal
     ax.grid(alpha=0.3)
 
 
-def scatter_2d(ax, x, mixture, inside, title: str, max_points: int = 20_000) -> None:
-    """Samples (in support blue, hallucinated red) over the mixture's modes (orange)."""
+# Colours of `support.classify` labels: in support, bridge (between two modes), blur.
+LABEL_STYLE = ((0, "tab:blue", "in support"), (1, "tab:red", "bridge"), (2, "tab:purple", "blur"))
+
+
+def _label_codes(labels) -> np.ndarray:
+    """support.classify codes; a boolean `inside` array maps to in support (0) / bridge-coloured."""
+    labels = np.asarray(labels)
+    return np.where(labels, 0, 1) if labels.dtype == bool else labels
+
+
+def scatter_2d(ax, x, mixture, labels, title: str, max_points: int = 20_000) -> None:
+    """Samples over the mixture's modes (orange): `labels` is a boolean in-support array (blue /
+    red = hallucinated) or `support.classify` codes (blue / red = bridge / purple = blur)."""
     x = np.asarray(x)[:max_points]
-    inside = np.asarray(inside)[:max_points]
-    ax.scatter(x[inside, 0], x[inside, 1], s=1, c="tab:blue", alpha=0.3, lw=0, label="in support")
-    ax.scatter(x[~inside, 0], x[~inside, 1], s=2, c="tab:red", alpha=0.6, lw=0,
-               label="hallucinated")
+    codes = _label_codes(labels)[:max_points]
+    boolean = np.asarray(labels).dtype == bool
+    for code, color, name in LABEL_STYLE:
+        sel = codes == code
+        if boolean and code == 1:
+            name = "hallucinated"
+        ax.scatter(x[sel, 0], x[sel, 1], s=1 if code == 0 else 2, c=color,
+                   alpha=0.3 if code == 0 else 0.6, lw=0, label=name)
     means = np.asarray(mixture.means)[np.asarray(mixture.mask)]
     ax.scatter(means[:, 0], means[:, 1], s=12, c="tab:orange", marker="o", label="modes")
     lim = np.abs(means).max() * 1.35
@@ -100,14 +115,20 @@ def save_study_losses(study, path) -> None:
 
 
 def variance_histogram(ax, hal, positive, title: str, bins: int = 60) -> None:
-    """Trajectory variance of in-support vs hallucinated samples, log-spaced bins (paper Fig. 7)."""
+    """Trajectory variance of in-support vs hallucinated samples, log-spaced bins (paper Fig. 7).
+    `positive`: boolean (hallucinated) or `support.classify` codes (bridges and blur apart)."""
     hal = np.asarray(hal, np.float64)
-    positive = np.asarray(positive, bool)
     good = np.isfinite(hal) & (hal > 0)
     lo, hi = np.log10(hal[good].min()), np.log10(hal[good].max())
     edges = np.logspace(lo, hi + 1e-9, bins + 1)
-    for mask, color, name in ((good & ~positive, "tab:blue", "in support"),
-                              (good & positive, "tab:red", "hallucinated")):
+    if np.asarray(positive).dtype == bool:
+        positive = np.asarray(positive)
+        classes = ((good & ~positive, "tab:blue", "in support"),
+                   (good & positive, "tab:red", "hallucinated"))
+    else:
+        classes = tuple((good & (np.asarray(positive) == code), color, name)
+                        for code, color, name in LABEL_STYLE)
+    for mask, color, name in classes:
         if np.any(mask):  # each class sums to 1 over the log-spaced bins
             ax.hist(hal[mask], bins=edges, alpha=0.6, color=color,
                     weights=np.full(int(mask.sum()), 1.0 / mask.sum()),
@@ -130,3 +151,28 @@ def image_grid(ax, images, cols: int) -> None:
         mosaic[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = img
     ax.imshow(mosaic, cmap="gray", vmin=-1, vmax=1)
     ax.axis("off")
+
+
+CONVERGENCE_PANELS = (("bridge", "bridge rate", True), ("blur", "blur rate", True),
+                      ("width_vs_exact", "mode width / exact score's", False),
+                      ("bridges_auroc", "AUROC vs bridges", False))
+
+
+def save_convergence(summary: dict, path, title: str = "") -> None:
+    """The convergence curve of a study (`sweeps.convergence_summary`): one panel per quantity,
+    one line (mean +- std over seeds) per configuration."""
+    from mi_jax import workdir as wd
+
+    fig, axes = figure(ncols=len(CONVERGENCE_PANELS), width=3.4, height=2.8)
+    for ax, (key, label, log) in zip(axes[0], CONVERGENCE_PANELS):
+        for name, entry in summary.items():
+            ax.errorbar(entry["steps"], entry[key]["mean"], yerr=entry[key]["std"], capsize=2,
+                        marker="o", ms=3, label=name)
+        ax.set_xlabel("training step")
+        ax.set_title(label, fontsize=9)
+        if log:
+            ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.03)
+    wd.save_figure(fig, path)

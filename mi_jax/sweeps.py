@@ -84,15 +84,24 @@ class Grid:
         return np.asarray(values).reshape((len(self.configs), len(self.seeds)) + values.shape[1:])
 
 
-@jax.jit(static_argnums=3)
-def _make_sets(mixtures, keys, n_valid, n_max):
-    return jax.vmap(lambda m, k, n: mx.sample_stratified(m, k, n_max, n))(mixtures, keys, n_valid)
+@jax.jit(static_argnums=(3, 4))
+def _make_sets(mixtures, keys, n_valid, n_max, round_robin):
+    return jax.vmap(lambda m, k, n: mx.sample_stratified(m, k, n_max, n, round_robin))(
+        mixtures, keys, n_valid)
 
 
-def training_sets(grid: Grid) -> jax.Array:
-    """Each model's training set, padded to the largest size: (M, N_max, D)."""
+def training_sets(grid: Grid, round_robin: bool = False) -> jax.Array:
+    """Each model's training set, padded to the largest size: (M, N_max, D). round_robin: rows
+    cycle through the modes (the official order, for in-order batches; equal weights only)."""
+    if round_robin:
+        for conf in grid.configs:
+            w = np.asarray(conf.mixture.weights)[np.asarray(conf.mixture.mask)]
+            check(np.allclose(w, w[0]), "batch_order", "in_order",
+                  f"needs equal mode weights (the official round-robin data); {conf.name} has "
+                  "unequal ones")
     n_max = int(grid.num_train.max())
-    return _make_sets(grid.mixtures(), grid.keys(PHASE_DATA), jnp.asarray(grid.num_train), n_max)
+    return _make_sets(grid.mixtures(), grid.keys(PHASE_DATA), jnp.asarray(grid.num_train), n_max,
+                      round_robin)
 
 
 def init_grid(network, config: tr.TrainConfig, grid: Grid) -> tr.TrainState:
@@ -123,8 +132,13 @@ def train_grid(network, schedule: Schedule, config: tr.TrainConfig, grid: Grid, 
                mesh=None):
     """Train every model of the grid (one vmapped call per chunk). Returns (state, losses (M, S)).
     mesh: see `train_models`."""
+    in_order = config.batch_order == "in_order"
+    if in_order:
+        check(int(grid.num_train.min()) >= config.batch_size, "batch_size", config.batch_size,
+              f"must be <= the smallest training set ({int(grid.num_train.min())}) with in-order "
+              "batches (the official code runs no step then)")
     state = init_grid(network, config, grid) if state is None else state
-    return train_models(network, schedule, config, state, training_sets(grid),
+    return train_models(network, schedule, config, state, training_sets(grid, in_order),
                         jnp.asarray(grid.num_train), num_steps, mesh=mesh, on_chunk=on_chunk,
                         chunk_steps=chunk_steps, progress=progress)
 
@@ -203,6 +217,7 @@ class StudyResult:
     oracle: SampleResult        # leading axis C (one exact-score run per configuration)
     oracle_rates: np.ndarray    # (C, len(REPORTED_K))
     seconds: dict
+    convergence: dict = dataclasses.field(default_factory=dict)  # see convergence_summary
 
 
 def check_study_config(cfg: dict) -> None:
@@ -211,6 +226,20 @@ def check_study_config(cfg: dict) -> None:
     check(hi <= cfg["T"], "--hal_window", f"{lo},{hi}", f"must lie inside [0, T={cfg['T']})")
     check(cfg["beta_start"] <= cfg["beta_end"], "--beta_start", cfg["beta_start"],
           f"must be <= --beta_end={cfg['beta_end']}")
+    every = cfg.get("curve_every", 0)
+    check(every > cfg["steps"] or every % cfg["train_chunk"] == 0, "--curve_every", every,
+          f"must be a multiple of --train_chunk={cfg['train_chunk']}")
+
+
+# Training-recipe options added after the first work directories were written: absent keys
+# mean the earlier behaviour, so those directories still load.
+RECIPE_DEFAULTS = dict(focus_steps=0, focus_prob=0.5, ema_decay=0.0, batch_order="random")
+
+
+def train_config_from(cfg: dict) -> tr.TrainConfig:
+    """The TrainConfig of a mixture experiment's config."""
+    extra = {key: cfg.get(key, default) for key, default in RECIPE_DEFAULTS.items()}
+    return tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"], **extra)
 
 
 def schedule_from_config(cfg: dict) -> Schedule:
@@ -228,14 +257,99 @@ def auto_mesh():
     return shd.models_mesh() if jax.device_count() > 1 else None
 
 
+CONVERGENCE_FILE = "convergence.json"
+
+
+def convergence_point(network, params, schedule: Schedule, grid: Grid, num: int, k: float,
+                      window, oracle_width: Sequence[float]) -> list:
+    """Evaluate a stack of models mid-training: per model, `bridge_blur_report` of `num` fresh
+    samples (bridge / blur rates, mode width against the exact sampler's, detection of bridges)."""
+    from mi_jax.evaluation.mixture import bridge_blur_report
+
+    res = sample_grid(network, params, schedule, grid, num, (grid.configs[0].mixture.dim,),
+                      window=window, chunk_size=num, mesh=auto_mesh())
+    out = []
+    for m in range(grid.num_models):
+        c = int(grid.config_index[m])
+        r = bridge_blur_report(res.x[m], res.hal[m], grid.configs[c].mixture, k, oracle_width[c])
+        out.append({key: r[key] for key in ("hallucinated", "bridge", "blur", "width_vs_exact")}
+                   | {"bridges_auroc": r["bridges"]["auroc"],
+                      "bridges_removed_at_96_kept": r["bridges"]["removed_at_96_kept"]})
+    return out
+
+
 def _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, log):
-    """train_grid with a checkpoint after every chunk in `checkpoint_dir` (see tr.train_resumable)."""
+    """train_grid with a checkpoint after every chunk in `checkpoint_dir` (see tr.train_resumable).
+
+    cfg["curve_every"] > 0: every that many steps, also sample cfg["curve_samples"] per model and
+    record a `convergence_point`; the curve is kept in `checkpoint_dir` (written before the
+    checkpoint, so a resumed run recomputes a point it lost and keeps the ones it has).
+    Returns (state, losses, curve)."""
+    from mi_jax import workdir as wd
+
+    every = int(cfg.get("curve_every", 0))
+    curve_file = None if checkpoint_dir is None else Path(checkpoint_dir) / CONVERGENCE_FILE
+    curve = wd.read_json(curve_file)["points"] if curve_file and curve_file.exists() else []
+    oracle_width = None
+    if every:
+        probe = sample_oracle([c.mixture for c in grid.configs], schedule, int(grid.seeds[0]),
+                              cfg["curve_samples"], chunk_size=cfg["curve_samples"])
+        oracle_width = [support.mode_width(probe.x[c], conf.mixture, cfg["k"])
+                        for c, conf in enumerate(grid.configs)]
+
     def run(state, on_chunk):
+        def hook(st, step, losses):
+            if every and step % every == 0:
+                models = convergence_point(network, st.eval_params, schedule, grid,
+                                           cfg["curve_samples"], cfg["k"],
+                                           tuple(cfg["hal_window"]), oracle_width)
+                curve[:] = [p for p in curve if p["step"] < step] + [
+                    {"step": step, "models": models}]
+                log(f"[convergence] step {step}: bridge "
+                    f"{100 * np.mean([r['bridge'] for r in models]):.2f}%, blur "
+                    f"{100 * np.mean([r['blur'] for r in models]):.2f}%, width/exact "
+                    f"{np.nanmean([r['width_vs_exact'] for r in models]):.2f}, AUROC vs bridges "
+                    f"{np.nanmean([r['bridges_auroc'] for r in models]):.3f}")
+                if curve_file is not None:
+                    wd.write_json(curve_file, {"every": every, "points": curve})
+            on_chunk(st, step, losses)
+
         return train_grid(network, schedule, train_cfg, grid, cfg["steps"], state=state,
                           chunk_steps=cfg["train_chunk"], progress=tr.print_progress(),
-                          on_chunk=on_chunk, mesh=auto_mesh())
+                          on_chunk=hook, mesh=auto_mesh())
 
-    return tr.train_resumable(run, init_grid(network, train_cfg, grid), checkpoint_dir, log)
+    state, losses = tr.train_resumable(run, init_grid(network, train_cfg, grid), checkpoint_dir,
+                                       log)
+    return state, losses, curve
+
+
+def convergence_summary(curve: list, grid: Grid) -> dict:
+    """Per configuration, the curve (mean/std over seeds per point) and whether training has
+    converged by the study's own measure: the bridge rate over the last quarter of training
+    changes by less than its seed spread (2 standard errors of the change)."""
+    out = {}
+    if not curve:
+        return out
+    last = curve[-1]["step"]
+    quarter = [p for p in curve if p["step"] >= 0.75 * last]
+    for c, conf in enumerate(grid.configs):
+        rows = np.flatnonzero(grid.config_index == c)
+        series = {key: [seed_summary([p["models"][m][key] for m in rows]) for p in curve]
+                  for key in ("bridge", "blur", "width_vs_exact", "bridges_auroc")}
+        entry = {"steps": [p["step"] for p in curve],
+                 **{key: {"mean": [s["mean"] for s in v], "std": [s["std"] for s in v]}
+                    for key, v in series.items()}}
+        if len(quarter) >= 2:
+            first = np.asarray([quarter[0]["models"][m]["bridge"] for m in rows])
+            end = np.asarray([quarter[-1]["models"][m]["bridge"] for m in rows])
+            change = end - first
+            se = change.std(ddof=1) / np.sqrt(len(change)) if len(change) > 1 else 0.0
+            entry["last_quarter"] = {"from_step": quarter[0]["step"], "to_step": last,
+                                     "bridge_change": float(change.mean()),
+                                     "bridge_change_se": float(se),
+                                     "flat": bool(abs(change.mean()) <= max(2 * se, 1e-3))}
+        out[conf.name] = entry
+    return out
 
 
 def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=None,
@@ -257,13 +371,14 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
     schedule = schedule_from_config(cfg)
     dim = configs[0].mixture.dim
     network = make_mlp(dim, cfg["width"], 3, cfg["tied"], num_timesteps=cfg["T"])
-    train_cfg = tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"])
+    train_cfg = train_config_from(cfg)
     seconds = {}
     log(f"training {grid.num_models} models ({len(grid.configs)} configurations x "
         f"{len(grid.seeds)} seeds) for {cfg['steps']} steps, batch {cfg['batch_size']}, "
         f"one vmapped call per {cfg['train_chunk']} steps")
     t0 = time.perf_counter()
-    state, losses = _train_resumable(network, schedule, train_cfg, grid, cfg, checkpoint_dir, log)
+    state, losses, curve = _train_resumable(network, schedule, train_cfg, grid, cfg,
+                                            checkpoint_dir, log)
     seconds["train"] = time.perf_counter() - t0
     common = dict(window=tuple(cfg["hal_window"]), chunk_size=cfg["chunk_size"])
     log(f"sampling {cfg['num_samples']} per model ({cfg['T']} steps, trajectory variance over "
@@ -273,7 +388,7 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
     if chunks is not None and chunks.is_dir():
         found = len(list(chunks.glob("*/chunk_*.npz")))
         log(f"resuming sampling with {found} finished chunk(s) from {chunks}")
-    samples = sample_grid(network, state.params, schedule, grid, cfg["num_samples"], (dim,),
+    samples = sample_grid(network, state.eval_params, schedule, grid, cfg["num_samples"], (dim,),
                           mesh=auto_mesh(), progress=print_progress("sample"),
                           resume_dir=None if chunks is None else chunks / "models", **common)
     seconds["sample"] = time.perf_counter() - t0
@@ -286,8 +401,8 @@ def run_mixture_study(configs: Sequence[Config], cfg: dict, *, checkpoint_dir=No
     oracle_rates = hallucination_rates(oracle.x, mx.stack([c.mixture for c in grid.configs]))
     if chunks is not None:  # everything is in memory now; a rerun resamples bit-identically
         shutil.rmtree(chunks, ignore_errors=True)
-    return StudyResult(grid, schedule, network, state.params, losses, samples, rates, oracle,
-                       oracle_rates, seconds)
+    return StudyResult(grid, schedule, network, state.eval_params, losses, samples, rates, oracle,
+                       oracle_rates, seconds, convergence_summary(curve, grid))
 
 
 def rate_table(study: StudyResult, ks: Sequence[float] = support.REPORTED_K) -> list:
@@ -338,6 +453,37 @@ def detection_table(study: StudyResult, k: float) -> dict:
     return table
 
 
+def bridge_table(study: StudyResult, k: float) -> dict:
+    """Per configuration: hallucinations split into bridges and blur (`support.classify`), per
+    seed with mean/std, the exact-score control's rates, the in-support mode width against the
+    control's, and the trajectory variance as a detector of bridges (blur left out) and of every
+    hallucination."""
+    from mi_jax.evaluation.mixture import bridge_blur_report
+
+    table = {}
+    for c, conf in enumerate(study.grid.configs):
+        oracle_labels = support.classify(study.oracle.x[c], conf.mixture, k)
+        oracle_width = support.mode_width(study.oracle.x[c], conf.mixture, k)
+        reports = [bridge_blur_report(study.samples.x[m], study.samples.hal[m], conf.mixture, k,
+                                      oracle_width)
+                   for m in np.flatnonzero(study.grid.config_index == c)]
+        entry = {key: dict(seed_summary([r[key] for r in reports]),
+                           per_seed=[r[key] for r in reports])
+                 for key in ("hallucinated", "bridge", "blur", "width_vs_exact")}
+        for which in ("bridges", "all"):
+            for key in ("auroc", "removed_at_96_kept", "kept_at_95_removed"):
+                vals = np.asarray([r[which][key] for r in reports], np.float64)
+                ok = vals[np.isfinite(vals)]
+                entry[f"{which}_{key}"] = {"per_seed": vals.tolist(), **(
+                    seed_summary(ok) if len(ok) else {"mean": float("nan"), "std": float("nan")})}
+        entry["num_bridges"] = [r["bridges"]["num_positive"] for r in reports]
+        entry["oracle"] = {name: float(v) for name, v in
+                           support.label_rates(oracle_labels).items()}
+        entry["oracle_mode_width"] = oracle_width
+        table[conf.name] = entry
+    return table
+
+
 MODELS_FILE = "models.npz"
 
 
@@ -383,6 +529,7 @@ def load_models(workdir) -> TrainedModels:
         grid = Grid(configs, [int(s) for s in f["seeds"]])
     network = make_mlp(configs[0].mixture.dim, cfg["width"], 3, cfg["tied"],
                        num_timesteps=cfg["T"])
-    train_cfg = tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"])
+    train_cfg = train_config_from(cfg)
     state = checkpoint.load(workdir / TRAIN_CHECKPOINT, init_grid(network, train_cfg, grid))
-    return TrainedModels(grid, network, state.params, schedule_from_config(cfg), cfg, str(workdir))
+    return TrainedModels(grid, network, state.eval_params, schedule_from_config(cfg), cfg,
+                         str(workdir))

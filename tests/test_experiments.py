@@ -26,7 +26,7 @@ GMM1D = ["--sizes=100,500", "--separations=1,2", "--num_train_b=300"]
 def tiny_models(tmp_path_factory):
     """Tiny gmm1d and gmm2d runs: checked end to end below, and the models the analyses load."""
     root = tmp_path_factory.mktemp("models")
-    for name, extra in (("gmm1d", GMM1D), ("gmm2d", [])):
+    for name, extra in (("gmm1d", GMM1D), ("gmm2d", ["--curve_every=15", "--curve_samples=32"])):
         out = run(name, f"--workdir={root / name}", *TINY, *extra)
         assert out.returncode == 0, out.stderr[-2000:]
     return root
@@ -61,6 +61,41 @@ def test_gmm2d_end_to_end(tiny_models):
     metrics = json.loads((work / "metrics.json").read_text())
     assert set(metrics["rate"]) == {"square", "rotated"}
     assert (work / "fig3_scatter.png").stat().st_size > 0
+    # Bridges and blur split every hallucination; the convergence curve has a point per 15 steps.
+    for name, b in metrics["bridges"].items():
+        for s, (h, br, bl) in enumerate(zip(b["hallucinated"]["per_seed"], b["bridge"]["per_seed"],
+                                            b["blur"]["per_seed"])):
+            assert h == pytest.approx(br + bl), (name, s)
+        assert metrics["convergence"][name]["steps"] == [15, 30]
+        assert len(metrics["convergence"][name]["bridge"]["mean"]) == 2
+    assert (work / "convergence.png").stat().st_size > 0
+
+
+def test_gmm1d_runs_one_mixture_with_the_official_batches(tmp_path):
+    """--single_mixture --batch_order=in_order: one configuration, trained on the official
+    round-robin data in fixed-order batches (the same losses as the library's in-order run)."""
+    import numpy as np
+
+    from experiments import gmm1d
+    from mi_jax import cli, sweeps
+    from mi_jax import workdir as wd
+
+    cfg = {**cli.preset_config(gmm1d.OPTIONS, gmm1d.PRESETS, "quick"), "steps": 20,
+           "train_chunk": 10, "batch_size": 100, "num_samples": 32, "chunk_size": 32, "T": 60,
+           "seeds": [0, 1], "width": 16, "num_train": 300, "single_mixture": True,
+           "batch_order": "in_order", "lr_schedule": "constant"}
+    metrics = gmm1d.run(cfg, wd.prepare(tmp_path / "w", cfg, False), log=lambda *_: None)
+    assert list(metrics["configs"]) == ["modes=1,2,3 N=300"]
+    assert metrics["size_sweep"]["x"] == [300] and metrics["separation_sweep"]["x"] == [1.0]
+    built = gmm1d.build_configs(cfg)
+    grid = sweeps.Grid(built["configs"], [0, 1])
+    from mi_jax.nets import make_mlp
+
+    _, losses = sweeps.train_grid(make_mlp(1, 16, 3, True, num_timesteps=60),
+                                  sweeps.schedule_from_config(cfg), sweeps.train_config_from(cfg),
+                                  grid, 20, chunk_steps=10)
+    with np.load(tmp_path / "w" / "arrays.npz") as arrays:
+        np.testing.assert_array_equal(arrays["losses"], losses)
 
 
 @pytest.mark.parametrize("module, flag", [

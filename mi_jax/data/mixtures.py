@@ -136,15 +136,20 @@ def sample(mixture: GaussianMixture, key: jax.Array, n: int) -> jax.Array:
     return _draw_around(mixture, modes, k_noise)
 
 
-def sample_stratified(mixture: GaussianMixture, key: jax.Array, n: int, n_valid=None) -> jax.Array:
+def sample_stratified(mixture: GaussianMixture, key: jax.Array, n: int, n_valid=None,
+                      round_robin: bool = False) -> jax.Array:
     """`n` samples whose first `n_valid` have mode counts exactly proportional to the weights.
 
     The official code assigns modes round-robin, so every mode has the same count; this is the
-    weighted generalisation (quantiles of the mode CDF). `n_valid` may be a traced value, so
-    training sets of different sizes share one padded shape; rows past `n_valid` repeat the pattern.
+    weighted generalisation (quantiles of the mode CDF), with rows grouped by mode. `n_valid` may
+    be a traced value, so training sets of different sizes share one padded shape; rows past
+    `n_valid` repeat the pattern. round_robin=True: row i comes from mode i mod K, the official
+    order itself (equal weights only; what fixed-order, unshuffled batches need).
     """
     n_valid = n if n_valid is None else n_valid
     i = jnp.arange(n)
+    if round_robin:
+        return _draw_around(mixture, jnp.mod(jnp.mod(i, n_valid), jnp.sum(mixture.mask)), key)
     u = (jnp.mod(i, n_valid) + 0.5) / n_valid
     cdf = jnp.cumsum(mixture.weights)
     modes = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), jnp.sum(mixture.mask) - 1)

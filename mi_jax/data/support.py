@@ -133,3 +133,90 @@ def pair_summary(x: np.ndarray, mixture: GaussianMixture, k: float = DEFAULT_K) 
     pairs, counts = np.unique(info["pairs"], axis=0, return_counts=True)
     summary["by_pair"] = {f"{a}-{b}": int(c) for (a, b), c in zip(pairs, counts)}
     return summary
+
+
+# ----------------------------------------------------------------------------------------
+# Bridges (between two neighbouring modes) vs blur (a mode wider than the data's)
+# ----------------------------------------------------------------------------------------
+
+IN_SUPPORT, BRIDGE, BLUR = 0, 1, 2
+BRIDGE_MIDDLE = 0.5   # a bridge projects onto the middle half of its segment ...
+BRIDGE_TUBE = 0.25    # ... within a quarter of the segment's length of it
+
+
+def neighbour_pairs(mixture: GaussianMixture) -> np.ndarray:
+    """Pairs (P, 2) of neighbouring real modes in the mixture's own geometry: the Gabriel graph,
+    i.e. (a, b) such that no other mode lies in the closed ball whose diameter is ab. Adjacent
+    modes in 1D; axis neighbours (not diagonals) of a square grid; the diagonal neighbours of the
+    rotated grid (not its x-axis pairs, which have two modes on that ball's boundary)."""
+    mask = np.asarray(mixture.mask)
+    means = np.asarray(mixture.means, np.float64)[mask]
+    num = len(means)
+    pairs = []
+    for a in range(num):
+        for b in range(a + 1, num):
+            centre = (means[a] + means[b]) / 2
+            radius = np.linalg.norm(means[b] - means[a]) / 2
+            others = np.delete(np.arange(num), [a, b])
+            d = np.linalg.norm(means[others] - centre, axis=-1)
+            if not np.any(d <= radius * (1 + 1e-6)):
+                pairs.append((a, b))
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
+def classify(x, mixture: GaussianMixture, k: float = DEFAULT_K, middle: float = BRIDGE_MIDDLE,
+             tube: float = BRIDGE_TUBE) -> np.ndarray:
+    """Label each sample IN_SUPPORT (within k sigma of a mode), BRIDGE or BLUR, (n,) int8.
+
+    A hallucination (outside every k-sigma ball, or non-finite) is a BRIDGE when it lies between
+    two neighbouring modes (`neighbour_pairs`): its projection on their segment falls in the
+    segment's middle fraction `middle`, and it is within `tube` x the segment's length of it.
+    Every other hallucination is BLUR: near one mode (a mode wider than the data's) or off any
+    segment. Mode interpolation makes bridges; a switching signal such as the trajectory
+    variance can only be expected to detect those.
+    """
+    check_float(middle, "middle", low=0.0, high=1.0, low_open=True)
+    check_float(tube, "tube", low=0.0, low_open=True)
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    finite = np.all(np.isfinite(x), axis=1)
+    x_safe = np.where(finite[:, None], x, 0.0)
+    inside = np.asarray(in_support(jnp.asarray(x_safe, jnp.float32), mixture, k)) & finite
+    labels = np.full(len(x), BLUR, np.int8)
+    labels[inside] = IN_SUPPORT
+    pairs = neighbour_pairs(mixture)
+    out = np.flatnonzero(~inside & finite)
+    if len(pairs) == 0 or len(out) == 0:
+        return labels
+    means = np.asarray(mixture.means, np.float64)[np.asarray(mixture.mask)]
+    a, b = means[pairs[:, 0]], means[pairs[:, 1]]
+    ab = b - a
+    length = np.linalg.norm(ab, axis=-1)
+    lo, hi = (1 - middle) / 2, (1 + middle) / 2
+    for s in range(0, len(out), 4096):
+        idx = out[s : s + 4096]
+        rel = x_safe[idx][:, None, :] - a                           # (n, P, D)
+        lam = np.einsum("npd,pd->np", rel, ab) / length**2
+        perp = np.linalg.norm(rel - lam[..., None] * ab, axis=-1)
+        bridge = np.any((lam >= lo) & (lam <= hi) & (perp <= tube * length), axis=1)
+        labels[idx[bridge]] = BRIDGE
+    return labels
+
+
+def label_rates(labels: np.ndarray) -> dict:
+    """Fractions of a label array (n,) or (..., n): 'hallucinated', 'bridge', 'blur'."""
+    labels = np.asarray(labels)
+    return {"hallucinated": np.mean(labels != IN_SUPPORT, axis=-1),
+            "bridge": np.mean(labels == BRIDGE, axis=-1),
+            "blur": np.mean(labels == BLUR, axis=-1)}
+
+
+def mode_width(x, mixture: GaussianMixture, k: float = DEFAULT_K) -> float:
+    """RMS distance of the in-support samples to their nearest mode, in that mode's sigmas per
+    dimension (1 for the data itself); compare a model with the exact-score sampler's value."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    x = x[np.all(np.isfinite(x), axis=1)]
+    if len(x) == 0:
+        return float("nan")
+    d = np.asarray(normalised_distances(jnp.asarray(x, jnp.float32), mixture)).min(axis=1)
+    d = d[d <= k]
+    return float(np.sqrt(np.mean(d**2) / mixture.dim)) if len(d) else float("nan")

@@ -25,3 +25,25 @@ def mixture_quality(x, mixture: GaussianMixture, reference, k: float = support.D
             "modes_covered": int(np.sum(mass[valid] >= COVERED_SHARE * weights[valid])),
             "mode_mass": mass[valid].tolist(),
             "hist_kl": histogram_kl(reference, x)}
+
+
+def bridge_blur_report(x, scores, mixture: GaussianMixture, k: float = support.DEFAULT_K,
+                       oracle_width: float | None = None) -> dict:
+    """One model's samples x (n, D) and detector scores (n,) on a mixture: the hallucination rate
+    split into bridges and blur (`support.classify`), the in-support modes' width (and its ratio
+    to the exact-score sampler's, `oracle_width`), and detection of bridges and of all
+    hallucinations against in-support samples (AUROC, removed at 96 % kept, kept at 95 % removed).
+    """
+    from mi_jax.detection.metrics import detection_summary
+
+    labels = support.classify(x, mixture, k)
+    rates = {name: float(v) for name, v in support.label_rates(labels).items()}
+    width = support.mode_width(x, mixture, k)
+    scores = np.nan_to_num(np.asarray(scores, np.float64), nan=np.finfo(np.float32).max,
+                           posinf=np.finfo(np.float32).max)
+    bridges = labels != support.BLUR  # bridges vs in-support, blur left out
+    report = {**rates, "mode_width": width,
+              "width_vs_exact": (width / oracle_width if oracle_width else float("nan")),
+              "bridges": detection_summary(scores[bridges], labels[bridges] == support.BRIDGE),
+              "all": detection_summary(scores, labels != support.IN_SUPPORT)}
+    return report

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mi_jax.diffusion.forward import eps_loss
+from mi_jax.diffusion.forward import eps_loss, focused_timesteps
 from mi_jax.diffusion.schedule import Schedule
 from mi_jax.validation import check, check_float, check_int
 
@@ -27,6 +27,12 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: jax.Array  # int32 scalar (per model)
     key: jax.Array   # typed key; step keys are fold_in(key, step)
+    ema: Any = None  # exponential moving average of params (TrainConfig.ema_decay > 0), else None
+
+    @property
+    def eval_params(self):
+        """The params to sample with: the moving average when training keeps one."""
+        return self.params if self.ema is None else self.ema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,12 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # or "cosine": decays to 0 at step `decay_steps`
     decay_steps: int = 0
+    # Importance-weighted timesteps (same objective, less variance at small t): a fraction
+    # `focus_prob` of t is drawn from [0, focus_steps); 0 = uniform t, as the official code.
+    focus_steps: int = 0
+    focus_prob: float = 0.5
+    ema_decay: float = 0.0  # > 0: keep an EMA of the params (TrainState.ema) to sample with
+    batch_order: str = "random"  # or "in_order": the official fixed-order, unshuffled batches
 
     def __post_init__(self):
         check_int(self.batch_size, "batch_size", low=1)
@@ -45,10 +57,24 @@ class TrainConfig:
               "must be 'constant' or 'cosine'")
         if self.lr_schedule == "cosine":
             check_int(self.decay_steps, "decay_steps", low=1)
+        check_int(self.focus_steps, "focus_steps", low=0)
+        check_float(self.focus_prob, "focus_prob", low=0.0, high=1.0)
+        check_float(self.ema_decay, "ema_decay", low=0.0, high=1.0)
+        check(self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be < 1")
+        check(self.batch_order in ("random", "in_order"), "batch_order", self.batch_order,
+              "must be 'random' or 'in_order'")
+
+    def proposal(self, num_steps: int):
+        """The timestep proposal table (T,) for `eps_loss`, or None for uniform t."""
+        if self.focus_steps == 0 or self.focus_prob == 0.0:
+            return None
+        check(self.focus_steps <= num_steps, "focus_steps", self.focus_steps,
+              f"must be <= the schedule's T={num_steps}")
+        return focused_timesteps(num_steps, self.focus_steps, self.focus_prob)
 
     def optimizer(self) -> optax.GradientTransformation:
-        # Adam(0.9, 0.999), no weight decay, warm-up, clipping or EMA, as the official code
-        # (constant learning rate); "cosine" is an option for short CPU runs.
+        # Adam(0.9, 0.999), no weight decay, warm-up or clipping, as the official code (constant
+        # learning rate, no EMA); "cosine" and `ema_decay` are options for short CPU runs.
         if self.lr_schedule == "cosine":
             return optax.adam(optax.cosine_decay_schedule(self.learning_rate, self.decay_steps))
         return optax.adam(self.learning_rate)
@@ -61,23 +87,41 @@ class NonFiniteLossError(FloatingPointError):
 def init_state(network, config: TrainConfig, key: jax.Array) -> TrainState:
     """Fresh params and optimiser state from `key` (vmap this over keys for an ensemble)."""
     params = network.init(jax.random.fold_in(key, 0))
+    ema = jax.tree.map(jnp.copy, params) if config.ema_decay > 0 else None
     return TrainState(params, config.optimizer().init(params), jnp.zeros((), jnp.int32),
-                      jax.random.fold_in(key, 1))
+                      jax.random.fold_in(key, 1), ema)
+
+
+def minibatch(config: TrainConfig, data: jax.Array, n_valid, step, key) -> jax.Array:
+    """The batch of one step: i.i.d. rows of data[:n_valid] ("random"), or the official order
+    ("in_order": consecutive blocks of the unshuffled data, n_valid // batch_size per epoch)."""
+    if config.batch_order == "in_order":
+        per_epoch = jnp.maximum(n_valid // config.batch_size, 1)
+        start = (step % per_epoch) * config.batch_size
+        return jax.lax.dynamic_slice_in_dim(data, start, config.batch_size, axis=0)
+    return data[jax.random.randint(key, (config.batch_size,), 0, n_valid)]
 
 
 def train_step(network, schedule: Schedule, config: TrainConfig, state: TrainState,
                data: jax.Array, n_valid) -> tuple[TrainState, jax.Array]:
     """One Adam step on a minibatch drawn from data[:n_valid]; returns the new state and the loss."""
     k_idx, k_loss = jax.random.split(jax.random.fold_in(state.key, state.step))
-    x0 = data[jax.random.randint(k_idx, (config.batch_size,), 0, n_valid)]
+    x0 = minibatch(config, data, n_valid, state.step, k_idx)
+    proposal = config.proposal(schedule.num_steps)
 
     def loss_fn(params):
-        return eps_loss(lambda x, t: network.apply(params, x, t), schedule, x0, k_loss)
+        return eps_loss(lambda x, t: network.apply(params, x, t), schedule, x0, k_loss, proposal)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = config.optimizer().update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state, state.step + 1, state.key), loss
+    ema = state.ema
+    if ema is not None:
+        # Warm-up of the decay (as in common EMA practice): early averages forget the init.
+        step = state.step.astype(jnp.float32)
+        d = jnp.minimum(config.ema_decay, (1.0 + step) / (10.0 + step))
+        ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+    return TrainState(params, opt_state, state.step + 1, state.key, ema), loss
 
 
 def train_chunk(network, schedule: Schedule, config: TrainConfig, num_steps: int,

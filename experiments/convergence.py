@@ -1,0 +1,220 @@
+r"""Training recipes for the official 25-mode grids on a CPU budget: an A/B with convergence curves.
+
+    python -m experiments.convergence --workdir=runs/convergence
+    python -m experiments.convergence --workdir=runs/conv_ab --recipes=official_cpu,focus,ema,focus_ema
+
+Every recipe keeps the paper's objective, network family and schedule (epsilon-MSE, the tied MLP,
+T = 1000, linear 0.001 -> 0.2, fixed-large sampler) and changes only how training spends compute
+(importance-weighted timesteps, EMA of the weights, learning-rate schedule, batch, width). All
+layouts x seeds of a recipe train in one vmapped call per chunk; every `--eval_every` steps the
+models are sampled (trajectory variance on) and scored: bridge and blur rates, in-support mode
+width against the exact-score sampler's, and trajectory-variance AUROC / removed-at-96 %-kept
+against bridges. A finished recipe is kept in the work directory and skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mi_jax import cli, plots, sweeps
+from mi_jax import workdir as wd
+from mi_jax.data import mixtures as mx
+from mi_jax.data import support
+from mi_jax.evaluation.mixture import bridge_blur_report
+from mi_jax.nets import make_mlp
+from mi_jax.training import train as tr
+
+# Recipes as data: TrainConfig fields plus the network width. "official_cpu" is the official
+# optimiser (Adam 1e-3, constant) at the CPU batch and width; the rest add one change at a time.
+RECIPES = {
+    "official_cpu": dict(width=64, batch_size=1000, learning_rate=1e-3, lr_schedule="constant"),
+    "cosine": dict(width=64, batch_size=1000, learning_rate=2e-3, lr_schedule="cosine"),
+    "focus": dict(width=64, batch_size=1000, learning_rate=2e-3, lr_schedule="cosine",
+                  focus_steps=100, focus_prob=0.5),
+    "ema": dict(width=64, batch_size=1000, learning_rate=2e-3, lr_schedule="cosine",
+                ema_decay=0.999),
+    "focus_ema": dict(width=64, batch_size=1000, learning_rate=2e-3, lr_schedule="cosine",
+                      focus_steps=100, focus_prob=0.5, ema_decay=0.999),
+    "focus_ema_w128": dict(width=128, batch_size=1000, learning_rate=2e-3, lr_schedule="cosine",
+                           focus_steps=100, focus_prob=0.5, ema_decay=0.999),
+    "focus_ema_b2000": dict(width=64, batch_size=2000, learning_rate=2e-3, lr_schedule="cosine",
+                            focus_steps=100, focus_prob=0.5, ema_decay=0.999),
+    "focus50_ema": dict(width=64, batch_size=1000, learning_rate=2e-3, lr_schedule="cosine",
+                        focus_steps=50, focus_prob=0.5, ema_decay=0.999),
+}
+
+OPTIONS = (
+    cli.Option("preset", "choice", "Settings to start from.", choices=("quick",)),
+    cli.Option("recipes", "str", f"Comma-separated recipes, from: {', '.join(RECIPES)}."),
+    cli.Option("layouts", "str", "Comma-separated grid layouts: square, rotated."),
+    cli.Option("grid_size", "int", "Modes per side (5 = the official 25-mode grid).", low=2,
+               high=15),
+    cli.Option("seeds", "ints", "Comma-separated seeds.", low=0, high=2**31 - 1),
+    cli.Option("steps", "int", "Training steps per model.", low=1),
+    cli.Option("eval_every", "int", "Evaluate every this many steps.", low=1),
+    cli.Option("num_samples", "int", "Samples per model per evaluation.", low=2),
+    cli.Option("num_train", "int", "Training-set size.", low=1),
+    cli.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
+               low_open=True),
+)
+
+PRESETS = {
+    "quick": dict(recipes="official_cpu,cosine,focus,ema,focus_ema", layouts="rotated,square",
+                  grid_size=5, seeds=[0, 1, 2], steps=12000, eval_every=3000, num_samples=2000,
+                  num_train=100_000, k=support.DEFAULT_K),
+}
+
+T, BETA_START, BETA_END, WINDOW = 1000, 0.001, 0.2, (0, 10)
+
+
+def _names(text: str, allowed, flag: str) -> list:
+    names = [n.strip() for n in text.split(",")]
+    for n in names:
+        if n not in allowed:
+            raise cli.InputError(f"--{flag}={text}: {n!r} is not one of {', '.join(allowed)}")
+    if len(set(names)) != len(names):
+        raise cli.InputError(f"--{flag}={text}: must not repeat a name")
+    return names
+
+
+def validate(cfg: dict) -> None:
+    _names(cfg["recipes"], RECIPES, "recipes")
+    _names(cfg["layouts"], ("square", "rotated"), "layouts")
+    if cfg["steps"] % cfg["eval_every"]:
+        raise cli.InputError(f"--eval_every={cfg['eval_every']}: must divide --steps="
+                             f"{cfg['steps']}")
+    for r in _names(cfg["recipes"], RECIPES, "recipes"):
+        if RECIPES[r]["batch_size"] > cfg["num_train"]:
+            raise cli.InputError(f"--num_train={cfg['num_train']}: below recipe {r}'s batch")
+
+
+def train_config(recipe: dict, steps: int) -> tr.TrainConfig:
+    fields = {k: v for k, v in recipe.items() if k != "width"}
+    return tr.TrainConfig(**fields, decay_steps=steps if fields["lr_schedule"] == "cosine" else 0)
+
+
+def run_recipe(name: str, cfg: dict, grid: sweeps.Grid, oracle_width: dict, log=print) -> dict:
+    """Train one recipe's models, evaluating along the way; returns its curve."""
+    from mi_jax.diffusion.schedule import linear_schedule
+
+    recipe = RECIPES[name]
+    schedule = linear_schedule(T, BETA_START, BETA_END)
+    network = make_mlp(grid.configs[0].mixture.dim, recipe["width"], 3, True, num_timesteps=T)
+    train_cfg = train_config(recipe, cfg["steps"])
+    curve, clock = [], {"train": 0.0, "t0": time.perf_counter()}
+
+    def evaluate(state, step, _losses):
+        clock["train"] += time.perf_counter() - clock["t0"]
+        if step % cfg["eval_every"] == 0:
+            res = sweeps.sample_grid(network, state.eval_params, schedule, grid,
+                                     cfg["num_samples"], (2,), window=WINDOW,
+                                     chunk_size=cfg["num_samples"])
+            models = []
+            for m in range(grid.num_models):
+                conf = grid.configs[grid.config_index[m]]
+                models.append(bridge_blur_report(res.x[m], res.hal[m], conf.mixture, cfg["k"],
+                                                 oracle_width[conf.name]))
+            curve.append({"step": step, "train_seconds": clock["train"], "models": models})
+            b = [r["bridges"]["auroc"] for r in models]
+            log(f"[{name}] step {step}: bridge {100 * np.mean([r['bridge'] for r in models]):.2f}%"
+                f"  blur {100 * np.mean([r['blur'] for r in models]):.2f}%  width/exact "
+                f"{np.nanmean([r['width_vs_exact'] for r in models]):.2f}  AUROC(bridges) "
+                f"{np.nanmean(b):.3f}")
+        clock["t0"] = time.perf_counter()
+
+    log(f"recipe {name}: {recipe}; {grid.num_models} models, {cfg['steps']} steps")
+    sweeps.train_grid(network, schedule, train_cfg, grid, cfg["steps"],
+                      chunk_steps=min(cfg["eval_every"], 1000), on_chunk=evaluate,
+                      progress=tr.print_progress(name, every_s=30))
+    return {"recipe": recipe, "curve": curve,
+            "sample_steps_per_model": cfg["steps"] * recipe["batch_size"]}
+
+
+def summarise(result: dict, grid: sweeps.Grid) -> dict:
+    """Final evaluation per layout (mean/std over seeds) and the last-quarter flatness."""
+    final, out = result["curve"][-1]["models"], {}
+    quarter = [c for c in result["curve"] if c["step"] >= 0.75 * result["curve"][-1]["step"]]
+    for c, conf in enumerate(grid.configs):
+        rows = np.flatnonzero(grid.config_index == c)
+        get = lambda f, ms=final: np.asarray([f(ms[m]) for m in rows], np.float64)
+        out[conf.name] = {
+            "bridge": sweeps.seed_summary(get(lambda r: r["bridge"])),
+            "blur": sweeps.seed_summary(get(lambda r: r["blur"])),
+            "width_vs_exact": sweeps.seed_summary(get(lambda r: r["width_vs_exact"])),
+            "auroc_bridges": sweeps.seed_summary(get(lambda r: r["bridges"]["auroc"])),
+            "removed_at_96_kept_bridges": sweeps.seed_summary(
+                get(lambda r: r["bridges"]["removed_at_96_kept"])),
+            "bridge_last_quarter": [float(np.mean(get(lambda r: r["bridge"], q["models"])))
+                                    for q in quarter],
+        }
+    return out
+
+
+def run(cfg: dict, workdir, log=print) -> dict:
+    validate(cfg)
+    layouts = _names(cfg["layouts"], ("square", "rotated"), "layouts")
+    grid = sweeps.Grid([sweeps.Config(l, mx.grid_2d(l, size=cfg["grid_size"]), cfg["num_train"])
+                        for l in layouts], list(cfg["seeds"]))
+    from mi_jax.diffusion.schedule import linear_schedule
+
+    oracle = sweeps.sample_oracle([c.mixture for c in grid.configs],
+                                  linear_schedule(T, BETA_START, BETA_END), 0, cfg["num_samples"],
+                                  window=WINDOW, chunk_size=cfg["num_samples"])
+    oracle_width = {c.name: support.mode_width(oracle.x[i], c.mixture, cfg["k"])
+                    for i, c in enumerate(grid.configs)}
+    oracle_rates = {c.name: {n: float(v) for n, v in support.label_rates(
+        support.classify(oracle.x[i], c.mixture, cfg["k"])).items()}
+        for i, c in enumerate(grid.configs)}
+    results = {}
+    for name in _names(cfg["recipes"], RECIPES, "recipes"):
+        done = workdir / f"recipe_{name}.json"
+        if done.exists():
+            results[name] = wd.read_json(done)
+            log(f"recipe {name}: finished earlier, loaded {done}")
+            continue
+        results[name] = run_recipe(name, cfg, grid, oracle_width, log)
+        wd.write_json(done, results[name])
+    metrics = {"experiment": "convergence", "oracle_mode_width": oracle_width,
+               "oracle_rates": oracle_rates,
+               "summary": {n: summarise(r, grid) for n, r in results.items()},
+               "results": results, "provenance": wd.provenance()}
+    _figure(workdir, results, grid)
+    wd.write_json(workdir / wd.METRICS_FILE, metrics)
+    for name, s in metrics["summary"].items():
+        for layout, v in s.items():
+            log(f"{name:16s} {layout:8s} bridge {100 * v['bridge']['mean']:.2f}% blur "
+                f"{100 * v['blur']['mean']:.2f}% width/exact {v['width_vs_exact']['mean']:.2f} "
+                f"AUROC {v['auroc_bridges']['mean']:.3f} removed@96 "
+                f"{100 * v['removed_at_96_kept_bridges']['mean']:.1f}%")
+    return metrics
+
+
+def _figure(workdir, results: dict, grid: sweeps.Grid) -> None:
+    panels = (("bridge", "bridge rate", lambda r: r["bridge"]),
+              ("blur", "blur rate", lambda r: r["blur"]),
+              ("width", "mode width / exact", lambda r: r["width_vs_exact"]),
+              ("auroc", "AUROC vs bridges", lambda r: r["bridges"]["auroc"]))
+    fig, axes = plots.figure(nrows=len(grid.configs), ncols=len(panels), width=3.6, height=2.8)
+    for c, conf in enumerate(grid.configs):
+        rows = np.flatnonzero(grid.config_index == c)
+        for j, (_, title, get) in enumerate(panels):
+            ax = axes[c, j]
+            for name, res in results.items():
+                steps = [p["step"] for p in res["curve"]]
+                vals = np.asarray([[get(p["models"][m]) for m in rows] for p in res["curve"]],
+                                  np.float64)
+                ax.errorbar(steps, np.nanmean(vals, 1), yerr=np.nanstd(vals, 1), label=name,
+                            capsize=2)
+            ax.set_title(f"{conf.name}: {title}", fontsize=9)
+            ax.set_xlabel("training step")
+            if j < 2:
+                ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=6)
+    wd.save_figure(fig, workdir / "convergence.png")
+
+
+if __name__ == "__main__":
+    cli.define(OPTIONS)
+    cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

@@ -1,0 +1,441 @@
+"""The claims ledger: each claim of the paper, the value measured here, and a verdict by one rule.
+
+`ledger(results)` takes the metrics and configs of finished experiments (as written to their work
+directories) and returns one row per claim; `ledger_from_workdir(root)` reads them from a main-job
+directory (or any directory holding `gmm1d/`, `gmm2d/`, ... sub-directories, e.g. a GPU run), and
+`ledger_markdown(rows)` renders the table. Nothing here is written by hand: a value that is not in
+the metrics makes the row "not measured".
+
+The verdict rule (`verdict`), for a claim measured per seed and oriented so that a larger value
+supports it (claims where smaller supports it are negated first):
+  * m = mean over seeds, se = std / sqrt(n), bound = m - 2 se (a one-sided ~97.5 % bound);
+  * reproduced      if bound >= the paper's bar (`full`) and n >= 2;
+  * partly          if m >= the weaker bar (`weak`: the effect's direction, or a looser level),
+                    or if the bar is met by one seed only (n = 1 cannot show a spread);
+  * not reproduced  otherwise;
+  * not measured    when the experiment or the number is absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED = (
+    "reproduced", "partly", "not reproduced", "not measured")
+
+RULE = ("Verdict rule: m = mean over seeds, se = std/sqrt(n), bound = m - 2 se (for claims where "
+        "smaller supports the claim, m + 2 se against a ceiling). Reproduced: the bound clears the "
+        "paper's bar and n >= 2. Partly: the mean clears the weaker bar (the effect's direction "
+        "or a looser level), or the bar is cleared with one seed only. Not reproduced: "
+        "otherwise. Not measured: the experiment or the number is absent.")
+
+
+@dataclasses.dataclass
+class Measurement:
+    """Per-seed values of one claim's quantity, and what produced them."""
+
+    values: list
+    protocol: str
+    note: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if self.n > 1 else float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A claim of the paper: its statement, the quantity measured, and the bars of the rule.
+
+    higher: True when a larger value supports the claim. full: the paper's bar for the bound;
+    weak: the bar for the mean that makes a claim "partly" reproduced. percent: format as %.
+    """
+
+    key: str
+    statement: str
+    quantity: str
+    full: float
+    weak: float
+    higher: bool
+    extract: Callable[[dict], Measurement | None]
+    percent: bool = True
+
+
+def verdict(values, full: float, weak: float, higher: bool = True) -> str:
+    """The ledger's rule (module docstring) applied to per-seed values."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return NOT_MEASURED
+    sign = 1.0 if higher else -1.0
+    m = sign * v.mean()
+    se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else 0.0
+    if v.size > 1 and m - 2 * se >= sign * full:
+        return REPRODUCED
+    if m >= sign * weak or m >= sign * full:
+        return PARTLY
+    return NOT_REPRODUCED
+
+
+# ------------------------------------------------------------------------------------------
+# Extractors: results = {experiment: {"metrics": ..., "config": ...}}
+# ------------------------------------------------------------------------------------------
+
+
+def _get(results, exp, *path):
+    node = results.get(exp, {}).get("metrics")
+    for p in path:
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def _cfg(results, exp) -> dict:
+    return results.get(exp, {}).get("config") or {}
+
+
+def _recipe(cfg: dict) -> str:
+    parts = [f"{cfg.get('steps')} steps x batch {cfg.get('batch_size')}",
+             f"width {cfg.get('width')}", f"Adam {cfg.get('lr')} {cfg.get('lr_schedule')}"]
+    if cfg.get("focus_steps"):
+        parts.append(f"{cfg.get('focus_prob')} of t in [0,{cfg['focus_steps']}) (weighted)")
+    if cfg.get("ema_decay"):
+        parts.append(f"EMA {cfg['ema_decay']}")
+    if cfg.get("batch_order") == "in_order":
+        parts.append("in-order batches")
+    return ", ".join(parts)
+
+
+def _protocol(results, exp, what: str) -> str:
+    cfg = _cfg(results, exp)
+    return (f"{exp} preset {cfg.get('preset', '?')}: {what}; {_recipe(cfg)}; "
+            f"{cfg.get('num_samples')} samples/model; seeds {cfg.get('seeds')}")
+
+
+def _first_1d(results) -> str | None:
+    fig2 = _get(results, "gmm1d", "fig2")
+    return next(iter(fig2)) if fig2 else None
+
+
+def _bridges(results, exp, name):
+    return _get(results, exp, "bridges", name)
+
+
+def _layouts(results) -> list:
+    table = _get(results, "gmm2d", "bridges") or {}
+    return list(table)
+
+
+def _grid_text(results) -> str:
+    cfg = _cfg(results, "gmm2d")
+    size = cfg.get("grid_size")
+    text = f"{size}x{size} grids ({', '.join(_layouts(results))}), N={cfg.get('num_train')}"
+    conv = _get(results, "gmm2d", "convergence") or {}
+    flat = [e["last_quarter"]["flat"] for e in conv.values() if "last_quarter" in e]
+    if flat:
+        text += (f"; bridge rate flat over the last quarter of training: "
+                 f"{'yes' if all(flat) else 'no'}")
+    return text
+
+
+def _mean_over_layouts(results, key) -> list | None:
+    rows = [_bridges(results, "gmm2d", n) for n in _layouts(results)]
+    if not rows or any(r is None or key not in r for r in rows):
+        return None
+    with np.errstate(all="ignore"):  # a layout with no bridge in some seed has a NaN AUROC there
+        stacked = np.asarray([r[key]["per_seed"] for r in rows], np.float64)
+        return [float(np.nanmean(col)) if np.any(np.isfinite(col)) else float("nan")
+                for col in stacked.T]
+
+
+def _interp_1d(results):
+    name = _first_1d(results)
+    b = name and _bridges(results, "gmm1d", name)
+    if not b:
+        return None
+    exact = b["oracle"]["bridge"]
+    return Measurement([v - exact for v in b["bridge"]["per_seed"]],
+                       _protocol(results, "gmm1d", name),
+                       f"DDPM bridges {_pct(b['bridge']['mean'])}, exact score {_pct(exact)} "
+                       f"(blur {_pct(b['blur']['mean'])} not counted)")
+
+
+def _interp_2d(results):
+    vals = _mean_over_layouts(results, "bridge")
+    if vals is None:
+        return None
+    notes = []
+    for n in _layouts(results):
+        b = _bridges(results, "gmm2d", n)
+        notes.append(f"{n}: DDPM {_pct(b['bridge']['mean'])} bridges, exact "
+                     f"{_pct(b['oracle']['bridge'])}, blur {_pct(b['blur']['mean'])}")
+    exact = max(_bridges(results, "gmm2d", n)["oracle"]["bridge"] for n in _layouts(results))
+    return Measurement([v - exact for v in vals], _protocol(results, "gmm2d", _grid_text(results)),
+                       "; ".join(notes))
+
+
+def _rotated_axis(results):
+    pairs = _get(results, "gmm2d", "pairs")
+    if not pairs or "rotated" not in pairs or "per_seed" not in pairs["rotated"]["axis_share"]:
+        return None
+    note = ""
+    if "square" in pairs:
+        note = f"square grid: {_pct(pairs['square']['axis_share']['mean'])} on x-axis pairs"
+    return Measurement(pairs["rotated"]["axis_share"]["per_seed"],
+                       _protocol(results, "gmm2d", _grid_text(results)), note)
+
+
+def _sweep_difference(results, panel, label):
+    sweep = _get(results, "gmm1d", panel)
+    if not sweep or len(sweep["x"]) < 2:
+        return None
+    first, last = np.asarray(sweep["per_seed"][0]), np.asarray(sweep["per_seed"][-1])
+    cfg = _cfg(results, "gmm1d")
+    return Measurement(list(first - last), _protocol(results, "gmm1d", f"{label} {sweep['x']}"),
+                       f"rate {_pct(float(first.mean()))} at {sweep['x'][0]} -> "
+                       f"{_pct(float(last.mean()))} at {sweep['x'][-1]} (k = {cfg.get('k')}, "
+                       "same steps for every size)")
+
+
+def _smooth_x0(results):
+    per_t = _get(results, "score_analysis", "gmm1d", "per_timestep")
+    if not per_t:
+        return None
+    t = min((int(k) for k in per_t if int(k) > 0), default=None)
+    if t is None:
+        return None
+    gaps = per_t[str(t)]["gaps"]
+    ratios = [g["max_slope_exact"] / max(g["max_slope_learned"], 1e-12) for g in gaps]
+    return Measurement(ratios, _protocol(results, "gmm1d", f"score analysis at t={t}, per gap "
+                                         "and seed"),
+                       f"steepest slope of x0_hat(x_t) between modes: exact / learned at t={t}")
+
+
+def _detection_2d(key):
+    def extract(results):
+        vals = _mean_over_layouts(results, f"bridges_{key}")
+        if vals is None:
+            return None
+        notes = ", ".join(f"{n} {_fmt(_bridges(results, 'gmm2d', n)[f'bridges_{key}']['mean'], key)}"
+                          for n in _layouts(results))
+        return Measurement(vals, _protocol(results, "gmm2d", _grid_text(results)
+                                           + ", window t in [0, 10), bridges vs in-support"), notes)
+    return extract
+
+
+def _detection_1d(results):
+    name = _first_1d(results)
+    b = name and _bridges(results, "gmm1d", name)
+    if not b:
+        return None
+    vals = [v for v in b["bridges_removed_at_96_kept"]["per_seed"] if np.isfinite(v)]
+    return Measurement(vals, _protocol(results, "gmm1d", name + ", window t in [0, 10), bridges "
+                                       "vs in-support"),
+                       f"AUROC {b['bridges_auroc']['mean']:.3f}; bridges per model "
+                       f"{b['num_bridges']}")
+
+
+def _shapes_duplicates(results):
+    per_seed = _get(results, "shapes", "rates", "per_seed")
+    if not per_seed:
+        return None
+    cfg = _cfg(results, "shapes")
+    return Measurement([r["category_primary"]["duplicate"] for r in per_seed],
+                       f"shapes preset {cfg.get('preset')}: {cfg.get('resolution')}px, "
+                       f"{cfg.get('steps')} steps, {cfg.get('num_samples')} images/model, "
+                       f"seeds {cfg.get('seeds')}",
+                       "share of generated images whose main defect is a duplicated shape")
+
+
+def _shapes_detection(results):
+    det = _get(results, "shapes", "detection")
+    if not det:
+        return None
+    best = max(det, key=lambda n: (det[n]["pooled"] or {}).get("auroc", -1))
+    per_seed = [r["auroc"] for r in det[best]["per_seed"]]
+    if not per_seed:
+        return None
+    cfg = _cfg(results, "shapes")
+    return Measurement(per_seed, f"shapes preset {cfg.get('preset')}: variance "
+                       f"'{best}' over sampling steps {cfg.get('hal_window')}",
+                       "all hallucinations (duplicates, empties, malformed) vs in-support")
+
+
+def _recursive(dataset, metric):
+    def extract(results):
+        res = _get(results, "recursive", "results", dataset)
+        if not res:
+            return None
+        curves = res["curves"]["generated"][metric]
+        if "random" not in curves or "variance" not in curves:
+            return None
+        rnd = np.asarray(curves["random"]["per_seed"][-1])
+        var = np.asarray(curves["variance"]["per_seed"][-1])
+        gens = len(curves["random"]["mean"])
+        fmt = _pct if metric == "hallucination_rate" else (lambda v: f"{v:.2f}")
+        cfg = _cfg(results, "recursive")
+        return Measurement(list(rnd - var),
+                           f"recursive preset {cfg.get('preset')}: {dataset}, {gens} generations,"
+                           f" seeds {cfg.get('seeds')}",
+                           f"last generation: random {fmt(float(rnd.mean()))}, variance filter "
+                           f"{fmt(float(var.mean()))} ({metric})")
+    return extract
+
+
+def _control(results):
+    vals, notes = [], []
+    for exp in ("gmm1d", "gmm2d"):
+        for name, b in (_get(results, exp, "bridges") or {}).items():
+            vals.append(b["oracle"]["hallucinated"])
+    if not vals:
+        return None
+    samplers = _get(results, "ablations", "samplers") or {}
+    for src, variants in samplers.items():
+        for v, confs in variants.items():
+            if "T'" in v:
+                worst = max(c["oracle_rate"] for c in confs.values())
+                notes.append(f"{v} {_pct(worst)}")
+    note = (f"exact score with the experiments' 1000-step DDPM sampler, one value per mixture of "
+            f"gmm1d/gmm2d (largest {_pct(max(vals))})")
+    if notes:
+        note += "; strided samplers make even the exact score leave the support: " + ", ".join(
+            notes[:4])
+    return Measurement(vals, "exact-score sampler beside every trained model", note)
+
+
+CLAIMS = (
+    Claim("control", "The exact score does not hallucinate (the control).",
+          "exact-score hallucination rate per mixture (1000 steps)", 0.001, 0.01, False, _control),
+    Claim("interpolation_1d", "A DDPM trained on a 1D mixture samples between nearest modes, "
+          "where the data has no mass; the exact score does not (Fig. 2).",
+          "bridge rate, DDPM minus exact score", 0.001, 0.0, True, _interp_1d),
+    Claim("interpolation_2d", "The same on the 25-mode grids (Fig. 3).",
+          "bridge rate, DDPM minus exact score (mean of layouts)", 0.001, 0.0, True, _interp_2d),
+    Claim("rotated_no_x_axis", "On the rotated grid there is no interpolation along the x-axis "
+          "(only nearest modes interpolate; Fig. 3c,d).",
+          "share of rotated-grid hallucinations on x-axis pairs", 0.05, 0.2, False, _rotated_axis),
+    Claim("more_data", "More training samples, fewer interpolated samples (Fig. 2, App. C).",
+          "rate at the smallest minus the largest training set", 0.0, 0.0, True,
+          lambda r: _sweep_difference(r, "size_sweep", "training-set sizes")),
+    Claim("separation", "Farther modes, fewer interpolated samples (Fig. 2, App. C).",
+          "rate at the smallest minus the largest spacing", 0.0, 0.0, True,
+          lambda r: _sweep_difference(r, "separation_sweep", "mode spacings")),
+    Claim("smooth_x0", "The learned x0_hat(x_t) is a smoothed version of the exact near-step "
+          "between modes (Fig. 4).", "exact / learned steepest slope", 2.0, 1.0, True,
+          _smooth_x0, percent=False),
+    Claim("detect_auroc_2d", "Trajectory variance separates hallucinations from in-support "
+          "samples (Fig. 7), on the 25-mode grid.", "AUROC, bridges vs in-support", 0.95, 0.75,
+          True, _detection_2d("auroc"), percent=False),
+    Claim("detect_95_96_2d", "Filtering on it removes > 95 % of hallucinations while keeping 96 % "
+          "of in-support samples, on the 25-mode grid.", "bridges removed at 96 % kept", 0.95,
+          0.5, True, _detection_2d("removed_at_96_kept")),
+    Claim("detect_95_96_1d", "The same, 1D (Fig. 2's first mixture).",
+          "bridges removed at 96 % kept", 0.95, 0.5, True, _detection_1d),
+    Claim("shapes_duplicates", "A DDPM on SIMPLE SHAPES generates duplicated shapes, never seen "
+          "in training (Figs. 1, 5).", "duplicate share of generated images", 0.01, 0.0, True,
+          _shapes_duplicates),
+    Claim("shapes_detect", "Trajectory variance separates SIMPLE SHAPES hallucinations (Fig. 7).",
+          "AUROC", 0.9, 0.6, True, _shapes_detection, percent=False),
+    Claim("recursive_2d", "Variance filtering slows collapse under recursive retraining, 2D grid "
+          "(Fig. 8).", "hallucination rate, random minus variance filter, last generation",
+          0.0, 0.0, True, _recursive("gmm2d", "hallucination_rate")),
+    Claim("recursive_shapes", "The same on SIMPLE SHAPES (Fig. 8).",
+          "hallucination rate, random minus variance filter, last generation", 0.0, 0.0, True,
+          _recursive("shapes", "hallucination_rate")),
+    Claim("recursive_digits", "Filtering slows collapse on MNIST (Fig. 8; here rendered digits, "
+          "Frechet distance in a small classifier's features).",
+          "Frechet distance, random minus variance filter, last generation", 0.0, 0.0, True,
+          _recursive("digits", "frechet"), percent=False),
+)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.2f}%"
+
+
+def _fmt(v, key: str) -> str:
+    return f"{v:.3f}" if key == "auroc" else _pct(v)
+
+
+def ledger(results: dict) -> list:
+    """One row per claim: statement, quantity, value (mean, std, n, per seed), bars, protocol,
+    note and verdict. results: {experiment: {"metrics": metrics.json, "config": config.json}}."""
+    rows = []
+    for claim in CLAIMS:
+        try:
+            m = claim.extract(results)
+        except (KeyError, TypeError, IndexError, ValueError):
+            m = None  # a metrics file of another version: say so rather than guess
+        row = {"key": claim.key, "claim": claim.statement, "quantity": claim.quantity,
+               "bar": {"full": claim.full, "weak": claim.weak,
+                       "direction": "higher" if claim.higher else "lower"},
+               "percent": claim.percent}
+        if m is None or not m.values:
+            row.update(verdict=NOT_MEASURED, mean=None, std=None, n=0, per_seed=[], protocol="",
+                       note="")
+        else:
+            row.update(verdict=verdict(m.values, claim.full, claim.weak, claim.higher),
+                       mean=m.mean, std=None if m.n < 2 else m.std, n=m.n,
+                       per_seed=[float(v) for v in m.values], protocol=m.protocol, note=m.note)
+        rows.append(row)
+    return rows
+
+
+EXPERIMENTS = ("gmm1d", "gmm2d", "detection", "trajectories", "score_analysis", "ablations",
+               "shapes", "recursive")
+
+
+def ledger_from_workdir(root) -> list:
+    """The ledger of a directory holding finished experiments in sub-directories named after
+    them (the main job's layout; also a GPU run's)."""
+    results = {}
+    for name in EXPERIMENTS:
+        d = Path(root) / name
+        if (d / "metrics.json").exists():
+            results[name] = {"metrics": json.loads((d / "metrics.json").read_text()),
+                             "config": json.loads((d / "config.json").read_text())
+                             if (d / "config.json").exists() else {}}
+    return ledger(results)
+
+
+def _value(row) -> str:
+    if row["mean"] is None:
+        return "-"
+    f = (lambda v: f"{100 * v:.2f}%") if row["percent"] else (lambda v: f"{v:.3f}")
+    spread = f" ± {f(row['std'])}" if row["std"] is not None else " (1 value, no spread)"
+    return f"{f(row['mean'])}{spread} (n={row['n']})"
+
+
+def _bar(row) -> str:
+    f = (lambda v: f"{100 * v:g}%") if row["percent"] else (lambda v: f"{v:g}")
+    op = ">=" if row["bar"]["direction"] == "higher" else "<="
+    return f"bound {op} {f(row['bar']['full'])}; mean {op} {f(row['bar']['weak'])}"
+
+
+def ledger_markdown(rows: list) -> str:
+    """The ledger as a Markdown table, with the rule under it."""
+    lines = ["| claim (paper) | measured quantity | value (mean ± std over seeds) | bars: "
+             "reproduced / partly | verdict | protocol | note |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r["claim"], r["quantity"], _value(r), _bar(r), f"**{r['verdict']}**",
+                 r["protocol"] or "-", r["note"] or "-"]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    counts = {v: sum(r["verdict"] == v for r in rows)
+              for v in (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED)}
+    lines += ["", ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "", RULE]
+    return "\n".join(lines) + "\n"

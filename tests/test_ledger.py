@@ -1,0 +1,77 @@
+"""The claims ledger: verdicts follow the stated rule on hand-made numbers, rows read the
+experiments' metrics, and a missing experiment is 'not measured'."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mi_jax import ledger
+
+
+@pytest.mark.parametrize("values, full, weak, higher, want", [
+    ([0.97, 0.98, 0.96], 0.95, 0.75, True, ledger.REPRODUCED),     # bound 0.95 >= 0.95
+    ([0.99, 0.90, 0.98], 0.95, 0.75, True, ledger.PARTLY),         # mean 0.957 but bound 0.90
+    ([0.80, 0.81, 0.79], 0.95, 0.75, True, ledger.PARTLY),         # only the weak bar
+    ([0.60, 0.70, 0.65], 0.95, 0.75, True, ledger.NOT_REPRODUCED),
+    ([0.99], 0.95, 0.75, True, ledger.PARTLY),                     # one seed: no spread
+    ([0.01, 0.02, 0.015], 0.05, 0.2, False, ledger.REPRODUCED),    # ceiling: 0.015 + 2se < 0.05
+    ([0.01, 0.30, 0.02], 0.05, 0.2, False, ledger.PARTLY),         # mean 0.11 <= 0.2 only
+    ([0.40, 0.50, 0.45], 0.05, 0.2, False, ledger.NOT_REPRODUCED),
+    ([0.02, -0.01, 0.03], 0.0, 0.0, True, ledger.PARTLY),          # direction right, not beyond spread
+    ([], 0.0, 0.0, True, ledger.NOT_MEASURED),
+    ([np.nan, np.nan], 0.0, 0.0, True, ledger.NOT_MEASURED),
+])
+def test_verdict_rule(values, full, weak, higher, want):
+    assert ledger.verdict(values, full, weak, higher) == want
+
+
+def _bridges(bridge, auroc, removed, oracle=0.0):
+    per = lambda v: {"per_seed": v, "mean": float(np.mean(v)), "std": float(np.std(v, ddof=1))}
+    return {"bridge": per(bridge), "blur": per([0.01] * len(bridge)),
+            "hallucinated": per([b + 0.01 for b in bridge]),
+            "bridges_auroc": per(auroc), "bridges_removed_at_96_kept": per(removed),
+            "num_bridges": [40] * len(bridge),
+            "oracle": {"bridge": oracle, "blur": 0.0, "hallucinated": oracle}}
+
+
+def test_ledger_rows_from_hand_made_metrics(tmp_path):
+    gmm1d = {"fig2": {"modes=1,2,3 N=20000": {}},
+             "bridges": {"modes=1,2,3 N=20000": _bridges([0.02, 0.03, 0.025], [0.99] * 3,
+                                                         [0.97, 0.98, 0.99])},
+             "size_sweep": {"x": [1000, 20000], "per_seed": [[0.05, 0.06, 0.07], [0.01, 0.02, 0.01]]},
+             "separation_sweep": {"x": [0.5, 2.0], "per_seed": [[0.2, 0.2, 0.2], [0.3, 0.3, 0.3]]}}
+    gmm2d = {"bridges": {"square": _bridges([0.05, 0.04, 0.05], [0.96, 0.97, 0.98], [0.9] * 3),
+                         "rotated": _bridges([0.05, 0.06, 0.05], [0.97, 0.98, 0.99], [0.9] * 3)},
+             "pairs": {"square": {"axis_share": {"per_seed": [0.5, 0.5, 0.5], "mean": 0.5}},
+                       "rotated": {"axis_share": {"per_seed": [0.01, 0.02, 0.0], "mean": 0.01}}}}
+    cfg = {"preset": "quick", "steps": 100, "batch_size": 10, "width": 64, "lr": 0.002,
+           "lr_schedule": "cosine", "num_samples": 8, "seeds": [0, 1, 2], "grid_size": 5,
+           "num_train": 100000, "k": 4.0, "focus_steps": 100, "focus_prob": 0.5,
+           "ema_decay": 0.999}
+    for name, metrics in (("gmm1d", gmm1d), ("gmm2d", gmm2d)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    rows = {r["key"]: r for r in ledger.ledger_from_workdir(tmp_path)}
+    assert [r["key"] for r in ledger.ledger_from_workdir(tmp_path)] == [c.key for c in ledger.CLAIMS]
+    assert rows["interpolation_1d"]["verdict"] == ledger.REPRODUCED
+    assert rows["interpolation_1d"]["mean"] == pytest.approx(0.025)
+    assert rows["more_data"]["verdict"] == ledger.REPRODUCED            # 0.05 +- small > 0
+    assert rows["more_data"]["per_seed"] == pytest.approx([0.04, 0.04, 0.06])
+    assert rows["separation"]["verdict"] == ledger.NOT_REPRODUCED       # wrong direction
+    assert rows["rotated_no_x_axis"]["verdict"] == ledger.REPRODUCED
+    assert rows["detect_auroc_2d"]["mean"] == pytest.approx(np.mean([0.965, 0.975, 0.985]))
+    assert rows["detect_auroc_2d"]["verdict"] == ledger.REPRODUCED
+    assert rows["detect_95_96_2d"]["verdict"] == ledger.PARTLY          # 90 % < 95 %
+    assert rows["detect_95_96_1d"]["verdict"] == ledger.REPRODUCED
+    assert rows["control"]["verdict"] == ledger.REPRODUCED  # exact score: 0 on all three mixtures
+    assert rows["control"]["n"] == 3
+    for key in ("smooth_x0", "shapes_duplicates", "shapes_detect", "recursive_2d",
+                "recursive_shapes", "recursive_digits"):
+        assert rows[key]["verdict"] == ledger.NOT_MEASURED, key
+    assert "EMA 0.999" in rows["interpolation_2d"]["protocol"]
+    text = ledger.ledger_markdown(list(rows.values()))
+    assert text.count("\n| ") == len(ledger.CLAIMS) and ledger.RULE in text  # + header at 0
+    one_seed = dict(rows["control"], per_seed=[0.0], n=1, mean=0.0, std=None)
+    assert "(1 value, no spread)" in ledger.ledger_markdown([one_seed])
