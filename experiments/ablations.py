@@ -119,7 +119,8 @@ def imbalance_ablation(source_cfg, cfg) -> dict:
     conf = sweeps.Config(f"square {size}x{size} imbalanced x{cfg['imbalance']:g}", mixture,
                          source_cfg["num_train"])
     study = sweeps.run_mixture_study([conf], _study_cfg(source_cfg, num_samples=cfg["num_samples"],
-                                                        chunk_size=cfg["num_samples"]))
+                                                        chunk_size=cfg["num_samples"],
+                                                        curve_every=0))
     rates = sweeps.hallucination_rates(study.samples.x, study.grid.mixtures(), [cfg["k"]])[:, 0]
     counts = np.stack([np.asarray(support.mode_counts(x, mixture, cfg["k"]))[: size * size]
                        for x in study.samples.x])

@@ -142,6 +142,9 @@ COMMON = (
            "and record bridge/blur rates, mode width and AUROC (the convergence curve; 0: off; a "
            "multiple of --train_chunk).", low=0),
     Option("curve_samples", "int", "Samples per model at each convergence-curve point.", low=2),
+    Option("epochs", "int", "Official budget: each model stops after epochs x (its training set "
+           "// --batch_size) steps, so larger sets train longer (0: every model runs --steps).",
+           low=0),
     Option("batch_order", "choice", "random (i.i.d. rows) or in_order (the official fixed-order, "
            "unshuffled batches).", choices=("random", "in_order")),
 )

@@ -77,7 +77,7 @@ class Claim:
 
 def verdict(values, full: float, weak: float, higher: bool = True) -> str:
     """The ledger's rule (module docstring) applied to per-seed values."""
-    v = np.asarray(values, np.float64)
+    v = np.asarray(_floats(values), np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return NOT_MEASURED
@@ -94,6 +94,11 @@ def verdict(values, full: float, weak: float, higher: bool = True) -> str:
 # ------------------------------------------------------------------------------------------
 # Extractors: results = {experiment: {"metrics": ..., "config": ...}}
 # ------------------------------------------------------------------------------------------
+
+
+def _floats(values) -> list:
+    """Per-seed values from JSON (null -> NaN: a seed where the quantity is undefined)."""
+    return [float("nan") if v is None else float(v) for v in values]
 
 
 def _get(results, exp, *path):
@@ -116,6 +121,8 @@ def _recipe(cfg: dict) -> str:
         parts.append(f"{cfg.get('focus_prob')} of t in [0,{cfg['focus_steps']}) (weighted)")
     if cfg.get("ema_decay"):
         parts.append(f"EMA {cfg['ema_decay']}")
+    if cfg.get("epochs"):
+        parts.append(f"{cfg['epochs']} epochs (steps grow with the training set)")
     if cfg.get("batch_order") == "in_order":
         parts.append("in-order batches")
     return ", ".join(parts)
@@ -158,7 +165,7 @@ def _mean_over_layouts(results, key) -> list | None:
     if not rows or any(r is None or key not in r for r in rows):
         return None
     with np.errstate(all="ignore"):  # a layout with no bridge in some seed has a NaN AUROC there
-        stacked = np.asarray([r[key]["per_seed"] for r in rows], np.float64)
+        stacked = np.asarray([_floats(r[key]["per_seed"]) for r in rows], np.float64)
         return [float(np.nanmean(col)) if np.any(np.isfinite(col)) else float("nan")
                 for col in stacked.T]
 
@@ -209,11 +216,12 @@ def _sweep_difference(results, panel, label):
     return Measurement(list(first - last), _protocol(results, "gmm1d", f"{label} {sweep['x']}"),
                        f"rate {_pct(float(first.mean()))} at {sweep['x'][0]} -> "
                        f"{_pct(float(last.mean()))} at {sweep['x'][-1]} (k = {cfg.get('k')}, "
-                       "same steps for every size)")
+                       "same training steps for every configuration)")
 
 
 def _smooth_x0(results):
-    per_t = _get(results, "score_analysis", "gmm1d", "per_timestep")
+    sources = _get(results, "score_analysis", "sources") or {}
+    per_t = next((src["per_timestep"] for src in sources.values() if "per_timestep" in src), None)
     if not per_t:
         return None
     t = min((int(k) for k in per_t if int(k) > 0), default=None)
@@ -243,7 +251,7 @@ def _detection_1d(results):
     b = name and _bridges(results, "gmm1d", name)
     if not b:
         return None
-    vals = [v for v in b["bridges_removed_at_96_kept"]["per_seed"] if np.isfinite(v)]
+    vals = [v for v in _floats(b["bridges_removed_at_96_kept"]["per_seed"]) if np.isfinite(v)]
     return Measurement(vals, _protocol(results, "gmm1d", name + ", window t in [0, 10), bridges "
                                        "vs in-support"),
                        f"AUROC {b['bridges_auroc']['mean']:.3f}; bridges per model "

@@ -85,7 +85,9 @@ def scatter_2d(ax, x, mixture, labels, title: str, max_points: int = 20_000) -> 
         ax.scatter(x[sel, 0], x[sel, 1], s=1 if code == 0 else 2, c=color,
                    alpha=0.3 if code == 0 else 0.6, lw=0, label=name)
     means = np.asarray(mixture.means)[np.asarray(mixture.mask)]
-    ax.scatter(means[:, 0], means[:, 1], s=12, c="tab:orange", marker="o", label="modes")
+    # Hollow markers: the in-support samples under them stay visible.
+    ax.scatter(means[:, 0], means[:, 1], s=30, facecolors="none", edgecolors="tab:orange",
+               lw=0.8, marker="o", label="modes")
     lim = np.abs(means).max() * 1.35
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)

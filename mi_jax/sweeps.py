@@ -133,10 +133,10 @@ def train_grid(network, schedule: Schedule, config: tr.TrainConfig, grid: Grid, 
     """Train every model of the grid (one vmapped call per chunk). Returns (state, losses (M, S)).
     mesh: see `train_models`."""
     in_order = config.batch_order == "in_order"
-    if in_order:
+    if in_order or config.epochs:
         check(int(grid.num_train.min()) >= config.batch_size, "batch_size", config.batch_size,
               f"must be <= the smallest training set ({int(grid.num_train.min())}) with in-order "
-              "batches (the official code runs no step then)")
+              "batches or an epoch budget (the official code runs no step then)")
     state = init_grid(network, config, grid) if state is None else state
     return train_models(network, schedule, config, state, training_sets(grid, in_order),
                         jnp.asarray(grid.num_train), num_steps, mesh=mesh, on_chunk=on_chunk,
@@ -220,12 +220,19 @@ class StudyResult:
     convergence: dict = dataclasses.field(default_factory=dict)  # see convergence_summary
 
 
-def check_study_config(cfg: dict) -> None:
+def check_study_config(cfg: dict, num_train: Sequence[int] = ()) -> None:
     """Cross-flag checks shared by the mixture experiments (single flags are checked when parsed)."""
     lo, hi = cfg["hal_window"]
     check(hi <= cfg["T"], "--hal_window", f"{lo},{hi}", f"must lie inside [0, T={cfg['T']})")
     check(cfg["beta_start"] <= cfg["beta_end"], "--beta_start", cfg["beta_start"],
           f"must be <= --beta_end={cfg['beta_end']}")
+    check(cfg.get("focus_steps", 0) <= cfg["T"], "--focus_steps", cfg.get("focus_steps"),
+          f"must be <= --T={cfg['T']}")
+    epochs = cfg.get("epochs", 0)
+    if epochs:
+        need = epochs * (max(num_train, default=0) // cfg["batch_size"])
+        check(cfg["steps"] >= need, "--steps", cfg["steps"],
+              f"must be >= --epochs x (largest training set // --batch_size) = {need}")
     every = cfg.get("curve_every", 0)
     check(every > cfg["steps"] or every % cfg["train_chunk"] == 0, "--curve_every", every,
           f"must be a multiple of --train_chunk={cfg['train_chunk']}")
@@ -233,7 +240,8 @@ def check_study_config(cfg: dict) -> None:
 
 # Training-recipe options added after the first work directories were written: absent keys
 # mean the earlier behaviour, so those directories still load.
-RECIPE_DEFAULTS = dict(focus_steps=0, focus_prob=0.5, ema_decay=0.0, batch_order="random")
+RECIPE_DEFAULTS = dict(focus_steps=0, focus_prob=0.5, ema_decay=0.0, batch_order="random",
+                       epochs=0)
 
 
 def train_config_from(cfg: dict) -> tr.TrainConfig:

@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--steps=30", "--train_chunk=15", "--batch_size=64", "--num_samples=64", "--T=60",
+        "--focus_steps=10",
         "--seeds=0,1", "--width=16", "--num_train=500"]
 
 
@@ -82,6 +83,7 @@ def test_gmm1d_runs_one_mixture_with_the_official_batches(tmp_path):
 
     cfg = {**cli.preset_config(gmm1d.OPTIONS, gmm1d.PRESETS, "quick"), "steps": 20,
            "train_chunk": 10, "batch_size": 100, "num_samples": 32, "chunk_size": 32, "T": 60,
+           "focus_steps": 10,
            "seeds": [0, 1], "width": 16, "num_train": 300, "single_mixture": True,
            "batch_order": "in_order", "lr_schedule": "constant"}
     metrics = gmm1d.run(cfg, wd.prepare(tmp_path / "w", cfg, False), log=lambda *_: None)
@@ -108,7 +110,8 @@ def test_gmm1d_runs_one_mixture_with_the_official_batches(tmp_path):
     ("gmm1d", "--separations=inf"), ("gmm1d", "--lr=0"), ("gmm1d", "--beta_end=1.5"),
     ("gmm1d", "--tied=maybe"), ("gmm1d", "--no_such_flag=1"),
     ("gmm2d", "--layout=hexagonal"), ("gmm2d", "--num_train=-5"), ("gmm2d", "--width=1"),
-    ("gmm2d", "--k=0"), ("gmm2d", "--batch_size=2.5"),
+    ("gmm2d", "--k=0"), ("gmm2d", "--batch_size=2.5"), ("gmm2d", "--focus_steps=2000"),
+    ("gmm1d", "--epochs=-1"), ("gmm1d", "--curve_every=7"),
     ("shapes", "--resolution=48"), ("shapes", "--mults=1,2,2,2,2,2,2,2"),
     ("shapes", "--sampling_steps=2000"), ("shapes", "--images_dir=/no/such/dir"),
     ("shapes", "--hal_window=0,200"), ("shapes", "--batch_size=100000"),
@@ -193,3 +196,24 @@ def test_analysis_bad_flags(tmp_path, module, flag):
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     assert flag.split("=")[0].lstrip("-") in lines[0]
     assert not work.exists()
+
+
+def test_recipe_ab_runs_and_skips_finished_recipes(tmp_path):
+    """The recipe A/B writes one curve per recipe and reuses a finished recipe on a rerun."""
+    from experiments import convergence
+    from mi_jax import cli
+    from mi_jax import workdir as wd
+
+    cfg = {**cli.preset_config(convergence.OPTIONS, convergence.PRESETS, "quick"),
+           "recipes": "cosine,focus", "layouts": "square", "grid_size": 2, "seeds": [0, 1],
+           "steps": 20, "eval_every": 10, "num_samples": 40, "num_train": 2000}
+    work = wd.prepare(tmp_path / "ab", cfg, False)
+    metrics = convergence.run(cfg, work, log=lambda *_: None)
+    assert [p["step"] for p in metrics["results"]["focus"]["curve"]] == [10, 20]
+    assert set(metrics["summary"]) == {"cosine", "focus"}
+    assert (work / "convergence.png").stat().st_size > 0
+    logged = []
+    convergence.run(cfg, work, log=logged.append)
+    assert sum("finished earlier" in line for line in logged) == 2
+    with pytest.raises(cli.InputError, match="eval_every"):
+        convergence.validate({**cfg, "eval_every": 7})

@@ -49,7 +49,11 @@ def test_ledger_rows_from_hand_made_metrics(tmp_path):
            "lr_schedule": "cosine", "num_samples": 8, "seeds": [0, 1, 2], "grid_size": 5,
            "num_train": 100000, "k": 4.0, "focus_steps": 100, "focus_prob": 0.5,
            "ema_decay": 0.999}
-    for name, metrics in (("gmm1d", gmm1d), ("gmm2d", gmm2d)):
+    gaps = [{"max_slope_exact": e, "max_slope_learned": l} for e, l in
+            ((20.0, 2.0), (18.0, 3.0), (21.0, 1.5), (19.0, 2.5))]
+    score = {"sources": {"gmm1d": {"per_timestep": {"0": {"gaps": []}, "5": {"gaps": gaps}}},
+                         "gmm2d": {"summary": {}}}}
+    for name, metrics in (("gmm1d", gmm1d), ("gmm2d", gmm2d), ("score_analysis", score)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
         (tmp_path / name / "config.json").write_text(json.dumps(cfg))
@@ -67,7 +71,9 @@ def test_ledger_rows_from_hand_made_metrics(tmp_path):
     assert rows["detect_95_96_1d"]["verdict"] == ledger.REPRODUCED
     assert rows["control"]["verdict"] == ledger.REPRODUCED  # exact score: 0 on all three mixtures
     assert rows["control"]["n"] == 3
-    for key in ("smooth_x0", "shapes_duplicates", "shapes_detect", "recursive_2d",
+    assert rows["smooth_x0"]["verdict"] == ledger.REPRODUCED and rows["smooth_x0"]["n"] == 4
+    assert rows["smooth_x0"]["mean"] == pytest.approx(np.mean([10, 6, 14, 7.6]))
+    for key in ("shapes_duplicates", "shapes_detect", "recursive_2d",
                 "recursive_shapes", "recursive_digits"):
         assert rows[key]["verdict"] == ledger.NOT_MEASURED, key
     assert "EMA 0.999" in rows["interpolation_2d"]["protocol"]
@@ -75,3 +81,30 @@ def test_ledger_rows_from_hand_made_metrics(tmp_path):
     assert text.count("\n| ") == len(ledger.CLAIMS) and ledger.RULE in text  # + header at 0
     one_seed = dict(rows["control"], per_seed=[0.0], n=1, mean=0.0, std=None)
     assert "(1 value, no spread)" in ledger.ledger_markdown([one_seed])
+
+
+def test_ledger_reads_shapes_and_recursive_metrics():
+    per_seed = [{"category_primary": {"duplicate": d}} for d in (0.08, 0.09, 0.07)]
+    det = lambda a: {"per_seed": [{"auroc": v} for v in a], "pooled": {"auroc": float(np.mean(a))}}
+    curve = lambda last: {"per_seed": [[0.1, 0.1], last], "mean": [0.1, float(np.mean(last))]}
+    results = {
+        "shapes": {"metrics": {"rates": {"per_seed": per_seed},
+                               "detection": {"whole_image": det([0.6, 0.62]),
+                                             "column_max": det([0.7, 0.66])}},
+                   "config": {"preset": "quick", "resolution": 32, "seeds": [0, 1]}},
+        "recursive": {"metrics": {"results": {
+            "gmm2d": {"curves": {"generated": {"hallucination_rate": {
+                "random": curve([0.50, 0.55]), "variance": curve([0.30, 0.36])}}}},
+            "digits": {"curves": {"generated": {"frechet": {
+                "random": curve([60.0, 70.0]), "variance": curve([75.0, 66.0])}}}}}},
+            "config": {"preset": "quick", "seeds": [0, 1]}},
+    }
+    rows = {r["key"]: r for r in ledger.ledger(results)}
+    assert rows["shapes_duplicates"]["verdict"] == ledger.REPRODUCED
+    assert rows["shapes_detect"]["per_seed"] == [0.7, 0.66]       # the best detector, per seed
+    assert rows["shapes_detect"]["verdict"] == ledger.PARTLY
+    assert rows["recursive_2d"]["per_seed"] == pytest.approx([0.20, 0.19])
+    assert rows["recursive_2d"]["verdict"] == ledger.REPRODUCED
+    assert rows["recursive_digits"]["verdict"] == ledger.NOT_REPRODUCED  # filter is worse
+    assert rows["recursive_shapes"]["verdict"] == ledger.NOT_MEASURED
+    assert rows["interpolation_1d"]["verdict"] == ledger.NOT_MEASURED

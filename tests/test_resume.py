@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--steps=300", "--train_chunk=10", "--batch_size=32", "--num_samples=32", "--T=40",
         "--chunk_size=8", "--seeds=0,1", "--width=16", "--num_train=200", "--num_train_b=200", "--sizes=200",
-        "--separations=1", "--lr_schedule=cosine"]
+        "--separations=1", "--lr_schedule=cosine", "--focus_steps=10", "--curve_every=50",
+        "--curve_samples=16"]
 
 
 def _cmd(workdir):
@@ -93,7 +94,8 @@ def test_corrupted_checkpoint_fails_with_one_line_naming_the_file(tmp_path):
     (work / "train_state.msgpack").write_bytes(b"\x93not a checkpoint")
     args = [sys.executable, "-m", "experiments.gmm1d", f"--workdir={work}", "--steps=20",
             "--train_chunk=10", "--batch_size=16", "--num_samples=8", "--T=20", "--seeds=0",
-            "--width=8", "--num_train=50", "--num_train_b=50", "--sizes=50", "--separations=1"]
+            "--width=8", "--num_train=50", "--num_train_b=50", "--sizes=50", "--separations=1",
+            "--focus_steps=10"]
     out = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     lines = [l for l in out.stderr.splitlines() if l.strip()]
     assert out.returncode == 2 and len(lines) == 1, out.stderr

@@ -272,3 +272,21 @@ def test_net_batch_tiles_the_network_only():
     np.testing.assert_allclose(out[16].hal, out[0].hal, rtol=1e-3, atol=1e-8)
     with pytest.raises(InputError, match="net_batch"):
         mj.sample(oracle, schedule, jax.random.key(3), 10, (1,), net_batch=-1)
+
+
+def test_second_sample_call_does_not_retrace():
+    """The public sampler compiles once per eps_fn and shapes: a second call with other windows
+    and another key reuses the program (a trace counter inside eps_fn)."""
+    schedule = mj.linear_schedule(T=20)
+    oracle = mj.oracle_eps(mj.mixture_1d([0.0, 1.0]), schedule)
+    traces = []
+
+    def eps_fn(x, t):
+        traces.append(1)
+        return oracle(x, t)
+
+    first = mj.sample(eps_fn, schedule, jax.random.key(0), 30, (1,), window=(0, 5))
+    count = len(traces)
+    second = mj.sample(eps_fn, schedule, jax.random.key(1), 30, (1,), window=(2, 9))
+    assert count >= 1 and len(traces) == count
+    assert not np.array_equal(first.x, second.x)

@@ -237,3 +237,21 @@ def test_in_order_batches_use_the_official_round_robin_data():
                                         300)], [0])
     with pytest.raises(mj.InputError, match="equal mode weights"):
         sweeps.training_sets(tilted, round_robin=True)
+
+
+def test_epoch_budget_stops_each_model_after_its_own_steps():
+    """epochs=E: a model with n rows stops updating after E x (n // batch) steps, inside one
+    vmapped call (the official budget: larger sets train longer); its state equals a run of
+    exactly that many steps."""
+    schedule = mj.linear_schedule(T=50)
+    net = mj.make_mlp(1, width=8)
+    m = mj.mixture_1d([-1.0, 1.0], std=0.2)
+    grid = sweeps.Grid([sweeps.Config("small", m, 40), sweeps.Config("large", m, 120)], [0])
+    cfg = tr.TrainConfig(batch_size=20, epochs=2)
+    state, _ = sweeps.train_grid(net, schedule, cfg, grid, 12, chunk_steps=6)
+    for i, budget in ((0, 4), (1, 12)):
+        alone = sweeps.Grid([grid.configs[i]], [0])
+        ref, _ = sweeps.train_grid(net, schedule, tr.TrainConfig(batch_size=20), alone, budget,
+                                   chunk_steps=budget)
+        for a, b in zip(jax.tree.leaves(ref.params), jax.tree.leaves(state.params)):
+            np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b)[i], rtol=1e-5, atol=1e-7)

@@ -314,8 +314,8 @@ def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: S
     ts_net = None if net_timesteps is None else jnp.asarray(net_timesteps, jnp.int32)
     thr = _threshold(flag_threshold)
     regions = _regions(regions, shape)
-    run = jax.jit(lambda k: reverse_chunk(eps_fn, schedule, k, chunk_size, shape, wins, config,
-                                          ts_net, thr, regions))
+    run = lambda k: _eps_chunk_jit(eps_fn, chunk_size, shape, config, schedule, k,
+                                   jnp.asarray(wins), ts_net, thr, regions)
     store = _chunk_store(resume_dir, num=num, chunk_size=chunk_size, shape=shape,
                          windows=wins.tolist(), config=dataclasses.asdict(config),
                          key=np.asarray(jax.random.key_data(key)).tolist(),
@@ -364,6 +364,16 @@ def _network_chunk(network, config, chunk_size, shape, stacked, params, schedule
 
 
 _network_chunk_jit = jax.jit(_network_chunk, static_argnums=(0, 1, 2, 3, 4))
+
+
+def _eps_chunk(eps_fn, chunk_size, shape, config, schedule, key, windows, ts_net, thr, regions):
+    return reverse_chunk(eps_fn, schedule, key, chunk_size, shape, windows, config, ts_net, thr,
+                         regions)
+
+
+# One module-level program per (eps_fn, sizes, options): a second `sample` call with the same
+# eps_fn object and shapes reuses it (windows, keys and schedules are values, not constants).
+_eps_chunk_jit = jax.jit(_eps_chunk, static_argnums=(0, 1, 2, 3))
 
 
 def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int,

@@ -49,6 +49,9 @@ class TrainConfig:
     focus_prob: float = 0.5
     ema_decay: float = 0.0  # > 0: keep an EMA of the params (TrainState.ema) to sample with
     batch_order: str = "random"  # or "in_order": the official fixed-order, unshuffled batches
+    # > 0: a model stops updating after `epochs` x (n_valid // batch_size) steps, the official
+    # budget (10 000 epochs: steps grow with the training set); 0: every model runs all steps.
+    epochs: int = 0
 
     def __post_init__(self):
         check_int(self.batch_size, "batch_size", low=1)
@@ -63,6 +66,7 @@ class TrainConfig:
         check(self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be < 1")
         check(self.batch_order in ("random", "in_order"), "batch_order", self.batch_order,
               "must be 'random' or 'in_order'")
+        check_int(self.epochs, "epochs", low=0)
 
     def proposal(self, num_steps: int):
         """The timestep proposal table (T,) for `eps_loss`, or None for uniform t."""
@@ -121,6 +125,11 @@ def train_step(network, schedule: Schedule, config: TrainConfig, state: TrainSta
         step = state.step.astype(jnp.float32)
         d = jnp.minimum(config.ema_decay, (1.0 + step) / (10.0 + step))
         ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+    if config.epochs > 0:  # past its own budget a model keeps its state (a vmapped no-op)
+        active = state.step < config.epochs * (n_valid // config.batch_size)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
+        params, opt_state, ema = keep((params, opt_state, ema),
+                                      (state.params, state.opt_state, state.ema))
     return TrainState(params, opt_state, state.step + 1, state.key, ema), loss
 
 
