@@ -66,12 +66,10 @@ def compile_case(name: str) -> dict:
     t1 = time.perf_counter()
     lowered.compile()
     t2, c2 = time.perf_counter(), time.process_time()
-    config = ddpm.SamplerConfig("large", ("x0",), 0, 1, scalar_t=True, flag=False,
-                                net_batch=ddpm.default_net_batch())
-    lowered = ddpm._network_chunk_jit.lower(net, config, c["samples"], shape, True, state.params,
-                                            sched, keys, jnp.asarray([[0, 10]], jnp.int32),
-                                            jnp.arange(c["steps"], dtype=jnp.int32),
-                                            jnp.float32(np.inf), None)
+    observers = ddpm.shorthand_observers(c["steps"], shape)
+    lowered = ddpm._chunk_jit.lower(net, c["samples"], shape, ddpm.DDPM(),
+                                    ddpm.default_net_batch(), True, True, state.params, sched, keys,
+                                    observers, jnp.arange(c["steps"], dtype=jnp.int32))
     t3 = time.perf_counter()
     lowered.compile()
     t4, c4 = time.perf_counter(), time.process_time()

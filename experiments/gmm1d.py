@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mi_jax import cli, plots, sweeps
+from mi_jax import cli, plots, report, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
 from mi_jax.data import support
@@ -195,7 +195,7 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
         c = names.index(name)
         r = table[name]["by_k"][k_key]
         plots.density_1d(ax, hists[first_seed[c]], edges, study.grid.configs[c].mixture,
-                         f"{name}\nhallucinated {100 * r['mean']:.2f}% +- {100 * r['std']:.2f} "
+                         f"{name}\nhallucinated {report.pm(r['mean'], r['std'])} "
                          f"(k={k_key}); exact score {100 * r['oracle']:.3f}%",
                          oracle_counts=oracle_hists[c])
     axes[0, 0].legend(fontsize=7, loc="lower left")

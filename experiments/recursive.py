@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mi_jax import cli, plots
+from mi_jax import cli, plots, sweeps
 from mi_jax import recursive as rec
 from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
@@ -305,8 +305,7 @@ def run_dataset(name: str, d: dict, workdir: Path, log=print) -> dict:
         for key in scalar_names:
             c = result.curve(key, which)  # (G, F, R)
             curves[which][key] = {f: {"mean": c[:, i].mean(-1).tolist(),
-                                      "std": c[:, i].std(-1, ddof=1).tolist() if c.shape[-1] > 1
-                                      else [0.0] * len(c),
+                                      "std": sweeps.seed_std(c[:, i]).tolist(),
                                       "per_seed": c[:, i].tolist()}
                                   for i, f in enumerate(result.filters)}
     metrics = {"experiment": "recursive", "dataset": name, "filters": list(result.filters),

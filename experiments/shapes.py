@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mi_jax import cli, plots
+from mi_jax import cli, plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import images as imgs
 from mi_jax.data import shape_counter as sc
@@ -219,8 +219,8 @@ def run(cfg: dict, workdir, log=print) -> dict:
 def _spread(per_seed: list) -> dict:
     rates = np.asarray([r["hallucination_rate"] for r in per_seed])
     cats = {c: np.asarray([r["category_primary"][c] for r in per_seed]) for c in sc.CATEGORIES}
-    return {"hallucination_rate": {"mean": float(rates.mean()), "std": float(rates.std())},
-            "category_primary": {c: {"mean": float(v.mean()), "std": float(v.std())}
+    return {"hallucination_rate": {"mean": float(rates.mean()), "std": float(sweeps.seed_std(rates))},
+            "category_primary": {c: {"mean": float(v.mean()), "std": float(sweeps.seed_std(v))}
                                  for c, v in cats.items()},
             "count_primary_total": {c: int(sum(r["count_primary"][c] for r in per_seed))
                                     for c in sc.CATEGORIES},

@@ -1,27 +1,53 @@
 """mi_jax: mode interpolation (hallucination) in diffusion models, in JAX.
 
-The documented contract (see README.md):
-    GaussianMixture(means, stds, weights=None)  .sample(key, n)  .log_prob(x)
-    linear_schedule(T, beta_start, beta_end)
-    oracle_eps(mixture, schedule)               -> eps_fn(x_t, t) of the exact score
-    sample(eps_fn, schedule, key, num, shape, window=(lo, hi), ...) -> SampleResult(.x, .hal)
-    in_support(x, mixture, k)
+The public API (each symbol documented where it is defined; README "Library API" lists them):
+
+    data:      GaussianMixture, mixture_1d, grid_2d, stack, in_support, hallucination_rate,
+               classify (bridge / blur labels), pair_summary
+    diffusion: Schedule, linear_schedule, cosine_schedule, quadratic_schedule, make_schedule,
+               respace, strided_timesteps, dense_tail_timesteps, q_sample, predict_x0, eps_loss,
+               oracle_eps, oracle_score, oracle_x0 (the exact Gaussian-mixture score)
+    nets:      Network, make_mlp, make_unet, take_model
+    sampling:  sample, sample_network, SampleResult, DDPM, DDIM, observers (WindowVariance,
+               PreemptiveFlag, Record, FinalEpsNorm, window_variance, preemptive_flag, record),
+               reverse (one jittable chunk)
+    training:  TrainConfig, TrainState, init_state, train, eps_loss
+    sweeps:    Grid, Config, train_grid, sample_grid, train_models, sample_models, sample_oracle
+    detection: auroc, roc_curve, removed_at_kept, kept_at_removed, detection_summary, flipd
 """
 
 from mi_jax.data.mixtures import GaussianMixture, grid_2d, mixture_1d, stack
-from mi_jax.data.support import hallucination_rate, in_support, pair_summary
+from mi_jax.data.support import classify, hallucination_rate, in_support, pair_summary
+from mi_jax.detection.detectors import flipd
+from mi_jax.detection.metrics import (auroc, detection_summary, kept_at_removed, removed_at_kept,
+                                      roc_curve)
+from mi_jax.diffusion.forward import eps_loss, predict_x0, q_sample
 from mi_jax.diffusion.oracle import oracle_eps, oracle_score, oracle_x0
-from mi_jax.diffusion.schedule import (Schedule, cosine_schedule, linear_schedule, make_schedule,
-                                       quadratic_schedule)
-from mi_jax.nets import Network, make_mlp, make_unet
+from mi_jax.diffusion.schedule import (Schedule, cosine_schedule, dense_tail_timesteps,
+                                       linear_schedule, make_schedule, quadratic_schedule, respace,
+                                       strided_timesteps)
+from mi_jax.nets import Network, make_mlp, make_unet, take_model
+from mi_jax.sampling.chain import reverse
 from mi_jax.sampling.ddpm import SampleResult, sample, sample_network
+from mi_jax.sampling.observers import (FinalEpsNorm, PreemptiveFlag, Record, StepView,
+                                       WindowVariance, preemptive_flag, record, window_variance)
+from mi_jax.sampling.solvers import DDIM, DDPM
+from mi_jax.sweeps import (Config, Grid, sample_grid, sample_models, sample_oracle, train_grid,
+                           train_models)
+from mi_jax.training.train import TrainConfig, TrainState, init_state, train
 from mi_jax.validation import InputError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GaussianMixture", "grid_2d", "mixture_1d", "stack", "hallucination_rate", "in_support",
-    "pair_summary", "oracle_eps", "oracle_score", "oracle_x0", "Schedule", "cosine_schedule",
-    "linear_schedule", "make_schedule", "quadratic_schedule", "Network", "make_mlp", "make_unet",
-    "SampleResult", "sample", "sample_network", "InputError", "__version__",
+    "GaussianMixture", "grid_2d", "mixture_1d", "stack", "classify", "hallucination_rate",
+    "in_support", "pair_summary", "flipd", "auroc", "detection_summary", "kept_at_removed",
+    "removed_at_kept", "roc_curve", "eps_loss", "predict_x0", "q_sample", "oracle_eps",
+    "oracle_score", "oracle_x0", "Schedule", "cosine_schedule", "dense_tail_timesteps",
+    "linear_schedule", "make_schedule", "quadratic_schedule", "respace", "strided_timesteps",
+    "Network", "make_mlp", "make_unet", "take_model", "reverse", "SampleResult", "sample",
+    "sample_network", "FinalEpsNorm", "PreemptiveFlag", "Record", "StepView", "WindowVariance",
+    "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
+    "sample_grid", "sample_models", "sample_oracle", "train_grid", "train_models", "TrainConfig", "TrainState", "init_state",
+    "train", "InputError", "__version__",
 ]

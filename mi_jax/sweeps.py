@@ -158,13 +158,7 @@ def sample_models(network, params, schedule: Schedule, keys, num: int, shape: Se
     m = int(np.shape(keys)[0])
     params, keys = shd.shard_models((params, keys), mesh)
     res = sample_network(network, params, schedule, keys, num, shape, stacked=True, **kwargs)
-    for name in ("x", "hal", "hal_windows"):
-        setattr(res, name, getattr(res, name)[:m])
-    res.stats = {k: v[:m] for k, v in res.stats.items()}
-    if res.trajectory is not None:
-        res.trajectory = {k: v[:m] for k, v in res.trajectory.items()}
-    res.num_nonfinite = int(np.sum(~np.all(np.isfinite(res.x.reshape(m, num, -1)), axis=-1)))
-    return res
+    return res.take_models(m)
 
 
 def sample_oracle(mixtures: Sequence[mx.GaussianMixture], schedule: Schedule, seed: int, num: int,
@@ -195,10 +189,19 @@ def hallucination_rates(x: np.ndarray, mixtures: mx.GaussianMixture,
     return np.asarray(_rates(jnp.asarray(x), mixtures, jnp.asarray(ks, jnp.float32)))
 
 
-def seed_summary(values: np.ndarray) -> dict:
-    """Mean, sample std and min/max over the last axis (seeds), as plain lists."""
+def seed_std(values, axis: int = -1) -> np.ndarray:
+    """Sample std (ddof=1) over seeds; NaN (JSON null, shown "(1 seed)") for a single seed,
+    whose spread is unknown rather than 0."""
     values = np.asarray(values, np.float64)
-    std = values.std(axis=-1, ddof=1) if values.shape[-1] > 1 else np.zeros(values.shape[:-1])
+    if values.shape[axis] > 1:
+        return values.std(axis=axis, ddof=1)
+    return np.full(np.delete(values.shape, axis % values.ndim), np.nan)
+
+
+def seed_summary(values: np.ndarray) -> dict:
+    """Mean, sample std (NaN for one seed) and min/max over the last axis (seeds), as lists."""
+    values = np.asarray(values, np.float64)
+    std = seed_std(values)
     return {"mean": values.mean(-1).tolist(), "std": std.tolist(),
             "min": values.min(-1).tolist(), "max": values.max(-1).tolist()}
 

@@ -1,6 +1,9 @@
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mi_jax as mj
 from mi_jax.detection import metrics as dm
 from mi_jax.validation import InputError
 
@@ -78,3 +81,38 @@ def test_flipd_matches_gaussian_closed_form():
         ref = 2 * (1 - b * b / v) + a * a * b * b * np.sum(np.asarray(x) ** 2, -1) / v**2
         np.testing.assert_allclose(lid, ref, rtol=0.05, atol=0.05)
     assert abs(lid[0]) < 0.05  # point-like mode, at its centre
+
+
+def _tempered_oracle(means, std, schedule, temperature):
+    """The exact 1D mixture denoiser with its responsibilities tempered (softmax(logits / T)):
+    a smooth x0_hat between modes, as a network learns it (paper Sec. 4), so it bridges."""
+    mu = jnp.asarray(means, jnp.float32)
+
+    def eps_fn(x, t):
+        a = schedule.sqrt_alphas_bar[t][:, None]
+        b = schedule.sqrt_one_minus_alphas_bar[t][:, None]
+        v = a**2 * std**2 + b**2
+        r = jax.nn.softmax(-(x - a * mu) ** 2 / (2 * v) / temperature, axis=-1)
+        x0 = jnp.sum(r * (mu + a * std**2 / v * (x - a * mu)), axis=-1, keepdims=True)
+        return (x - a * x0) / b
+
+    return eps_fn
+
+
+def test_trajectory_variance_flags_the_bridges_of_a_smoothed_denoiser():
+    """Library level, no training: the public sampler + labels + metrics on a known answer. The
+    tempered denoiser puts samples between modes; their x0_hat variance over the official window
+    is higher than in-support samples' (measured AUROC 0.97 with these seeds)."""
+    schedule = mj.linear_schedule()
+    mix = mj.mixture_1d([1.0, 2.0, 3.0])
+    res = mj.sample(_tempered_oracle([1.0, 2.0, 3.0], 0.05, schedule, 150.0), schedule,
+                    jax.random.key(0), 4000, (1,))
+    labels = mj.classify(res.x, mix, 4.0)
+    bridge, inside = labels == 1, labels == 0
+    assert bridge.sum() >= 20
+    sel = bridge | inside
+    assert mj.auroc(res.hal[sel], bridge[sel]) > 0.9
+    # The exact denoiser (temperature 1) is the control: no bridge at all.
+    exact = mj.sample(_tempered_oracle([1.0, 2.0, 3.0], 0.05, schedule, 1.0), schedule,
+                      jax.random.key(0), 4000, (1,))
+    assert np.sum(mj.classify(exact.x, mix, 4.0) == 1) == 0

@@ -108,3 +108,15 @@ def test_ledger_reads_shapes_and_recursive_metrics():
     assert rows["recursive_digits"]["verdict"] == ledger.NOT_REPRODUCED  # filter is worse
     assert rows["recursive_shapes"]["verdict"] == ledger.NOT_MEASURED
     assert rows["interpolation_1d"]["verdict"] == ledger.NOT_MEASURED
+
+
+def test_a_single_seed_has_no_spread_rather_than_zero():
+    from mi_jax import report, sweeps
+
+    one = sweeps.seed_summary(np.array([[0.25], [0.5]]))
+    assert one["mean"] == [0.25, 0.5] and all(np.isnan(one["std"]))
+    two = sweeps.seed_summary(np.array([[0.2, 0.4]]))
+    assert two["std"][0] == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert report.pm(0.25, float("nan")) == "25.00% (1 seed)"
+    assert report.pm(0.25, None) == "25.00% (1 seed)"  # JSON null, as reloaded
+    assert report.pm(0.25, 0.05) == "25.00% +- 5.00%"

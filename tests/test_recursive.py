@@ -247,7 +247,7 @@ def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
             assert len(mass) == 9 and 0 <= covered <= 9 and sum(mass) <= 1 + 1e-6
     top = json.loads((gmm_run / "metrics.json").read_text())
     assert top["headline"]["gmm2d"]["metric"] == "hallucination_rate"
-    from experiments.reproduce import _recursive_lines
+    from mi_jax.report import _recursive_lines
 
     text = "\n".join(_recursive_lines(top))  # the main job's summary section
     none_g2 = rate["none"]["mean"][2]

@@ -6,7 +6,8 @@ import pytest
 import mi_jax as mj
 from mi_jax.data import mixtures as mx
 from mi_jax.data.support import true_outside_rate
-from mi_jax.sampling import ddpm
+from mi_jax.sampling import chain, ddpm
+from mi_jax.sampling import observers as obs
 from mi_jax.validation import InputError
 
 
@@ -69,20 +70,21 @@ def test_streaming_variance_equals_stored_trajectory_numpy():
     params = net.init(jax.random.key(3))
     n = 64
     windows = np.array([[0, 10], [20, 35], [0, 100], [5, 6]])
-    config = ddpm.SamplerConfig(track=("x0", "xt", "eps"), record=n)
+    observers = {"x0": obs.window_variance(windows, "x0"), "xt": obs.window_variance(windows, "xt"),
+                 "rec": obs.record(n)}
     for eps_fn in (mj.oracle_eps(m, schedule), net.eps_fn(params)):
-        out = jax.jit(lambda k: ddpm.reverse_chunk(eps_fn, schedule, k, n, (2,), windows, config))(
-            jax.random.key(4))
-        traj = np.asarray(out["traj_x0"], np.float64)  # (T, n, 2), slot t = timestep t
-        xt = np.asarray(out["traj_xt"], np.float64)
+        out = jax.jit(lambda k, o: chain.reverse(eps_fn, schedule, k, n, (2,), observers=o))(
+            jax.random.key(4), observers).observed
+        traj = np.asarray(out["rec"]["x0"], np.float64)  # (T, n, 2), slot t = timestep t
+        xt = np.asarray(out["rec"]["xt"], np.float64)
         for w, (lo, hi) in enumerate(windows):
             ref = np.mean(np.var(traj[lo:hi], axis=0), axis=-1)  # official: np.var, mean over dims
-            np.testing.assert_allclose(out["var_x0"][w], ref, rtol=2e-3, atol=1e-9)
-            np.testing.assert_allclose(out["var_xt"][w], np.mean(np.var(xt[lo:hi], axis=0), -1),
+            np.testing.assert_allclose(out["x0"].var[w], ref, rtol=2e-3, atol=1e-9)
+            np.testing.assert_allclose(out["xt"].var[w], np.mean(np.var(xt[lo:hi], axis=0), -1),
                                        rtol=2e-3, atol=1e-9)
         # The official filter: the last 10 sampling steps of the stored list (sampling order).
         sampling_order = traj[::-1]
-        np.testing.assert_allclose(out["var_x0"][0], np.var(sampling_order[-10:], axis=0).mean(-1),
+        np.testing.assert_allclose(out["x0"].var[0], np.var(sampling_order[-10:], axis=0).mean(-1),
                                    rtol=2e-3, atol=1e-9)
 
 
@@ -218,7 +220,7 @@ def test_resume_dir_reuses_finished_chunks_and_refuses_other_calls(tmp_path):
     np.testing.assert_array_equal(resumed.x[:16], plain.x[:16])
     np.testing.assert_array_equal(resumed.x[16:32], plain.x[16:32] + 100.0)
     np.testing.assert_array_equal(resumed.x[32:], plain.x[32:])
-    with pytest.raises(InputError, match="differs in windows"):
+    with pytest.raises(InputError, match="differs in observers"):
         ddpm.sample(*args, chunk_size=16, window=(0, 5), resume_dir=store)
     (store / "chunk_000000.npz").write_bytes(b"PK\x03\x04broken")
     with pytest.raises(InputError, match="chunk_000000.npz"):

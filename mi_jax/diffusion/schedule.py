@@ -140,3 +140,24 @@ def strided_timesteps(T: int, num_sampling_steps: int) -> np.ndarray:
     """Evenly spaced timesteps including 0 and T-1."""
     check_int(num_sampling_steps, "sampling_steps", low=2, high=T)
     return np.unique(np.round(np.linspace(0, T - 1, num_sampling_steps)).astype(int))
+
+
+def dense_tail_timesteps(T: int, num_strided: int, dense: int) -> np.ndarray:
+    """Strided early, dense late: every timestep in [0, dense) plus `num_strided` evenly spaced
+    ones in [dense, T-1] (T-1 included). With `respace`, the official window (t = 9..0) is then
+    sampled step by step at a fraction of the T-step cost: len(result) network calls.
+
+    Example: dense_tail_timesteps(1000, 50, 50) -> 100 steps: 0, 1, ..., 49, then 50 ... 999."""
+    check_int(T, "T", low=2)
+    check_int(dense, "dense", low=1, high=T - 1)
+    check_int(num_strided, "num_strided", low=1, high=T - dense)
+    strided = np.round(np.linspace(dense, T - 1, num_strided)).astype(int) if num_strided > 1 \
+        else np.asarray([T - 1])
+    return np.unique(np.concatenate([np.arange(dense), strided]))
+
+
+def truncate(schedule: Schedule, num_steps: int) -> Schedule:
+    """The schedule's first `num_steps` indices (its last reverse steps), e.g. to resume a chain
+    part-way with `mi_jax.sampling.chain.reverse(..., x_start=x_t)`."""
+    check_int(num_steps, "num_steps", low=1, high=schedule.num_steps)
+    return jax.tree.map(lambda a: a[..., :num_steps], schedule)

@@ -21,14 +21,30 @@ from mi_jax.validation import check, check_int
 Params = Any
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Network:
-    """A network as two pure functions. Hashable, so it can be a static argument of jit."""
+    """A network as two pure functions. Hashable, so it can be a static argument of jit.
+
+    spec: a hashable description that fixes the functions (e.g. the constructor's arguments);
+    networks with equal specs compare and hash equal, so jit reuses a compiled program across
+    separately built but identical networks. Without a spec, identity of the functions decides.
+    """
 
     name: str
     init: Callable[[jax.Array], Params]
     apply: Callable[[Params, jax.Array, jax.Array], jax.Array]
     features: Callable[[Params, jax.Array, jax.Array], jax.Array] | None = None  # inner features
+    spec: tuple | None = None
+
+    def _key(self):
+        return ("spec", self.spec) if self.spec is not None else (
+            "functions", self.name, self.init, self.apply, self.features)
+
+    def __eq__(self, other):
+        return isinstance(other, Network) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
 
     def eps_fn(self, params: Params):
         """The `eps_fn(x_t, t)` of these params, for the sampler (t may be (batch,) or scalar)."""
@@ -59,9 +75,10 @@ def _pure_functions(build: Callable[[nnx.Rngs], nnx.Module]):
 
 
 def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
-             features_method: str | None = None) -> Network:
+             features_method: str | None = None, spec: tuple | None = None) -> Network:
     """Wrap an NNX module constructor (`build(rngs)`) as a `Network` over pure-dict params;
-    `features_method` names a module method (x, t) -> features, exposed as `Network.features`."""
+    `features_method` names a module method (x, t) -> features, exposed as `Network.features`;
+    `spec`: see `Network` (give one only if it fully determines `build`)."""
     init, module = _pure_functions(build)
 
     def apply(params, x, t):
@@ -72,7 +89,7 @@ def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
         def features(params, x, t):
             return getattr(module(params), features_method)(x, t)
 
-    return Network(name, init, apply, features)
+    return Network(name, init, apply, features, spec)
 
 
 _MLP_CACHE: dict = {}
@@ -90,12 +107,13 @@ def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
     check_int(num_blocks, "num_blocks", low=1)
     check(isinstance(tied, bool), "tied", tied, "must be a bool")
     check_int(num_timesteps, "num_timesteps", low=0)
-    spec = (dim, width, num_blocks, tied, num_timesteps)
-    if spec not in _MLP_CACHE:  # one Network object per spec keeps jit caches warm
+    spec = ("mlp", dim, width, num_blocks, tied, num_timesteps)
+    if spec not in _MLP_CACHE:  # building one costs an abstract init; equal specs hash equal
         name = (f"mlp(dim={dim},width={width},blocks={num_blocks},{'tied' if tied else 'untied'}"
                 + (f",T={num_timesteps}" if num_timesteps else "") + ")")
         _MLP_CACHE[spec] = from_nnx(
-            name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, num_timesteps, rngs=rngs))
+            name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, num_timesteps, rngs=rngs),
+            spec=spec)
     return _MLP_CACHE[spec]
 
 
@@ -121,7 +139,7 @@ def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks
     check(isinstance(attention, bool), "attention", attention, "must be a bool")
     check(compute_dtype in COMPUTE_DTYPES, "compute_dtype", compute_dtype,
           f"must be one of {', '.join(COMPUTE_DTYPES)}")
-    spec = (channels, base, mults, num_res_blocks, attention, compute_dtype)
+    spec = ("unet", channels, base, mults, num_res_blocks, attention, compute_dtype)
     if spec not in _UNET_CACHE:
         name = (f"unet(channels={channels},base={base},mults={mults},res={num_res_blocks},"
                 f"attn={attention}" + ("" if compute_dtype == "float32" else f",{compute_dtype}")
@@ -130,8 +148,13 @@ def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks
         _UNET_CACHE[spec] = from_nnx(
             name, lambda rngs: UNet(channels, base, mults, num_res_blocks, attention, dtype=dtype,
                                     rngs=rngs),
-            features_method="bottleneck")
+            features_method="bottleneck", spec=spec)
     return _UNET_CACHE[spec]
+
+
+def take_model(stacked_params: Params, i: int) -> Params:
+    """Model i of a stack of params (leading model axis), e.g. one seed of a vmapped sweep."""
+    return jax.tree.map(lambda a: a[i], stacked_params)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,15 +1,19 @@
-"""Reverse-diffusion samplers with streaming trajectory statistics.
+"""The host-side sampler: any number of samples, in fixed-size jitted chunks, with observers.
 
-One reverse pass is a `lax.scan` over t = T-1 ... 0. Alongside the sample it keeps, per sample,
-running (Welford) moments of x0_hat over one or more timestep windows [lo, hi): the paper's
-trajectory variance ("Hal"), i.e. the variance over the window's steps of x0_hat, averaged over
-dimensions. No trajectory is stored, so memory does not grow with T; recording a few whole
-trajectories for plots is an explicit option.
+`sample(model, schedule, key, num, shape, ...)` runs `mi_jax.sampling.chain.reverse` (a solver
+step plus observers, one `lax.scan`) chunk by chunk: bounded memory (chunk c uses
+`fold_in(key, c)`), progress, resumable chunks on disk. One module-level jitted program serves
+every call with the same model object, sizes, solver and observer kinds: windows, thresholds,
+keys and schedules are values, so a second call does not retrace.
 
-Layers:
-- `reverse_chunk`: pure, jittable, vmappable; one chunk of samples for one `eps_fn`.
-- `sample` / `sample_network`: host drivers that run any number of samples in fixed-size chunks
-  (bounded memory; chunk c uses `fold_in(key, c)`), for a function or for (stacked) network params.
+The model is a `mi_jax.nets.Network` with `params`, any `apply(params, x_t, t)` with `params`,
+or a plain `eps_fn(x_t, t)` (e.g. `oracle_eps`). `stacked=True` samples a stack of M models
+(params and keys with a leading M axis) in one vmapped call per chunk.
+
+Observers are given either explicitly (`observers={name: observer}`, see
+`mi_jax.sampling.observers`) or by the shorthands of the paper's statistics (`window(s)`, `track`,
+`record`, `flag_threshold`, `regions`); shorthand windows count sampling-step indices (the last
+k steps of whatever sampler runs), explicit observers default to training-schedule timesteps.
 """
 
 from __future__ import annotations
@@ -23,47 +27,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mi_jax.diffusion.forward import EpsFn
 from mi_jax.diffusion.schedule import Schedule
+from mi_jax.sampling import observers as obs
+from mi_jax.sampling.chain import reverse
+from mi_jax.sampling.solvers import DDIM, DDPM, solver_for
 from mi_jax.validation import InputError, check, check_int, check_window
 
 DEFAULT_WINDOW = (0, 10)  # the official filter: the last 10 reverse steps, t = 9..0
 VARIANCES = ("large", "small", "ddim")
-TRACKABLE = ("x0", "xt", "eps")
+TRACKABLE = obs.QUANTITIES
 
-
-@dataclasses.dataclass(frozen=True)
-class SamplerConfig:
-    """Static (shape-determining) sampler options. Hashable: a jit static argument.
-
-    variance: 'large' (sigma_t^2 = beta_t, the official choice), 'small' (posterior variance),
-        or 'ddim' (deterministic DDIM, eta = 0).
-    track: quantities whose windowed variance is kept: 'x0' (always), 'xt', 'eps'.
-    record: number of leading samples whose x0_hat and x_t are recorded every `record_stride` steps.
-    scalar_t: call eps_fn with one scalar timestep per step instead of a (batch,) vector.
-    flag: pre-emptive detection -- record, per sample, the first timestep of the first window at
-        which the running x0_hat variance (over the window's steps so far, at least 2) exceeds
-        `flag_threshold` ('flag_t', -1 if never): the step at which generation could stop.
-    net_batch: evaluate eps_fn on at most this many samples at a time (0: the whole chunk in one
-        call). Only the network is tiled; noise and statistics stay per chunk.
-    """
-
-    variance: str = "large"
-    track: tuple = ("x0",)
-    record: int = 0
-    record_stride: int = 1
-    scalar_t: bool = False
-    flag: bool = False
-    net_batch: int = 0
-
-    def __post_init__(self):
-        check(self.variance in VARIANCES, "variance", self.variance, f"must be one of {VARIANCES}")
-        check(isinstance(self.track, tuple) and "x0" in self.track
-              and all(q in TRACKABLE for q in self.track), "track", self.track,
-              f"must be a tuple holding 'x0' and optionally {TRACKABLE[1:]}")
-        check_int(self.record, "record", low=0)
-        check_int(self.record_stride, "record_stride", low=1)
-        check_int(self.net_batch, "net_batch", low=0)
+# Names of the shorthand observers; SampleResult fills its legacy fields from them.
+HAL, TRAJECTORY, FLAG, EPS_NORM = "hal", "trajectory", "flag_t", "eps_norm_last"
 
 
 def default_net_batch() -> int:
@@ -73,155 +48,129 @@ def default_net_batch() -> int:
     return 2048 if jax.default_backend() == "cpu" else 0
 
 
-def _tiled(eps_fn: EpsFn, x: jax.Array, t: jax.Array, tile: int) -> jax.Array:
-    """eps_fn(x, t) computed `tile` rows at a time (a lax.map over whole tiles, then the rest)."""
-    n = x.shape[0]
-    if not tile or n <= tile:
-        return eps_fn(x, t)
-    q = n // tile
-    tiles = lambda a: a[: q * tile].reshape((q, tile) + a.shape[1:])
-    if t.ndim == 0:
-        head = jax.lax.map(lambda x_tile: eps_fn(x_tile, t), tiles(x))
-    else:
-        head = jax.lax.map(lambda xt: eps_fn(*xt), (tiles(x), tiles(t)))
-    head = head.reshape((q * tile,) + head.shape[2:])
-    if n == q * tile:
-        return head
-    return jnp.concatenate([head, eps_fn(x[q * tile:], t if t.ndim == 0 else t[q * tile:])])
-
-
-def _welford(state, value, step_in_window, in_window):
-    """One Welford update of (mean, m2) where `in_window`; `step_in_window` counts from 0.
-
-    m2 saturates at the float32 maximum: x0_hat scales like 1/sqrt(alpha_bar_t) (~1e24 at t = T-1
-    for the official schedule), so a window deep in the noise has a variance float32 cannot hold.
-    """
-    mean, m2 = state
-    delta = value - mean
-    new_mean = mean + delta / (step_in_window + 1).astype(value.dtype)
-    new_m2 = jnp.minimum(m2 + delta * (value - new_mean), jnp.finfo(value.dtype).max)
-    return jnp.where(in_window, new_mean, mean), jnp.where(in_window, new_m2, m2)
-
-
-def reverse_chunk(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, shape: Sequence[int],
-                  windows: jax.Array, config: SamplerConfig = SamplerConfig(),
-                  net_timesteps: jax.Array | None = None, flag_threshold=jnp.inf,
-                  regions: jax.Array | None = None) -> dict:
-    """Run the reverse chain for `n` samples of `shape` from x_T ~ N(0, I).
-
-    windows: int array (W, 2) of half-open timestep windows [lo, hi) (values, so they can vary
-        without recompiling). net_timesteps: the timestep the net is conditioned on at each schedule
-        index (for strided schedules); identity by default.
-    Returns a dict: 'x' (n, *shape); 'var_x0' (W, n) and likewise 'var_xt' / 'var_eps' if tracked;
-    'eps_norm_last' (n,) the final step's |eps_hat|; 'traj_x0' / 'traj_xt' (S, R, *shape) if recording;
-    'flag_t' (n,) with `config.flag`; with `regions` (R, *shape) weights (e.g. 0/1 masks of image
-    columns), 'var_x0_regions' (W, n, R): the x0_hat variance averaged over each region instead.
-    """
-    shape = tuple(shape)
-    num_steps = schedule.num_steps
-    windows = jnp.asarray(windows, jnp.int32).reshape(-1, 2)
-    lo, hi = windows[:, 0], windows[:, 1]
-    bshape = (-1, 1) + (1,) * len(shape)  # window axis first, broadcast over (n, *shape)
-    if net_timesteps is None:
-        net_timesteps = jnp.arange(num_steps, dtype=jnp.int32)
-    k_init, k_steps = jax.random.split(key)
-    x_init = jax.random.normal(k_init, (n,) + shape)
-    zeros = jnp.zeros((windows.shape[0], n) + shape, x_init.dtype)
-    moments0 = {q: (zeros, zeros) for q in config.track}
-    num_slots = -(-num_steps // config.record_stride)
-    rec0 = {}
-    if config.record:
-        rec0 = {q: jnp.zeros((num_slots, config.record) + shape) for q in ("x0", "xt")}
-
-    dims = tuple(range(2, 2 + len(shape)))
-
-    def step(carry, t):
-        x, moments, rec, _, flag_t = carry
-        t_net = net_timesteps[t]
-        eps = _tiled(eps_fn, x, t_net if config.scalar_t else jnp.full((n,), t_net, jnp.int32),
-                     config.net_batch)
-        x0 = schedule.sqrt_recip_alphas_bar[t] * x - schedule.sqrt_recipm1_alphas_bar[t] * eps
-        in_window = ((t >= lo) & (t < hi)).reshape(bshape)
-        k = (hi - 1 - t).reshape(bshape)
-        values = {"x0": x0, "xt": x, "eps": eps}
-        moments = {q: _welford(m, values[q], k, in_window) for q, m in moments.items()}
-        if config.flag:
-            count = (k[0] + 1).reshape(())  # steps of window 0 seen so far
-            running = jnp.mean(moments["x0"][1][0], axis=tuple(range(1, 1 + len(shape)))) / count
-            newly = in_window[0].reshape(()) & (count >= 2) & (running > flag_threshold)
-            flag_t = jnp.where(newly & (flag_t < 0), t, flag_t)
-        if config.record:
-            slot = t // config.record_stride
-            keep = t % config.record_stride == 0
-            rec = {q: buf.at[slot].set(jnp.where(keep, values[q][: config.record], buf[slot]))
-                   for q, buf in rec.items()}
-        if config.variance == "ddim":
-            x_prev = schedule.sqrt_recip_alphas[t] * x + schedule.ddim_eps_coef[t] * eps
-        else:
-            # Epsilon form of the posterior mean: no 1/sqrt(alpha_bar) factor, finite at every t.
-            mean = schedule.sqrt_recip_alphas[t] * (x - schedule.eps_coef[t] * eps)
-            sigma = (schedule.sigma_large if config.variance == "large" else schedule.sigma_small)[t]
-            noise = jax.random.normal(jax.random.fold_in(k_steps, t), x.shape, x.dtype)
-            x_prev = mean + jnp.where(t > 0, sigma, 0.0) * noise
-        return (x_prev, moments, rec, eps, flag_t), None
-
-    ts = jnp.arange(num_steps - 1, -1, -1, dtype=jnp.int32)
-    carry0 = (x_init, moments0, rec0, jnp.zeros_like(x_init), jnp.full((n,), -1, jnp.int32))
-    (x, moments, rec, eps_last, flag_t), _ = jax.lax.scan(step, carry0, ts)
-    out = {"x": x}
-    if config.flag:
-        out["flag_t"] = flag_t
-    for q, (_, m2) in moments.items():
-        size = np.prod(shape) * (hi - lo)[:, None].astype(m2.dtype)  # mean over dims and steps
-        var = jnp.sum(m2 / size.reshape(bshape), axis=dims)  # divide first: sums stay finite
-        out[f"var_{q}"] = jnp.minimum(var, jnp.finfo(var.dtype).max)
-    if regions is not None:
-        regions = jnp.asarray(regions, m2.dtype)
-        steps = (hi - lo).astype(m2.dtype).reshape(-1, 1, 1)
-        per_dim = moments["x0"][1].reshape(windows.shape[0], n, -1)
-        weights = regions.reshape(regions.shape[0], -1)
-        weights = weights / jnp.sum(weights, axis=1, keepdims=True)
-        var_r = jnp.einsum("wnd,rd->wnr", per_dim, weights) / steps
-        out["var_x0_regions"] = jnp.minimum(var_r, jnp.finfo(var_r.dtype).max)
-    out["eps_norm_last"] = jnp.sqrt(jnp.sum(eps_last.reshape(n, -1) ** 2, axis=-1))
-    for q, buf in rec.items():
-        out[f"traj_{q}"] = buf
-    return out
-
-
-# ----------------------------------------------------------------------------------------
-# Host drivers: chunking, progress, results
-# ----------------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class SampleResult:
     """Samples and their statistics (NumPy arrays on the host).
 
-    x: (num, *shape). hal: (num,) trajectory variance of x0_hat over the first window.
-    hal_windows: (W, num) the same for every window; windows: (W, 2).
-    stats: other per-sample statistics ('var_xt', 'var_eps' (W, num), 'eps_norm_last' (num,)).
-    trajectory: {'x0', 'xt'} -> (S, R, *shape) recorded steps (slot s = timestep s * stride), or None.
+    x: (num, *shape). observed: {name: output} of every observer (see `mi_jax.sampling.observers`).
+    From the shorthand observers: hal (num,) the trajectory variance of x0_hat over the first
+    window; hal_windows (W, num) for every window; windows (W, 2); stats: 'var_xt', 'var_eps'
+    (W, num), 'var_x0_regions' (W, num, R), 'flag_t' (num,), 'eps_norm_last' (num,) where observed;
+    trajectory: {'x0', 'xt'} -> (S, R, *shape) recorded steps (slot s = index s * stride), or None.
     num_nonfinite: samples with a non-finite value (reported, never silently kept as finite).
     With stacked models every array has a leading model axis.
     """
 
     x: np.ndarray
-    hal: np.ndarray
-    hal_windows: np.ndarray
-    windows: np.ndarray
+    hal: np.ndarray | None
+    hal_windows: np.ndarray | None
+    windows: np.ndarray | None
     stats: dict
     trajectory: dict | None
     num_nonfinite: int
     seconds: float
+    observed: dict = dataclasses.field(default_factory=dict)
+
+    def take_models(self, m: int) -> "SampleResult":
+        """The first m models of a stacked result (e.g. without a sharded run's padding)."""
+        cut = lambda tree: jax.tree.map(lambda a: a[:m], tree)
+        x = self.x[:m]
+        bad = int(np.sum(~np.all(np.isfinite(x.reshape(x.shape[:2] + (-1,))), axis=-1)))
+        return dataclasses.replace(
+            self, x=x, hal=None if self.hal is None else self.hal[:m],
+            hal_windows=None if self.hal_windows is None else self.hal_windows[:m],
+            stats=cut(self.stats), trajectory=None if self.trajectory is None else cut(self.trajectory),
+            observed=cut(self.observed), num_nonfinite=bad)
 
 
 def normalise_windows(window, windows, num_steps: int) -> np.ndarray:
-    """Validated windows as an int array (W, 2); `windows` (several) wins over `window` (one)."""
+    """Validated shorthand windows (sampling-step indices) as an int array (W, 2)."""
+    check(window is None or windows is None, "window", window,
+          "give either window (one) or windows (several), not both")
     if windows is None:
         windows = [DEFAULT_WINDOW if window is None else window]
     check(len(windows) >= 1, "windows", windows, "must hold at least one (lo, hi) pair")
     return np.asarray([check_window(w, num_steps, "window") for w in windows], np.int32)
+
+
+def shorthand_observers(num_steps: int, shape, *, window=None, windows=None, track=("x0",),
+                        record: int = 0, record_stride: int = 1, flag_threshold=None,
+                        regions=None) -> dict:
+    """The paper's statistics as observers, windows in sampling-step indices ('index' clock):
+    'hal' (x0_hat window variance, with `regions`), 'var_xt' / 'var_eps' (if tracked),
+    'eps_norm_last', 'flag_t' (with `flag_threshold`, on the first window), 'trajectory' (with
+    `record`)."""
+    wins = normalise_windows(window, windows, num_steps)
+    track = tuple(track)
+    check(len(track) >= 1 and "x0" in track and all(q in TRACKABLE for q in track), "track",
+          track, f"must hold 'x0' and optionally {TRACKABLE[1:]}")
+    out = {HAL: obs.window_variance(wins, "x0", regions=_regions(regions, shape), clock="index")}
+    for q in track[1:]:
+        out[f"var_{q}"] = obs.window_variance(wins, q, clock="index")
+    out[EPS_NORM] = obs.FinalEpsNorm()
+    if flag_threshold is not None:
+        out[FLAG] = obs.preemptive_flag(wins[0], flag_threshold, clock="index")
+    if check_int(record, "record", low=0):
+        out[TRAJECTORY] = obs.record(record, record_stride)
+    return out
+
+
+def _regions(regions, shape):
+    if regions is None:
+        return None
+    arr = np.asarray(regions, np.float32)
+    check(arr.ndim == len(shape) + 1 and arr.shape[1:] == tuple(shape), "regions", arr.shape,
+          f"must be (R, *{tuple(shape)})")
+    check(bool(np.all(np.isfinite(arr)) and np.all(arr >= 0) and np.all(arr.reshape(len(arr), -1).sum(1) > 0)),
+          "regions", "values", "must be finite, >= 0, and not all zero in any region")
+    return arr
+
+
+def _check_train_windows(observers: dict, net_timesteps: np.ndarray) -> None:
+    """Every 'train'-clock window must contain at least one timestep the sampler visits."""
+    visited = np.asarray(net_timesteps)
+    for name, o in observers.items():
+        if getattr(o, "clock", None) != "train":
+            continue
+        wins = np.asarray(o.windows if hasattr(o, "windows") else o.window).reshape(-1, 2)
+        for lo, hi in wins:
+            check(bool(np.any((visited >= lo) & (visited < hi))), name, (int(lo), int(hi)),
+                  f"window holds none of the sampled timesteps ({len(visited)} steps from "
+                  f"{int(visited.min())} to {int(visited.max())})")
+
+
+# ----------------------------------------------------------------------------------------
+# The jitted chunk (one program per model object, sizes, solver and observer kinds)
+# ----------------------------------------------------------------------------------------
+
+
+def _eps_fn(model, params):
+    from mi_jax.nets import Network
+
+    if isinstance(model, Network):
+        return model.eps_fn(params)
+    if params is None:
+        return model
+    return lambda x, t: model(params, x, t)
+
+
+def _chunk(model, n, shape, solver, net_batch, scalar_t, stacked, params, schedule, key,
+           observers, net_timesteps):
+    def one(p, k, o):
+        return reverse(_eps_fn(model, p), schedule, k, n, shape, solver=solver, observers=o,
+                       net_timesteps=net_timesteps, net_batch=net_batch, scalar_t=scalar_t)
+
+    if stacked:
+        return jax.vmap(one, in_axes=(0, 0, obs.stacked_axes(observers)))(params, key, observers)
+    return one(params, key, observers)
+
+
+_chunk_jit = jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+
+
+# ----------------------------------------------------------------------------------------
+# Host driver
+# ----------------------------------------------------------------------------------------
 
 
 def _chunk_store(resume_dir, **signature):
@@ -232,46 +181,85 @@ def _chunk_store(resume_dir, **signature):
     return ChunkStore(resume_dir, signature)
 
 
-def _run_chunks(chunk_fn: Callable, num: int, chunk_size: int, sample_axis: int,
-                progress: Callable | None, store=None) -> tuple[dict, float]:
-    """Call chunk_fn(c) for each chunk (or load it from `store`, saving new ones there), trim the
-    last one, concatenate on the host."""
+def _describe(observers: dict) -> dict:
+    """A JSON-able description of observers (kinds, static fields, values), for chunk stores."""
+    out = {}
+    for name, o in observers.items():
+        leaves, treedef = jax.tree.flatten(o)
+        out[name] = {"treedef": str(treedef), "values": [np.asarray(v).tolist() for v in leaves]}
+    return out
+
+
+def _flat(tree, arrays: bool = True) -> dict:
+    """{'x' | 'observed/<name>/...': leaf} of a chunk's outputs (what a ChunkStore saves)."""
+    def name(path):
+        return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
+                        for k in path)
+
+    return {name(path): np.asarray(leaf) if arrays else None
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _run_chunks(chunk_fn: Callable, num: int, chunk_size: int, axes: dict,
+                progress: Callable | None, store=None):
+    """Call chunk_fn(c) for each chunk (or load it from `store`, saving new ones there), then join
+    the chunks on the host along each output's sample axis (`axes`: name -> axis or None)."""
     num_chunks = -(-num // chunk_size)
-    parts: dict = {}
+    if store is not None:  # the outputs' structure, to rebuild chunks loaded from disk
+        abstract = jax.eval_shape(chunk_fn, 0)
+        treedef, paths = jax.tree.structure(abstract), list(_flat(abstract, arrays=False))
+    parts = []
     start = time.perf_counter()
     for c in range(num_chunks):
-        out = None if store is None else store.load(c)
-        if out is None:
+        flat = None if store is None else store.load(c)
+        if flat is None:
             out = jax.device_get(chunk_fn(c))
             if store is not None:
-                store.save(c, out)
-        for name, value in out.items():
-            parts.setdefault(name, []).append(value)
+                store.save(c, _flat(out))
+        else:
+            check(set(flat) == set(paths), "resume_dir", str(store.directory),
+                  f"chunk {c} holds other outputs than this call makes")
+            out = jax.tree.unflatten(treedef, [flat[p] for p in paths])
+        parts.append(out)
         if progress is not None:
             progress(c + 1, num_chunks, min((c + 1) * chunk_size, num), time.perf_counter() - start)
-    merged = {}
-    for name, values in parts.items():
-        if name.startswith("traj_"):
-            merged[name] = values[0]  # recorded samples come from the first chunk
-            continue
-        axis = sample_axis + (1 if name.startswith("var_") else 0)
-        arr = np.concatenate(values, axis=axis)
-        merged[name] = np.take(arr, np.arange(num), axis=axis)
-    return merged, time.perf_counter() - start
+
+    def join(axis):
+        def leaves(*values):
+            if axis is None:
+                return values[0]  # recorded samples come from the first chunk
+            arr = np.concatenate(values, axis=axis)
+            return np.take(arr, np.arange(num), axis=axis)
+        return leaves
+
+    x = join(axes["x"])(*[p.x for p in parts])
+    observed = {name: jax.tree.map(join(axes[name]), *[p.observed[name] for p in parts])
+                for name in parts[0].observed}
+    return x, observed, time.perf_counter() - start
 
 
-def _result(merged: dict, windows: np.ndarray, seconds: float, sample_axis: int) -> SampleResult:
-    x = merged.pop("x")
+def _result(x, observed: dict, observers: dict, seconds: float, sample_axis: int) -> SampleResult:
     flat = x.reshape(x.shape[: sample_axis + 1] + (-1,))
-    bad = ~np.all(np.isfinite(flat), axis=-1)
-    num_bad = int(bad.sum())
+    num_bad = int((~np.all(np.isfinite(flat), axis=-1)).sum())
     if num_bad:
         warnings.warn(f"sampler produced {num_bad} sample(s) with non-finite values", RuntimeWarning)
-    hal_windows = merged.pop("var_x0")
-    traj = {k[len("traj_"):]: merged.pop(k) for k in list(merged) if k.startswith("traj_")}
-    hal = np.take(hal_windows, 0, axis=sample_axis)
-    return SampleResult(x=x, hal=hal, hal_windows=hal_windows, windows=windows, stats=merged,
-                        trajectory=traj or None, num_nonfinite=num_bad, seconds=seconds)
+    hal_windows = hal = windows = None
+    stats = {}
+    if isinstance(observed.get(HAL), obs.WindowStats):
+        hal_windows = observed[HAL].var
+        hal = np.take(hal_windows, 0, axis=sample_axis)
+        windows = np.asarray(observers[HAL].windows)
+        if observed[HAL].var_regions is not None:
+            stats["var_x0_regions"] = observed[HAL].var_regions
+    for q in TRACKABLE[1:]:
+        if isinstance(observed.get(f"var_{q}"), obs.WindowStats):
+            stats[f"var_{q}"] = observed[f"var_{q}"].var
+    for name in (FLAG, EPS_NORM):
+        if name in observed:
+            stats[name] = observed[name]
+    return SampleResult(x=x, hal=hal, hal_windows=hal_windows, windows=windows, stats=stats,
+                        trajectory=observed.get(TRAJECTORY), num_nonfinite=num_bad,
+                        seconds=seconds, observed=observed)
 
 
 def _check_common(schedule, num, shape, chunk_size):
@@ -284,138 +272,117 @@ def _check_common(schedule, num, shape, chunk_size):
     return num, shape, min(chunk_size, num)
 
 
-def sample(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[int], *,
-           window=None, windows=None, variance: str = "large", track=("x0",), record: int = 0,
-           record_stride: int = 1, chunk_size: int = 10_000, scalar_t: bool | None = None,
-           net_timesteps=None, flag_threshold: float | None = None,
-           progress: Callable | None = None, resume_dir=None, regions=None,
-           net_batch: int | None = None) -> SampleResult:
-    """Draw `num` samples with any `eps_fn(x_t, t)` (a trained net or `oracle_eps`).
+def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[int], *,
+           params=None, stacked: bool = False, solver=None, observers: dict | None = None,
+           window=None, windows=None, variance: str | None = None, track=None, record: int = 0,
+           record_stride: int = 1, flag_threshold=None, regions=None,
+           chunk_size: int = 10_000, net_timesteps=None, net_batch: int | None = None,
+           scalar_t: bool | None = None, progress: Callable | None = None,
+           resume_dir=None) -> SampleResult:
+    """Draw `num` samples of `shape` from a diffusion model, with streaming statistics.
 
-    window: half-open timestep range [lo, hi) for the trajectory variance (default (0, 10), the
-    official filter); t = 0 is the last reverse step. `windows` gives several at once.
-    scalar_t: call eps_fn with a scalar t (one time embedding per step); default: the value of
-    `eps_fn.accepts_scalar_t` if set, else False.
-    flag_threshold: pre-emptive detection on the first window (see SamplerConfig.flag); adds
-    `stats['flag_t']`. regions: (R, *shape) non-negative weights; adds `stats['var_x0_regions']`
-    (W, num, R), the trajectory variance averaged over each region (e.g. one image column).
-    Chunk c uses `fold_in(key, c)`, so a result depends on `chunk_size` as well as on `key`.
-    resume_dir: save every finished chunk there and reuse the chunks found there (see
-    `mi_jax.checkpoint.ChunkStore`); the caller keeps it specific to one eps_fn and key.
-    net_batch: rows per eps_fn call within a chunk (0: the whole chunk; None:
-    `default_net_batch()`); changes speed and float rounding only.
+    Args:
+      model: an `eps_fn(x_t, t)` (params None), an `apply(params, x_t, t)` with `params`, or a
+        `mi_jax.nets.Network` with `params`. Keep the same object across calls: it is the key
+        of the compiled program.
+      schedule: the schedule sampled (respaced ones come with `net_timesteps`).
+      key: a typed PRNG key, or (M,) keys with `stacked`. Chunk c uses `fold_in(key, c)`, so a
+        result depends on `chunk_size` as well as on `key`.
+      num, shape: number of samples (per model) and one sample's shape.
+      params: the model's params (with a leading model axis when `stacked`).
+      stacked: sample M stacked models in one vmapped call per chunk.
+      solver: `DDPM('large')` (default: fixed-large, the official toy sampler), `DDPM('small')`,
+        `DDIM()`, or your own (see `mi_jax.sampling.solvers`). Shorthand: variance='large' /
+        'small' / 'ddim'.
+      observers: {name: observer} (see `mi_jax.sampling.observers`); outputs in
+        `SampleResult.observed`. Default: the shorthands below.
+      window, windows: shorthand: the trajectory variance of x0_hat over the half-open window
+        [lo, hi) of sampling-step indices, t = 0 the last step (default (0, 10), the official
+        filter), or several windows. track: also the window variance of 'xt' / 'eps'.
+        record: record x0_hat and x_t of this many leading samples every `record_stride` steps.
+        flag_threshold: pre-emptive flag on the first window (`stats['flag_t']`), a scalar or one
+        per model. regions: (R, *shape) non-negative weights; adds `stats['var_x0_regions']`.
+      chunk_size: samples per jitted call (bounded memory).
+      net_timesteps: (T,) the training-schedule timestep at each schedule index (strided
+        sampling); identity by default.
+      net_batch: rows per network call within a chunk (0: the whole chunk; None:
+        `default_net_batch()`); changes speed and float rounding only.
+      scalar_t: call the model with one scalar t per step (default: True for a Network, else
+        the model's `accepts_scalar_t` attribute, else False).
+      progress: callback(chunk, num_chunks, done, seconds), e.g. `print_progress()`.
+      resume_dir: save every finished chunk there and reuse the chunks found there (see
+        `mi_jax.checkpoint.ChunkStore`); keep it specific to one model and key.
+
+    Returns:
+      SampleResult (NumPy arrays; a leading model axis when `stacked`).
+
+    Example:
+      >>> res = mj.sample(mj.oracle_eps(mixture, schedule), schedule, jax.random.key(0), 10_000, (2,))
+      >>> res.x.shape, res.hal.shape       # ((10000, 2), (10000,))
     """
+    from mi_jax.nets import Network
+
     num, shape, chunk_size = _check_common(schedule, num, shape, chunk_size)
-    wins = normalise_windows(window, windows, schedule.num_steps)
+    if isinstance(model, Network):
+        check(params is not None, "params", None, f"must be given to sample {model.name}")
+    check(callable(model) or isinstance(model, Network), "model", type(model).__name__,
+          "must be an eps_fn, an apply function or a Network")
+    if solver is None:
+        solver = solver_for("large" if variance is None else variance)
+    else:
+        check(variance is None, "variance", variance, "give either solver or variance, not both")
+    shorthands = dict(window=window, windows=windows, track=track, flag_threshold=flag_threshold,
+                      regions=regions)
+    if observers is None:
+        observers = shorthand_observers(schedule.num_steps, shape, window=window, windows=windows,
+                                        track=("x0",) if track is None else track, record=record,
+                                        record_stride=record_stride,
+                                        flag_threshold=flag_threshold, regions=regions)
+    else:
+        shorthands["record"] = record or None
+        given = [k for k, v in shorthands.items() if v is not None]
+        check(not given, given[0] if given else "", shorthands[given[0]] if given else "",
+              "give either observers or the shorthands window/windows/track/record/"
+              "flag_threshold/regions, not both")
+        check(isinstance(observers, dict), "observers", type(observers).__name__,
+              "must be a dict {name: observer}")
     if scalar_t is None:
-        scalar_t = bool(getattr(eps_fn, "accepts_scalar_t", False))
-    config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t,
-                           flag_threshold is not None, _net_batch(net_batch))
-    ts_net = None if net_timesteps is None else jnp.asarray(net_timesteps, jnp.int32)
-    thr = _threshold(flag_threshold)
-    regions = _regions(regions, shape)
-    run = lambda k: _eps_chunk_jit(eps_fn, chunk_size, shape, config, schedule, k,
-                                   jnp.asarray(wins), ts_net, thr, regions)
-    store = _chunk_store(resume_dir, num=num, chunk_size=chunk_size, shape=shape,
-                         windows=wins.tolist(), config=dataclasses.asdict(config),
-                         key=np.asarray(jax.random.key_data(key)).tolist(),
-                         net_timesteps=None if ts_net is None else np.asarray(ts_net).tolist(),
-                         flag_threshold=np.asarray(thr).tolist(),
-                         regions=None if regions is None else np.asarray(regions).tolist())
-    merged, seconds = _run_chunks(lambda c: run(jax.random.fold_in(key, c)), num, chunk_size, 0,
-                                  progress, store)
-    return _result(merged, wins, seconds, 0)
-
-
-def _net_batch(value) -> int:
-    return default_net_batch() if value is None else check_int(value, "net_batch", low=0)
-
-
-def _regions(regions, shape):
-    if regions is None:
-        return None
-    arr = np.asarray(regions, np.float32)
-    check(arr.ndim == len(shape) + 1 and arr.shape[1:] == tuple(shape), "regions", arr.shape,
-          f"must be (R, *{tuple(shape)})")
-    check(bool(np.all(np.isfinite(arr)) and np.all(arr >= 0) and np.all(arr.reshape(len(arr), -1).sum(1) > 0)),
-          "regions", "values", "must be finite, >= 0, and not all zero in any region")
-    return jnp.asarray(arr)
-
-
-def _threshold(value) -> jax.Array:
-    """A flag threshold: a scalar, or (with stacked models) one per model."""
-    if value is None:
-        return jnp.float32(jnp.inf)
-    arr = np.asarray(value, np.float64)
-    check(arr.ndim <= 1 and bool(np.all(np.isfinite(arr))) and bool(np.all(arr >= 0)),
-          "flag_threshold", value, "must be finite and >= 0 (a scalar or one per model)")
-    return jnp.asarray(arr, jnp.float32)
-
-
-def _network_chunk(network, config, chunk_size, shape, stacked, params, schedule, key, windows,
-                   net_timesteps, threshold, regions):
-    def one(p, k, thr):
-        return reverse_chunk(network.eps_fn(p), schedule, k, chunk_size, shape, windows, config,
-                             net_timesteps, thr, regions)
-
-    if stacked:
-        return jax.vmap(one, in_axes=(0, 0, 0 if threshold.ndim else None))(params, key, threshold)
-    return one(params, key, threshold)
-
-
-_network_chunk_jit = jax.jit(_network_chunk, static_argnums=(0, 1, 2, 3, 4))
-
-
-def _eps_chunk(eps_fn, chunk_size, shape, config, schedule, key, windows, ts_net, thr, regions):
-    return reverse_chunk(eps_fn, schedule, key, chunk_size, shape, windows, config, ts_net, thr,
-                         regions)
-
-
-# One module-level program per (eps_fn, sizes, options): a second `sample` call with the same
-# eps_fn object and shapes reuses it (windows, keys and schedules are values, not constants).
-_eps_chunk_jit = jax.jit(_eps_chunk, static_argnums=(0, 1, 2, 3))
-
-
-def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int,
-                   shape: Sequence[int], *, stacked: bool = False, window=None, windows=None,
-                   variance: str = "large", track=("x0",), record: int = 0, record_stride: int = 1,
-                   chunk_size: int = 10_000, net_timesteps=None,
-                   flag_threshold: float | None = None,
-                   progress: Callable | None = None, resume_dir=None,
-                   regions=None, net_batch: int | None = None) -> SampleResult:
-    """`sample` for a `mi_jax.nets.Network` and its params, compiled once per network and shape.
-
-    stacked=True: `params` and `key` carry a leading model axis M and all M models sample in one
-    vmapped call per chunk; every returned array then has a leading M axis.
-    """
-    num, shape, chunk_size = _check_common(schedule, num, shape, chunk_size)
-    wins = jnp.asarray(normalise_windows(window, windows, schedule.num_steps))
-    config = SamplerConfig(variance, tuple(track), record, record_stride, scalar_t=True,
-                           flag=flag_threshold is not None, net_batch=_net_batch(net_batch))
-    thr = _threshold(flag_threshold)
-    regions = _regions(regions, shape)
+        scalar_t = isinstance(model, Network) or bool(getattr(model, "accepts_scalar_t", False))
+    net_batch = default_net_batch() if net_batch is None else check_int(net_batch, "net_batch",
+                                                                         low=0)
+    ts_net = (np.arange(schedule.num_steps) if net_timesteps is None
+              else np.asarray(net_timesteps)).astype(np.int32)
+    check(ts_net.shape == (schedule.num_steps,), "net_timesteps", ts_net.shape,
+          f"must hold one timestep per schedule step ({schedule.num_steps})")
+    _check_train_windows(observers, ts_net)
     if stacked:
         check(jnp.ndim(key) == 1, "key", getattr(key, "shape", key), "must be a (M,) key array")
         fold = jax.vmap(jax.random.fold_in, (0, None))
     else:
         fold = jax.random.fold_in
-    ts_net = jnp.arange(schedule.num_steps, dtype=jnp.int32) if net_timesteps is None \
-        else jnp.asarray(net_timesteps, jnp.int32)
+    ts_net_dev = jnp.asarray(ts_net)
 
     def chunk(c):
-        return _network_chunk_jit(network, config, chunk_size, shape, stacked, params, schedule,
-                                  fold(key, c), wins, ts_net, thr, regions)
+        return _chunk_jit(model, chunk_size, shape, solver, net_batch, bool(scalar_t), stacked,
+                          params, schedule, fold(key, c), observers, ts_net_dev)
 
     sample_axis = 1 if stacked else 0
-    store = _chunk_store(resume_dir, network=network.name, num=num, chunk_size=chunk_size,
-                         shape=shape, stacked=stacked, windows=np.asarray(wins).tolist(),
-                         config=dataclasses.asdict(config),
+    axes = {name: None if o.sample_axis is None else o.sample_axis + sample_axis
+            for name, o in observers.items()}
+    axes["x"] = sample_axis
+    store = _chunk_store(resume_dir, model=getattr(model, "name", getattr(model, "__name__", "")),
+                         num=num, chunk_size=chunk_size, shape=shape, stacked=stacked,
+                         solver=repr(solver), observers=_describe(observers),
                          key=np.asarray(jax.random.key_data(key)).tolist(),
-                         net_timesteps=np.asarray(ts_net).tolist(),
-                         flag_threshold=np.asarray(thr).tolist(),
-                         regions=None if regions is None else np.asarray(regions).tolist())
-    merged, seconds = _run_chunks(chunk, num, chunk_size, sample_axis, progress, store)
-    return _result(merged, np.asarray(wins), seconds, sample_axis)
+                         net_timesteps=ts_net.tolist())
+    x, observed, seconds = _run_chunks(chunk, num, chunk_size, axes, progress, store)
+    return _result(x, observed, observers, seconds, sample_axis)
+
+
+def sample_network(network, params, schedule: Schedule, key: jax.Array, num: int,
+                   shape: Sequence[int], **kwargs) -> SampleResult:
+    """`sample(network, ..., params=params, **kwargs)`: a Network and its params."""
+    return sample(network, schedule, key, num, shape, params=params, **kwargs)
 
 
 def print_progress(label: str = "sample"):
@@ -430,5 +397,5 @@ def print_progress(label: str = "sample"):
     return report
 
 
-__all__ = ["SamplerConfig", "SampleResult", "reverse_chunk", "sample", "sample_network",
-           "print_progress", "default_net_batch", "DEFAULT_WINDOW", "InputError"]
+__all__ = ["SampleResult", "sample", "sample_network", "shorthand_observers", "print_progress",
+           "default_net_batch", "DEFAULT_WINDOW", "DDPM", "DDIM", "InputError"]

@@ -23,6 +23,9 @@ from mi_jax.validation import check, check_float, check_int
 
 
 class TrainState(NamedTuple):
+    """A model's training state (a pytree; stack it for a sweep): params, optax state, step,
+    key (step keys are fold_in(key, step)) and the EMA of the params (None without one)."""
+
     params: Any
     opt_state: Any
     step: jax.Array  # int32 scalar (per model)
@@ -52,6 +55,10 @@ class TrainConfig:
     # > 0: a model stops updating after `epochs` x (n_valid // batch_size) steps, the official
     # budget (10 000 epochs: steps grow with the training set); 0: every model runs all steps.
     epochs: int = 0
+    # Your own optax optimiser (any GradientTransformation): used instead of Adam at
+    # `learning_rate` / `lr_schedule`, which are then ignored. Keep the same object across calls:
+    # the config is a jit static argument, hashed by it.
+    tx: optax.GradientTransformation | None = None
 
     def __post_init__(self):
         check_int(self.batch_size, "batch_size", low=1)
@@ -67,6 +74,8 @@ class TrainConfig:
         check(self.batch_order in ("random", "in_order"), "batch_order", self.batch_order,
               "must be 'random' or 'in_order'")
         check_int(self.epochs, "epochs", low=0)
+        check(self.tx is None or isinstance(self.tx, optax.GradientTransformation), "tx",
+              type(self.tx).__name__, "must be an optax.GradientTransformation (or None)")
 
     def proposal(self, num_steps: int):
         """The timestep proposal table (T,) for `eps_loss`, or None for uniform t."""
@@ -79,6 +88,8 @@ class TrainConfig:
     def optimizer(self) -> optax.GradientTransformation:
         # Adam(0.9, 0.999), no weight decay, warm-up or clipping, as the official code (constant
         # learning rate, no EMA); "cosine" and `ema_decay` are options for short CPU runs.
+        if self.tx is not None:
+            return self.tx
         if self.lr_schedule == "cosine":
             return optax.adam(optax.cosine_decay_schedule(self.learning_rate, self.decay_steps))
         return optax.adam(self.learning_rate)

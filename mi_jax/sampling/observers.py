@@ -1,0 +1,280 @@
+"""Observers: per-sample statistics kept while the reverse chain runs, never the trajectory.
+
+An observer is a pytree (a registered frozen dataclass): its array fields (windows, thresholds,
+region masks) are values, so changing them does not recompile; its other fields are static. It
+has three pure methods, called inside the jitted `lax.scan` of `mi_jax.sampling.chain.reverse`:
+
+    state  = obs.init(n, shape, dtype, num_steps)     # before the first reverse step
+    state  = obs.update(state, view)                  # at every step, view: StepView
+    output = obs.finalize(state)                      # after the last step (t = 0)
+
+and a class attribute `sample_axis`: the axis of every output leaf that runs over samples
+(None: the output does not, e.g. a few recorded trajectories), so the host driver can join
+chunks. Observers compose: pass a dict {name: observer}; each output is returned under its name.
+
+Timesteps: `view.t` is the index into the schedule being sampled (0 = last reverse step);
+`view.t_train` is the timestep of the training schedule the network is conditioned on there
+(equal to `t` unless the schedule is respaced). Window observers take `clock='train'` (windows in
+training-schedule timesteps, whatever the number of sampling steps; the default) or
+`clock='index'` (windows in sampling-step indices: the last k steps of any sampler).
+
+A user observer needs only the same three methods and `sample_axis`, e.g. the final |x_t|:
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass(frozen=True)
+    class FinalNorm:
+        sample_axis = 0
+        def init(self, n, shape, dtype, num_steps): return jnp.zeros((n,), dtype)
+        def update(self, state, view): return jnp.linalg.norm(view.x_t.reshape(len(state), -1), axis=1)
+        def finalize(self, state): return state
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mi_jax.validation import check, check_int
+
+QUANTITIES = ("x0", "xt", "eps")
+CLOCKS = ("train", "index")
+
+
+class StepView(NamedTuple):
+    """What an observer sees at one reverse step, before the solver moves x_t to x_{t-1}.
+
+    t: schedule index (int32 scalar); t_train: the training schedule's timestep at t; x_t, eps
+    (the network's eps_hat) and x0 (x0_hat) have shape (n, *shape)."""
+
+    t: jax.Array
+    t_train: jax.Array
+    x_t: jax.Array
+    eps: jax.Array
+    x0: jax.Array
+
+    def quantity(self, name: str) -> jax.Array:
+        return {"x0": self.x0, "xt": self.x_t, "eps": self.eps}[name]
+
+
+def _static(default=dataclasses.MISSING):
+    return dataclasses.field(default=default, metadata=dict(static=True))
+
+
+def _clock_time(view: StepView, clock: str) -> jax.Array:
+    return view.t_train if clock == "train" else view.t
+
+
+def _welford(mean, m2, value, count, in_window):
+    """One Welford update of (mean, m2) where `in_window`; `count` = in-window steps seen before.
+
+    m2 saturates at the float32 maximum: x0_hat scales like 1/sqrt(alpha_bar_t) (~1e24 at t = T-1
+    for the official schedule), so a window deep in the noise has a variance float32 cannot hold.
+    """
+    delta = value - mean
+    new_mean = mean + delta / (count + 1).astype(value.dtype)
+    new_m2 = jnp.minimum(m2 + delta * (value - new_mean), jnp.finfo(value.dtype).max)
+    return jnp.where(in_window, new_mean, mean), jnp.where(in_window, new_m2, m2)
+
+
+class WindowStats(NamedTuple):
+    """Output of `WindowVariance`: var (W, n), the variance over each window's steps averaged
+    over dimensions (the paper's "Hal" for x0); var_regions (W, n, R) averaged over each region
+    instead (None without regions)."""
+
+    var: jax.Array
+    var_regions: jax.Array | None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class WindowVariance:
+    """Variance over the steps of each window [lo, hi) of x0_hat ('x0', the paper's trajectory
+    variance), x_t ('xt') or eps_hat ('eps'), by a streaming (Welford) update.
+
+    windows: int array (W, 2). regions: optional (R, *shape) non-negative weights (e.g. 0/1 image
+    column masks): also report the variance averaged over each region. Build with
+    `window_variance` for validated arguments."""
+
+    windows: Any
+    regions: Any = None
+    quantity: str = _static("x0")
+    clock: str = _static("train")
+    sample_axis = 1
+
+    def init(self, n, shape, dtype, num_steps):
+        zeros = jnp.zeros((self.windows.shape[0], n) + tuple(shape), dtype)
+        return jnp.zeros((self.windows.shape[0],), jnp.int32), zeros, zeros
+
+    def update(self, state, view: StepView):
+        count, mean, m2 = state
+        value = view.quantity(self.quantity)
+        lo, hi = self.windows[:, 0], self.windows[:, 1]
+        tt = _clock_time(view, self.clock)
+        inside = (tt >= lo) & (tt < hi)
+        bshape = (-1,) + (1,) * value.ndim  # window axis first, broadcast over (n, *shape)
+        mean, m2 = _welford(mean, m2, value, count.reshape(bshape), inside.reshape(bshape))
+        return count + inside.astype(jnp.int32), mean, m2
+
+    def finalize(self, state) -> WindowStats:
+        count, _, m2 = state
+        num_windows, n = m2.shape[:2]
+        shape = m2.shape[2:]
+        bshape = (-1, 1) + (1,) * len(shape)
+        size = np.prod(shape) * count[:, None].astype(m2.dtype)  # mean over dims and steps
+        var = jnp.sum(m2 / size.reshape(bshape), axis=tuple(range(2, m2.ndim)))  # divide first
+        var = jnp.minimum(var, jnp.finfo(var.dtype).max)
+        var_regions = None
+        if self.regions is not None:
+            regions = jnp.asarray(self.regions, m2.dtype)
+            steps = count.astype(m2.dtype).reshape(-1, 1, 1)
+            weights = regions.reshape(regions.shape[0], -1)
+            weights = weights / jnp.sum(weights, axis=1, keepdims=True)
+            var_r = jnp.einsum("wnd,rd->wnr", m2.reshape(num_windows, n, -1), weights) / steps
+            var_regions = jnp.minimum(var_r, jnp.finfo(var_r.dtype).max)
+        return WindowStats(var, var_regions)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PreemptiveFlag:
+    """Pre-emptive detection: per sample, the first timestep (on the observer's clock) at which
+    the running x0_hat variance over `window`'s steps so far (at least 2) exceeds `threshold`:
+    the step at which generation could stop. -1 if never. Output (n,) int32.
+
+    threshold: a scalar, or (with stacked models) one per model (M,)."""
+
+    window: Any
+    threshold: Any
+    clock: str = _static("train")
+    sample_axis = 0
+
+    def init(self, n, shape, dtype, num_steps):
+        zeros = jnp.zeros((n,) + tuple(shape), dtype)
+        return jnp.int32(0), zeros, zeros, jnp.full((n,), -1, jnp.int32)
+
+    def update(self, state, view: StepView):
+        count, mean, m2, flag_t = state
+        tt = _clock_time(view, self.clock)
+        inside = (tt >= self.window[0]) & (tt < self.window[1])
+        mean, m2 = _welford(mean, m2, view.x0, count, inside)
+        count = count + inside.astype(jnp.int32)
+        running = jnp.mean(m2, axis=tuple(range(1, m2.ndim))) / count
+        newly = inside & (count >= 2) & (running > self.threshold)
+        flag_t = jnp.where(newly & (flag_t < 0), tt, flag_t)
+        return count, mean, m2, flag_t
+
+    def finalize(self, state):
+        return state[3]
+
+    def stacked_axes(self):
+        """vmap in_axes of this observer's leaves over a stack of models."""
+        return dataclasses.replace(self, window=None,
+                                   threshold=0 if jnp.ndim(self.threshold) else None)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """Record x0_hat and x_t of the first `count` samples every `stride` schedule indices:
+    output {'x0', 'xt'} -> (ceil(T / stride), count, *shape), slot s = index s * stride.
+    (For plots; a whole trajectory of every sample is never kept.)"""
+
+    count: int = _static()
+    stride: int = _static(1)
+    quantities: tuple = _static(("x0", "xt"))
+    sample_axis = None
+
+    def init(self, n, shape, dtype, num_steps):
+        slots = -(-num_steps // self.stride)
+        return {q: jnp.zeros((slots, self.count) + tuple(shape)) for q in self.quantities}
+
+    def update(self, state, view: StepView):
+        slot = view.t // self.stride
+        keep = view.t % self.stride == 0
+        return {q: buf.at[slot].set(jnp.where(keep, view.quantity(q)[: self.count], buf[slot]))
+                for q, buf in state.items()}
+
+    def finalize(self, state):
+        return state
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FinalEpsNorm:
+    """|eps_hat| at the last reverse step (t = 0), per sample: (n,)."""
+
+    sample_axis = 0
+
+    def init(self, n, shape, dtype, num_steps):
+        return jnp.zeros((n,) + tuple(shape), dtype)
+
+    def update(self, state, view: StepView):
+        return view.eps
+
+    def finalize(self, state):
+        return jnp.sqrt(jnp.sum(state.reshape(state.shape[0], -1) ** 2, axis=-1))
+
+
+# ------------------------------------------------------------------------------------------
+# Validated constructors (host side: concrete values)
+# ------------------------------------------------------------------------------------------
+
+
+def windows_array(windows: Sequence, name: str = "windows") -> np.ndarray:
+    """(W, 2) int32 of half-open windows [lo, hi) with 0 <= lo < hi."""
+    arr = np.asarray(windows)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    check(arr.ndim == 2 and arr.shape[1] == 2 and arr.shape[0] >= 1, name,
+          np.asarray(windows).tolist(), "must be (lo, hi) pairs")
+    check(np.issubdtype(arr.dtype, np.integer) or bool(np.all(arr == np.round(arr))), name,
+          arr.tolist(), "must be integers")
+    arr = arr.astype(np.int64)
+    check(bool(np.all(arr[:, 0] >= 0) & np.all(arr[:, 1] > arr[:, 0])), name, arr.tolist(),
+          "must satisfy 0 <= lo < hi")
+    return arr.astype(np.int32)
+
+
+def window_variance(windows, quantity: str = "x0", *, regions=None,
+                    clock: str = "train") -> WindowVariance:
+    """A validated `WindowVariance`. windows: one (lo, hi) or a list of them."""
+    check(quantity in QUANTITIES, "quantity", quantity, f"must be one of {QUANTITIES}")
+    check(clock in CLOCKS, "clock", clock, f"must be one of {CLOCKS}")
+    return WindowVariance(jnp.asarray(windows_array(windows)),
+                          None if regions is None else jnp.asarray(regions), quantity, clock)
+
+
+def preemptive_flag(window, threshold, *, clock: str = "train") -> PreemptiveFlag:
+    """A validated `PreemptiveFlag`. threshold: finite, >= 0; a scalar or one per model."""
+    check(clock in CLOCKS, "clock", clock, f"must be one of {CLOCKS}")
+    arr = np.asarray(threshold, np.float64)
+    check(arr.ndim <= 1 and bool(np.all(np.isfinite(arr))) and bool(np.all(arr >= 0)),
+          "flag_threshold", threshold, "must be finite and >= 0 (a scalar or one per model)")
+    return PreemptiveFlag(jnp.asarray(windows_array(window, "window")[0]),
+                          jnp.asarray(arr, jnp.float32), clock)
+
+
+def record(count: int, stride: int = 1, quantities=("x0", "xt")) -> Record:
+    """A validated `Record`."""
+    check_int(count, "record", low=1)
+    check_int(stride, "record_stride", low=1)
+    quantities = tuple(quantities)
+    check(len(quantities) >= 1 and all(q in QUANTITIES for q in quantities), "quantities",
+          quantities, f"must be a non-empty subset of {QUANTITIES}")
+    return Record(count, stride, quantities)
+
+
+def stacked_axes(observers: dict) -> dict:
+    """vmap in_axes for a dict of observers over a stack of models: 0 for the leaves that carry
+    a model axis (an observer's `stacked_axes()`), None (shared) for every other."""
+    return {name: obs.stacked_axes() if hasattr(obs, "stacked_axes") else None
+            for name, obs in observers.items()}
+
+
+__all__ = ["StepView", "WindowVariance", "WindowStats", "PreemptiveFlag", "Record",
+           "FinalEpsNorm", "window_variance", "preemptive_flag", "record", "windows_array",
+           "stacked_axes", "QUANTITIES", "CLOCKS"]
