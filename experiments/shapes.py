@@ -92,16 +92,12 @@ def training_images(cfg: dict) -> np.ndarray:
     return sh.generate(cfg["data_seed"], cfg["num_train"], cfg["resolution"]).images[..., None]
 
 
-def _keys(seeds, phase):
-    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), phase))(jnp.asarray(seeds))
-
-
 def train_models(cfg, network, schedule, data, workdir, log=print):
     """One UNet per seed, all in one vmapped call per chunk; checkpointed in `workdir`."""
     seeds = cfg["seeds"]
     m = len(seeds)
     train_cfg = tr.TrainConfig(cfg["batch_size"], cfg["lr"], cfg["lr_schedule"], cfg["steps"])
-    state = jax.vmap(lambda k: tr.init_state(network, train_cfg, k))(_keys(seeds, PHASE_INIT))
+    state = jax.vmap(lambda k: tr.init_state(network, train_cfg, k))(sweeps.seed_keys(seeds, PHASE_INIT))
     stacked = jnp.broadcast_to(jnp.asarray(data), (m,) + data.shape)
     n_valid = jnp.full((m,), len(data), jnp.int32)
 
@@ -109,9 +105,10 @@ def train_models(cfg, network, schedule, data, workdir, log=print):
 
     def run(st, on_chunk):
         # On CPU the conv weight gradient is ~30x slower inside a loop: straight-line steps.
-        return tr.train(network, schedule, train_cfg, st, stacked, n_valid, cfg["steps"],
-                        chunk_steps=cfg["train_chunk"], stacked=True,
-                        progress=tr.print_progress(every_s=20), on_chunk=on_chunk, unroll=on_cpu)
+        return sweeps.train_models(network, schedule, train_cfg, st, stacked, n_valid,
+                                   cfg["steps"], chunk_steps=cfg["train_chunk"],
+                                   progress=tr.print_progress(every_s=20), on_chunk=on_chunk,
+                                   unroll=on_cpu)
 
     return tr.train_resumable(run, state, workdir, log, every_s=30.0 if on_cpu else 0.0)
 
@@ -122,16 +119,16 @@ def sampling_schedule(cfg, schedule):
     return sched.respace(schedule.betas, sched.strided_timesteps(cfg["T"], cfg["sampling_steps"]))
 
 
-def bottleneck_embedding(network, params, groups: dict, t: int, key, column: int = 1) -> dict:
+def bottleneck_embedding(network, params, schedule, groups: dict, t: int, key,
+                         column: int = 1) -> dict:
     """2D PCA of the UNet bottleneck feature map, cropped to one image column (default: the
-    squares), for each group of images (R, R, 1) noised to timestep t with one fixed draw (as the
-    net sees them there): {name: (n, 2)}. Keeping the map's spatial layout (not a spatial mean)
-    keeps where in the column a shape sits."""
+    squares), for each group of images (R, R, 1) noised to timestep t of the training `schedule`
+    with one fixed draw (as the net sees them there): {name: (n, 2)}. Keeping the map's spatial
+    layout (not a spatial mean) keeps where in the column a shape sits."""
     names = [n for n in groups if len(groups[n])]
     x = jnp.asarray(np.concatenate([groups[n] for n in names]))
     noise = jax.random.normal(key, x.shape)
-    s = sched.linear_schedule(1000, 1e-4, 0.02)
-    xt = s.sqrt_alphas_bar[t] * x + s.sqrt_one_minus_alphas_bar[t] * noise
+    xt = schedule.sqrt_alphas_bar[t] * x + schedule.sqrt_one_minus_alphas_bar[t] * noise
     feats = np.concatenate([np.asarray(jax.jit(network.features)(params, xt[i:i + 256], jnp.int32(t)))
                             for i in range(0, len(xt), 256)])
     width = feats.shape[2]
@@ -166,7 +163,7 @@ def run(cfg: dict, workdir, log=print) -> dict:
     log(f"sampling {cfg['num_samples']} images per model, {cfg['sampling_steps']} steps, "
         f"trajectory variance over sampling steps [{cfg['hal_window'][0]}, {cfg['hal_window'][1]})")
     t0 = time.perf_counter()
-    out = sample_network(network, state.params, sample_sched, _keys(seeds, PHASE_SAMPLE),
+    out = sample_network(network, state.params, sample_sched, sweeps.seed_keys(seeds, PHASE_SAMPLE),
                          cfg["num_samples"], (res, res, 1), stacked=True,
                          window=tuple(cfg["hal_window"]), chunk_size=cfg["chunk_size"],
                          net_timesteps=ts_net, regions=sc.column_masks(res),
@@ -201,7 +198,7 @@ def run(cfg: dict, workdir, log=print) -> dict:
         }
         arrays.update(in_support=~positive, primary=np.stack([c.primary for c in counts]),
                       counts=np.stack([c.counts for c in counts]))
-        embedding = _embedding(network, state.params, data, out.x[0], counts[0], cfg)
+        embedding = _embedding(network, state.params, schedule, data, out.x[0], counts[0], cfg)
         arrays.update({f"embedding_{k}": v for k, v in embedding.items()})
         metrics["embedding_groups"] = {k: len(v) for k, v in embedding.items()}
     else:
@@ -235,7 +232,7 @@ def _detection(scores, positive) -> dict:
     return {"per_seed": per_seed, "pooled": pooled}
 
 
-def _embedding(network, params, data, samples, count, cfg) -> dict:
+def _embedding(network, params, schedule, data, samples, count, cfg) -> dict:
     """Groups for the bottleneck figure: training images with one square in the top or bottom half
     of the square column, and generated images with two squares there (plus hand-made two-square
     images as a reference, since a short run may generate few)."""
@@ -255,7 +252,8 @@ def _embedding(network, params, data, samples, count, cfg) -> dict:
               "two_squares_generated": samples[dup][:300],
               "two_squares_hand-made": made[kinds == "two_squares"][..., None]}
     first_model = jax.tree.map(lambda a: a[0], params)
-    return bottleneck_embedding(network, first_model, groups, 10, jax.random.key(PHASE_FEATURES))
+    return bottleneck_embedding(network, first_model, schedule, groups, 10,
+                                jax.random.key(PHASE_FEATURES))
 
 
 def _headline(metrics: dict, cfg: dict) -> dict:

@@ -167,11 +167,6 @@ class RecursionResult:
                            for g in self.metrics])
 
 
-def _gen_keys(seeds, generation: int, phase: int) -> jax.Array:
-    return jax.vmap(lambda s: jax.random.fold_in(
-        jax.random.fold_in(jax.random.key(s), generation), phase))(jnp.asarray(seeds))
-
-
 def _evaluate_all(problem: Problem, xs: np.ndarray) -> dict:
     """problem.evaluate on each model's samples, gathered per metric as lists over models."""
     out: dict = {}
@@ -189,7 +184,7 @@ def _mesh(training: Training, num_models: int):
 
 def _train_group(training: Training, seeds, generation, data, n_valid, ckpt_dir, log):
     state = jax.vmap(lambda k: tr.init_state(training.network, training.config, k))(
-        _gen_keys(seeds, generation, PHASE_INIT))
+        sweeps.seed_keys(seeds, generation, PHASE_INIT))
 
     def run(st, on_chunk):
         return sweeps.train_models(
@@ -204,7 +199,7 @@ def _train_group(training: Training, seeds, generation, data, n_valid, ckpt_dir,
 def _sample_group(training: Training, params, seeds, generation, num, shape, tracks, chunk_dir):
     return sweeps.sample_models(
         training.network, params, training.sampling_schedule or training.schedule,
-        _gen_keys(seeds, generation, PHASE_SAMPLE), num, shape, _mesh(training, len(seeds)),
+        sweeps.seed_keys(seeds, generation, PHASE_SAMPLE), num, shape, _mesh(training, len(seeds)),
         window=training.window, track=tracks, chunk_size=min(training.sample_chunk, num),
         net_timesteps=training.net_timesteps, progress=print_progress(f"sample gen {generation}"),
         resume_dir=chunk_dir)
@@ -307,7 +302,7 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
             scores = {k: v[rows] for k, v in scores.items()}
             generated = {k: [v[i] for i in rows] for k, v in generated.items()}
         finite = np.all(np.isfinite(xs.reshape(f * r, rcfg.num_candidates, -1)), axis=-1)
-        filter_keys = _gen_keys(model_seeds, g, PHASE_FILTER)
+        filter_keys = sweeps.seed_keys(model_seeds, g, PHASE_FILTER)
         kept = np.stack([xs[m][select(rcfg.filters[m // r], {k: v[m] for k, v in scores.items()},
                                       finite[m], rcfg.num_keep, filter_keys[m])]
                          for m in range(f * r)])

@@ -30,6 +30,19 @@ from mi_jax.validation import check, check_int
 PHASE_DATA, PHASE_INIT, PHASE_SAMPLE = 0, 1, 2
 
 
+def seed_keys(seeds, *path: int) -> jax.Array:
+    """One typed key per seed: key(seed) folded in with each element of `path` in turn (e.g. a
+    phase, or a generation then a phase), so every phase of every model has its own stream."""
+
+    def one(seed):
+        key = jax.random.key(seed)
+        for p in path:
+            key = jax.random.fold_in(key, p)
+        return key
+
+    return jax.vmap(one)(jnp.asarray(seeds))
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One configuration of a sweep: a named mixture and a training-set size."""
@@ -76,8 +89,7 @@ class Grid:
         return mx.index(mx.stack([c.mixture for c in self.configs]), self.config_index)
 
     def keys(self, phase: int) -> jax.Array:
-        return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), phase))(
-            jnp.asarray(self.model_seeds))
+        return seed_keys(self.model_seeds, phase)
 
     def per_config(self, values: np.ndarray) -> np.ndarray:
         """Reshape a per-model array (M, ...) to (C, R, ...)."""
