@@ -212,5 +212,5 @@ def _figure(workdir, results: dict, grid: sweeps.Grid) -> None:
 
 
 if __name__ == "__main__":
-    cli.define(OPTIONS)
+    cli.define(OPTIONS, PRESETS)
     cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

@@ -121,5 +121,5 @@ def _figures(workdir, cfg, results, arrays) -> list:
 
 
 if __name__ == "__main__":
-    cli.define(OPTIONS)
+    cli.define(OPTIONS, PRESETS)
     cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

@@ -240,5 +240,5 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
 
 
 if __name__ == "__main__":
-    cli.define(OPTIONS)
+    cli.define(OPTIONS, PRESETS)
     cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

@@ -396,5 +396,5 @@ def run(cfg: dict, workdir, log=print) -> dict:
 
 
 if __name__ == "__main__":
-    cli.define(OPTIONS)
+    cli.define(OPTIONS, PRESETS)
     cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

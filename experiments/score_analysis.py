@@ -185,5 +185,5 @@ def _analyse_2d(models, cfg, workdir, name) -> dict:
 
 
 if __name__ == "__main__":
-    cli.define(OPTIONS)
+    cli.define(OPTIONS, PRESETS)
     cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

@@ -319,5 +319,5 @@ def _figures(workdir, cfg, data, x, hal, hal_columns, positive, primary, embeddi
 
 
 if __name__ == "__main__":
-    cli.define(OPTIONS)
+    cli.define(OPTIONS, PRESETS)
     cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

@@ -113,5 +113,5 @@ def _panel(ax, traj, inside, dim, per_class, conf, m) -> None:
 
 
 if __name__ == "__main__":
-    cli.define(OPTIONS)
+    cli.define(OPTIONS, PRESETS)
     cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))

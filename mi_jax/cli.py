@@ -165,15 +165,32 @@ def check_training_and_sampling(cfg: dict, num_train: int, context: str = "") ->
                          f"sampling steps{where}")
 
 
-def define(options) -> None:
-    """Declare absl flags for `options` (plus --workdir and --overwrite); defaults come from presets."""
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(":".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+                        for v in value)
+    return str(value)
+
+
+def preset_help(name: str, presets: dict | None) -> str:
+    """' [quick: 6000; paper: 20000]': what each preset sets this flag to (for --help)."""
+    if not presets:
+        return ""
+    parts = [f"{p}: {_shown(values[name])}" for p, values in presets.items() if name in values]
+    return f" [{'; '.join(parts)}]" if parts else " [no preset sets it]"
+
+
+def define(options, presets: dict | None = None) -> None:
+    """Declare absl flags for `options` (plus --workdir and --overwrite). Values default to the
+    chosen preset's; with `presets`, each flag's --help line ends with what every preset sets."""
     flags.DEFINE_string("workdir", None, "Output directory (config, metrics, arrays, figures).")
     flags.DEFINE_bool("overwrite", False, "Reuse a workdir made with a different config.")
     for opt in options:
+        text = opt.help + ("" if opt.name == "preset" else preset_help(opt.name, presets))
         if opt.kind == "bool":
-            flags.DEFINE_bool(opt.name, None, opt.help)
+            flags.DEFINE_bool(opt.name, None, text)
         else:
-            flags.DEFINE_string(opt.name, None, opt.help)
+            flags.DEFINE_string(opt.name, None, text)
 
 
 def resolve(options, presets: dict, argv_flags=None) -> dict:

@@ -53,3 +53,12 @@ def test_option_parse_bad_is_one_line(kind, raw):
     with pytest.raises(InputError) as err:
         cli.parse(opt, raw)
     assert str(err.value).startswith(f"--f={raw}") and "\n" not in str(err.value)
+
+
+def test_help_lines_say_what_each_preset_sets():
+    from experiments import gmm1d
+
+    assert cli.preset_help("steps", gmm1d.PRESETS) == " [quick: 6000; paper: 20000]"
+    assert cli.preset_help("hal_window", gmm1d.PRESETS) == " [quick: 0,10; paper: 0,10]"
+    assert cli.preset_help("nonexistent", gmm1d.PRESETS) == " [no preset sets it]"
+    assert cli.preset_help("steps", None) == ""
