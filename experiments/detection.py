@@ -41,8 +41,8 @@ OPTIONS = (
                high=1, low_open=True),
 )
 
-_BASE = dict(windows=[(0, 10), (0, 5), (0, 20), (5, 15), (10, 20), (20, 35),
-                                      (0, 50), (25, 50), (50, 100), (0, 100)],
+_BASE = dict(windows=[(0, 10), (0, 2), (0, 3), (0, 5), (0, 20), (5, 15), (10, 20), (20, 35),
+                      (0, 50), (25, 50), (50, 100), (0, 100)],
              k=support.DEFAULT_K, t0=5, probes=4, keep=0.96)
 PRESETS = {
     "quick": dict(_BASE, num_samples=8000, chunk_size=8000),

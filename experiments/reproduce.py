@@ -44,6 +44,10 @@ def run_all(root: Path, preset: str, names, overwrite: bool) -> dict:
     results = {}
     for name in names:
         overrides = None
+        if name == "shapes_detection":
+            overrides = {"models_from": str(root / "shapes")}
+            if "shapes" not in results:
+                results["shapes"] = run_or_reuse("shapes", preset, root / "shapes", overwrite)
         if name in USES_MODELS:
             overrides = {"models_from": f"{root / 'gmm1d'},{root / 'gmm2d'}"}
             for dep in ("gmm1d", "gmm2d"):

@@ -25,6 +25,15 @@ def pm(mean, std, fmt=_pct) -> str:
     return f"{fmt(mean)} (1 seed)" if _undefined(std) else f"{fmt(mean)} +- {fmt(std)}"
 
 
+def _bridge_windows(h: dict) -> str:
+    if not h.get("bridges_best_window"):
+        return "n/a"
+    lo, hi = h["bridges_best_window"]
+    return (f"{pm(*h['bridges_official_window_auroc'], _auroc)}; {lo}:{hi} "
+            f"({pm(*h['bridges_best_window_auroc'], _auroc)}, "
+            f"{pm(*h['bridges_best_window_removed_at_96_kept'])})")
+
+
 def _auroc(v) -> str:
     return "n/a" if _undefined(v) else f"{v:.3f}"
 
@@ -82,18 +91,19 @@ def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None
                   "sampler's in-support variance); pre-emptive stopping.", "",
                   "| configuration | x0 var | x_t var | eps var | final eps norm | FLIPD LID | random "
                   "| best window (AUROC, removed at 96 % kept) | rate before -> after filter (kept) "
-                  "| pre-emptive: hallucinations flagged, steps saved |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| pre-emptive: hallucinations flagged, steps saved | bridges vs in-support: "
+                  "official window AUROC; best window (AUROC, removed at 96 % kept) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, h in results["detection"]["headline"].items():
-            cells = [f"{h[f'{d}_auroc'][0]:.3f}" for d in
+            cells = [_auroc(h[f"{d}_auroc"][0]) for d in
                      ("var_x0", "var_xt", "var_eps", "eps_norm_last", "flipd", "random")]
             lines.append(
                 f"| {name} | " + " | ".join(cells) +
-                f" | {h['best_window'][0]}:{h['best_window'][1]} ({h['best_window_auroc']:.3f}, "
+                f" | {h['best_window'][0]}:{h['best_window'][1]} ({_auroc(h['best_window_auroc'])}, "
                 f"{_pct(h['best_window_removed_at_96_kept'])}) | {_pct(h['rate_before'])} -> "
                 f"{_pct(h['rate_after_calibrated_filter'])} ({_pct(h['kept_by_calibrated_filter'])}) "
                 f"| {_pct(h['preemptive_hallucinations_flagged'])}, "
-                f"{_pct(h['preemptive_steps_saved'])} |")
+                f"{_pct(h['preemptive_steps_saved'])} | {_bridge_windows(h)} |")
         lines += [""] + [f"![ROC and windows]({'detection/' + p})" for p in
                          sorted(results["detection"].get("figures", []))] + [""]
     if "score_analysis" in results:
@@ -155,6 +165,25 @@ def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None
         lines += ["", "![samples](shapes/fig5_samples.png)", "",
                   "![Fig. 7 (shapes)](shapes/fig7_variance.png)", "",
                   "![bottleneck](shapes/embedding_bottleneck.png)", ""]
+    if "shapes_detection" in results:
+        lines += ["## SIMPLE SHAPES: detection by kind of hallucination (paper Fig. 7)", "",
+                  "Fresh samples of the models above; windows in training-schedule timesteps, the "
+                  "last 50 sampled step by step. AUROC pooled over seeds (per seed in "
+                  "`shapes_detection/metrics.json`).", "",
+                  "| region | window | duplicates vs in-support | removed at 96 % kept | empty | "
+                  "malformed | all |", "|---|---|---|---|---|---|---|"]
+        for h in results["shapes_detection"]["headline"].values():
+            for key, row in h.items():
+                if key == "composition":
+                    continue
+                lines.append(f"| {key} | {row['window']} | {_auroc(row['duplicate_auroc'])} | "
+                             f"{_pct(row['duplicate_removed_at_96_kept'])} | "
+                             f"{_auroc(row['empty_auroc'])} | {_auroc(row['malformed_auroc'])} | "
+                             f"{_auroc(row['all_auroc'])} |")
+            lines += ["", "Composition: " + ", ".join(f"{k} {_pct(v)}"
+                                                     for k, v in h["composition"].items())]
+        lines += ["", "![windows](shapes_detection/windows_shapes.png)", "",
+                  "![samples](shapes_detection/samples_shapes.png)", ""]
     if "recursive" in results:
         lines += _recursive_lines(results["recursive"])
     return "\n".join(lines) + "\n"

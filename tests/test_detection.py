@@ -116,3 +116,15 @@ def test_trajectory_variance_flags_the_bridges_of_a_smoothed_denoiser():
     exact = mj.sample(_tempered_oracle([1.0, 2.0, 3.0], 0.05, schedule, 1.0), schedule,
                       jax.random.key(0), 4000, (1,))
     assert np.sum(mj.classify(exact.x, mix, 4.0) == 1) == 0
+
+
+def test_by_category_scores_each_kind_against_the_negatives_only():
+    # negatives score 0..9; kind 0 ("dup") scores above all of them, kind 1 ("empty") below.
+    scores = np.r_[np.arange(10.0), 20.0, 21.0, -1.0, -2.0]
+    codes = np.r_[np.full(10, -1), 0, 0, 1, 1]
+    out = dm.by_category(scores, codes, ("dup", "empty"))
+    assert out["dup"]["auroc"] == 1.0 and out["dup"]["num_positive"] == 2 and out["dup"]["num"] == 12
+    assert out["empty"]["auroc"] == 0.0
+    assert out["all"]["auroc"] == pytest.approx(0.5) and out["all"]["num_positive"] == 4
+    with pytest.raises(InputError, match="^codes"):
+        dm.by_category(scores, codes[:5], ("dup", "empty"))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +149,22 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     assert sum(metrics["rates"]["count_primary_total"].values()) == round(
         8 * metrics["rates"]["hallucination_rate"]["mean"])
     assert not (work / "sample_chunks").exists()
+    # Detection by kind, region and window on fresh samples of the trained model (dense tail).
+    det = tmp_path / "det"
+    out = run("shapes_detection", f"--workdir={det}", f"--models_from={work}", "--num_samples=12",
+              "--chunk_size=12", "--dense_steps=6", "--strided_steps=4", "--windows=0:5,0:2,5:60")
+    assert out.returncode == 0, out.stderr[-3000:]
+    dmet = json.loads((det / "metrics.json").read_text())
+    src = dmet["sources"]["shapes"]
+    assert src["sampling_steps"] == 10 and src["seeds"] == [0]
+    assert sum(np.mean(v) for v in src["composition"].values()) == pytest.approx(1.0)
+    rows = src["detection"]["column_max"]
+    assert [r["window"] for r in rows] == [[0, 5], [0, 2], [5, 60]]
+    assert rows[0]["pooled"]["all"]["num"] == 12
+    assert (det / "samples_shapes.png").stat().st_size > 0
+    bad = run("shapes_detection", f"--workdir={tmp_path / 'bad'}", f"--models_from={work}",
+              "--windows=0:5000")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --windows=0:5000")
     # The same pipeline on a folder of PNGs (same size, so the compiled programs are reused).
     pngs = tmp_path / "pngs"
     pngs.mkdir()

@@ -6,7 +6,8 @@ pass keeps the x0_hat variance over each window, the x_t / eps_hat variances, th
 configuration (mean +- std over seeds): AUROC and the paper's operating points per detector and
 window, three filters (kept fraction, kept count, threshold calibrated on the exact-score
 sampler) and the compute pre-emptive stopping saves. Labels: hallucinated = outside every mode's
-k-sigma ball (or non-finite). `headline(results)` condenses several evaluations for a summary.
+k-sigma ball (or non-finite); per window also bridges (`support.classify`) against in-support
+samples, blur left out. `headline(results)` condenses several evaluations for a summary.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ def evaluate_models(models: sweeps.TrainedModels, config: DetectionConfig) -> tu
                              for d in DETECTORS},
                "windows": [dm.detection_summary(np.nan_to_num(res.hal_windows[m, w], posinf=big), p)
                            for w in range(len(windows))]}
+        # Bridges (mode interpolation) against in-support samples, blur left out, per window.
+        labels = support.classify(res.x[m], grid.configs[grid.config_index[m]].mixture, config.k)
+        sel = (labels == support.BRIDGE) | (labels == support.IN_SUPPORT)
+        row["bridge_windows"] = [
+            dm.detection_summary(np.nan_to_num(res.hal_windows[m, w][sel], posinf=big),
+                                 labels[sel] == support.BRIDGE) for w in range(len(windows))]
         hal = res.hal[m]
         n = len(hal)
         kept = {"fraction": dm.keep_fraction(hal, config.keep),
@@ -144,6 +151,8 @@ def evaluate_models(models: sweeps.TrainedModels, config: DetectionConfig) -> tu
         out["configs"][conf.name] = {
             "detectors": {d: summarise_seeds([r["detectors"][d] for r in rows]) for d in DETECTORS},
             "windows": [summarise_seeds([r["windows"][w] for r in rows]) for w in range(len(windows))],
+            "bridge_windows": [summarise_seeds([r["bridge_windows"][w] for r in rows])
+                               for w in range(len(windows))],
             "filters": {f: summarise_seeds([r["filters"][f] for r in rows]) for f in rows[0]["filters"]},
             "rate_before": summarise_seeds([{"rate": r["rate_before"]} for r in rows])["rate"],
             "preemptive": summarise_seeds([r["preemptive"] for r in rows]),
@@ -152,6 +161,20 @@ def evaluate_models(models: sweeps.TrainedModels, config: DetectionConfig) -> tu
     arrays = {"positive": positive, "scores": scores, "hal_windows": res.hal_windows,
               "config_index": grid.config_index, "names": [c.name for c in grid.configs]}
     return out, arrays
+
+
+def _best_bridge_window(windows: list, rows: list) -> dict:
+    """The window whose mean AUROC of bridges vs in-support is highest, with its numbers, and
+    the first (official) window's, for the summary."""
+    aur = [r["auroc"]["mean"] for r in rows]
+    if not np.any(np.isfinite(aur)):
+        return {"bridges_best_window": None}
+    best = int(np.nanargmax(aur))
+    return {"bridges_best_window": windows[best],
+            "bridges_best_window_auroc": [rows[best]["auroc"]["mean"], rows[best]["auroc"]["std"]],
+            "bridges_best_window_removed_at_96_kept": [rows[best]["removed_at_96_kept"]["mean"],
+                                                       rows[best]["removed_at_96_kept"]["std"]],
+            "bridges_official_window_auroc": [rows[0]["auroc"]["mean"], rows[0]["auroc"]["std"]]}
 
 
 def headline(results: dict) -> dict:
@@ -171,6 +194,7 @@ def headline(results: dict) -> dict:
                                               det["var_x0"]["kept_at_95_removed"]["std"]],
                 "best_window": src["windows"][best], "best_window_auroc": sweep[best],
                 "best_window_removed_at_96_kept": c["windows"][best]["removed_at_96_kept"]["mean"],
+                **_best_bridge_window(src["windows"], c["bridge_windows"]),
                 "window_20_35_auroc": (sweep[src["windows"].index([20, 35])]
                                        if [20, 35] in src["windows"] else None),
                 "rate_before": c["rate_before"]["mean"],

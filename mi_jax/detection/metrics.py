@@ -116,3 +116,20 @@ def calibrated_threshold(reference_scores, keep: float = 0.96) -> float:
 def keep_below(scores, threshold: float) -> np.ndarray:
     """Indices of scores <= threshold."""
     return np.flatnonzero(np.asarray(scores).ravel() <= threshold)
+
+
+def by_category(scores, codes, names) -> dict:
+    """Detection of each kind of positive separately: codes (n,) int, -1 for a negative and i for
+    a positive of kind names[i]. Per kind, `detection_summary` of that kind against the negatives
+    (other kinds left out); 'all': every positive against the negatives."""
+    scores = np.asarray(scores, np.float64).ravel()
+    codes = np.asarray(codes).ravel()
+    check(scores.shape == codes.shape, "codes", codes.shape,
+          f"must have the shape of scores {scores.shape}")
+    negative = codes < 0
+    out = {}
+    for i, name in enumerate(names):
+        sel = negative | (codes == i)
+        out[name] = detection_summary(scores[sel], codes[sel] == i)
+    out["all"] = detection_summary(scores, ~negative)
+    return out
