@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -174,6 +175,7 @@ def save_convergence(summary: dict, path, title: str = "") -> None:
         ax.set_title(label, fontsize=9)
         if log:
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
     axes[0, 0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9, y=1.03)
