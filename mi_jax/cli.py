@@ -180,17 +180,38 @@ def preset_help(name: str, presets: dict | None) -> str:
     return f" [{'; '.join(parts)}]" if parts else " [no preset sets it]"
 
 
-def define(options, presets: dict | None = None) -> None:
-    """Declare absl flags for `options` (plus --workdir and --overwrite). Values default to the
-    chosen preset's; with `presets`, each flag's --help line ends with what every preset sets."""
-    flags.DEFINE_string("workdir", None, "Output directory (config, metrics, arrays, figures).")
-    flags.DEFINE_bool("overwrite", False, "Reuse a workdir made with a different config.")
+def define(options, presets: dict | None = None, flag_values=None) -> None:
+    """Declare absl flags for `options` (plus --workdir and --overwrite) in `flag_values`
+    (default: absl's global FLAGS). Values default to the chosen preset's; with `presets`, each
+    flag's --help line ends with what every preset sets."""
+    fv = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_string("workdir", None, "Output directory (config, metrics, arrays, figures).",
+                        flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Reuse a workdir made with a different config.",
+                      flag_values=fv)
     for opt in options:
         text = opt.help + ("" if opt.name == "preset" else preset_help(opt.name, presets))
         if opt.kind == "bool":
-            flags.DEFINE_bool(opt.name, None, text)
+            flags.DEFINE_bool(opt.name, None, text, flag_values=fv)
         else:
-            flags.DEFINE_string(opt.name, None, text)
+            flags.DEFINE_string(opt.name, None, text, flag_values=fv)
+
+
+def check_args(options, presets: dict, check: Callable[[dict], None], argv) -> str | None:
+    """What an entry point would print for this command line before touching its work
+    directory: the one-line error ('error: --flag=value: ...'), or None when the flags are good.
+    In-process (fresh FlagValues), so flag validation is tested without starting a Python."""
+    fv = flags.FlagValues()
+    define(options, presets, fv)
+    try:
+        fv(list(argv))
+    except flags.Error as e:
+        return f"error: {str(e).splitlines()[0]}"
+    try:
+        check(resolve(options, presets, fv))
+    except InputError as e:
+        return f"error: {e}"
+    return None
 
 
 def resolve(options, presets: dict, argv_flags=None) -> dict:
