@@ -202,3 +202,24 @@ def test_take_model_selects_one_model_of_a_stack():
     stack = jax.vmap(net.init)(keys)
     one = mj.take_model(stack, 2)
     jax.tree.map(np.testing.assert_array_equal, one, net.init(keys[2]))
+
+
+def test_training_driver_does_not_retrace_for_a_new_state_or_data():
+    net = mj.make_mlp(1, width=8)
+    traces = []
+    counting = _counting(net, traces)
+    schedule = mj.linear_schedule(50)
+    config = mj.TrainConfig(batch_size=32)
+    data = jnp.stack([MIX.sample(jax.random.key(11), 256), MIX.sample(jax.random.key(12), 256)])
+    n_valid = jnp.full((2,), 256, jnp.int32)
+
+    def fresh(seed):
+        return jax.vmap(lambda k: mj.init_state(counting, config, k))(
+            jax.random.split(jax.random.key(seed), 2))
+
+    mj.train_models(counting, schedule, config, fresh(0), data, n_valid, 10, chunk_steps=5)
+    count = len(traces)
+    # A new state, new data and an equal (not identical) config reuse the compiled chunk.
+    mj.train_models(counting, schedule, mj.TrainConfig(batch_size=32), fresh(1), data + 0.5,
+                    n_valid, 10, chunk_steps=5)
+    assert count >= 1 and len(traces) == count
