@@ -317,7 +317,7 @@ def _shapes_duplicate_detection(results):
         values += [v for v in _floats([s["duplicate"]["auroc"] for s in rows[best]["per_seed"]])]
         notes.append(f"{name}: best window t in {rows[best]['window']} AUROC {aur[best]:.3f} "
                      f"(pooled), official t in {rows[0]['window']} {aur[0]:.3f}; empties vs "
-                     f"in-support {_fmt_auroc(rows[best]['pooled']['empty']['auroc'])}")
+                     f"in-support {_fmt(rows[best]['pooled']['empty']['auroc'], 'auroc')}")
     if not values:
         return None
     cfg = _cfg(results, "shapes_detection")
@@ -325,10 +325,6 @@ def _shapes_duplicate_detection(results):
                        f"{cfg.get('num_samples')} images/model, dense-tail sampler (every t < "
                        f"{cfg.get('dense_steps')}), duplicates vs in-support, max over columns",
                        "; ".join(notes))
-
-
-def _fmt_auroc(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
 def _shapes_detection(results):
@@ -454,7 +450,10 @@ def _pct(v) -> str:
 
 
 def _fmt(v, key: str) -> str:
-    return f"{v:.3f}" if key == "auroc" else _pct(v)
+    """An AUROC as 0.xxx, anything else as a percentage; undefined (None / NaN) as n/a."""
+    if key != "auroc":
+        return _pct(v)
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
 def ledger(results: dict) -> list:

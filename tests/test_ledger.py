@@ -120,3 +120,18 @@ def test_a_single_seed_has_no_spread_rather_than_zero():
     assert report.pm(0.25, float("nan")) == "25.00% (1 seed)"
     assert report.pm(0.25, None) == "25.00% (1 seed)"  # JSON null, as reloaded
     assert report.pm(0.25, 0.05) == "25.00% +- 5.00%"
+
+
+def test_a_layout_without_bridges_keeps_its_row_measured():
+    # One layout's best-window AUROC undefined (no bridge in any seed): the row still renders,
+    # with n/a for that layout, instead of failing into "not measured".
+    win = lambda a, r: {"auroc": {"mean": a, "per_seed": [a, a]},
+                        "removed_at_96_kept": {"mean": r, "per_seed": [r, r]}}
+    src = {"windows": [[0, 10], [0, 5]],
+           "configs": {"square": {"bridge_windows": [win(0.9, 0.3), win(0.97, 0.9)]},
+                       "rotated": {"bridge_windows": [win(None, None), win(None, None)]}}}
+    results = {"detection": {"metrics": {"sources": {"gmm2d": src}}, "config": {}}}
+    rows = {r["key"]: r for r in ledger.ledger(results)}
+    row = rows["detect_auroc_2d_best"]
+    assert row["verdict"] != ledger.NOT_MEASURED and row["mean"] == pytest.approx(0.97)
+    assert "rotated n/a" in row["note"] and "t in [0, 5)" in row["protocol"]

@@ -132,8 +132,7 @@ def _check_train_windows(observers: dict, net_timesteps: np.ndarray) -> None:
     for name, o in observers.items():
         if getattr(o, "clock", None) != "train":
             continue
-        wins = np.asarray(o.windows if hasattr(o, "windows") else o.window).reshape(-1, 2)
-        for lo, hi in wins:
+        for lo, hi in np.asarray(o.windows).reshape(-1, 2):
             check(bool(np.any((visited >= lo) & (visited < hi))), name, (int(lo), int(hi)),
                   f"window holds none of the sampled timesteps ({len(visited)} steps from "
                   f"{int(visited.min())} to {int(visited.max())})")

@@ -170,6 +170,11 @@ class PreemptiveFlag:
     def finalize(self, state):
         return state[3]
 
+    @property
+    def windows(self):
+        """(1, 2): the window, in the shape every windowed observer exposes."""
+        return jnp.reshape(self.window, (1, 2))
+
     def stacked_axes(self):
         """vmap in_axes of this observer's leaves over a stack of models."""
         return dataclasses.replace(self, window=None,
