@@ -3,115 +3,11 @@ r"""Trajectories of x0_hat for hallucinated and in-support samples (paper Fig. 6
     python -m experiments.trajectories --workdir=runs/trajectories --preset=quick
     python -m experiments.trajectories --workdir=runs/traj --models_from=runs/reproduce/gmm1d,runs/reproduce/gmm2d
 
-Draws `--num_samples` samples per model with every reverse step of x0_hat recorded (memory
-T x samples x D, so keep it small), labels the final samples, and plots x0_hat against the
-timestep over the last `--t_max` steps: hallucinated trajectories keep moving late, in-support
-ones settle early. Reports the mean trajectory variance of each group over several windows.
+Every flag, its default and what each preset sets: --help. The study: mi_jax/studies/trajectories.py.
 """
 
-from __future__ import annotations
-
-import numpy as np
-
-from mi_jax import cli, plots, sweeps
-from mi_jax import workdir as wd
-from mi_jax.data import support
-from mi_jax.sampling.ddpm import sample_network
-
-from experiments.common import check_models_from, model_sources
-
-OPTIONS = (
-    cli.Option("preset", "choice", "quick or paper.", choices=("quick", "paper")),
-    cli.Option("models_from", "str", "Comma-separated gmm1d/gmm2d work directories."),
-    cli.Option("num_samples", "int", "Recorded samples per model.", low=2),
-    cli.Option("per_class", "int", "Trajectories drawn per class and panel.", low=1),
-    cli.Option("t_max", "int", "Plot timesteps t < t_max.", low=2),
-    cli.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
-               low_open=True),
-)
-PRESETS = {
-    "quick": dict(num_samples=1024, per_class=12, t_max=100, k=support.DEFAULT_K),
-    "paper": dict(num_samples=4096, per_class=20, t_max=100, k=support.DEFAULT_K),
-}
-WINDOWS = [(0, 10), (10, 20), (20, 35), (35, 50), (50, 100)]
-
-
-validate = check_models_from
-
-
-def run(cfg: dict, workdir, log=print) -> dict:
-    validate(cfg)
-    out, arrays = {}, {}
-    for path in model_sources(cfg, workdir):
-        models = sweeps.load_models(path)
-        grid = models.grid
-        dim = grid.configs[0].mixture.dim
-        t_max = min(cfg["t_max"], models.schedule.num_steps)
-        windows = [w for w in WINDOWS if w[1] <= models.schedule.num_steps]
-        res = sample_network(models.network, models.params, models.schedule,
-                             grid.keys(sweeps.PHASE_SAMPLE), cfg["num_samples"], (dim,),
-                             stacked=True, windows=windows, record=cfg["num_samples"],
-                             chunk_size=cfg["num_samples"])
-        traj = res.trajectory["x0"][:, :t_max]  # (M, t_max, n, D), slot = timestep
-        name = str(path).rstrip("/").split("/")[-1]
-        groups = {}
-        fig, axes = plots.figure(ncols=len(grid.configs), width=4.0, height=3.4)
-        for c, conf in enumerate(grid.configs):
-            m = int(np.flatnonzero(grid.config_index == c)[0])
-            inside = (np.asarray(support.in_support(np.nan_to_num(res.x[m]), conf.mixture, cfg["k"]))
-                      & np.all(np.isfinite(res.x[m]), axis=-1))
-            groups[conf.name] = {
-                "num_hallucinated": int((~inside).sum()), "num_in_support": int(inside.sum()),
-                "mean_variance_by_window": {
-                    f"{lo}:{hi}": {"hallucinated": float(np.mean(res.hal_windows[m, w][~inside]))
-                                   if (~inside).any() else None,
-                                   "in_support": float(np.mean(res.hal_windows[m, w][inside]))}
-                    for w, (lo, hi) in enumerate(windows)},
-            }
-            _panel(axes[0, c], traj[m], inside, dim, cfg["per_class"], conf, m)
-        axes[0, 0].legend(fontsize=7)
-        wd.save_figure(fig, workdir / f"fig6_{name}.png")
-        out[name] = groups
-        arrays[f"{name}__x0_trajectories"] = traj[:, :, : 4 * cfg["per_class"]]
-        arrays[f"{name}__final"] = res.x[:, : 4 * cfg["per_class"]]
-    metrics = {"experiment": "trajectories", "k": cfg["k"], "sources": out,
-               "headline": {n: {c: g["mean_variance_by_window"]["0:10"] for c, g in groups.items()}
-                            for n, groups in out.items()},
-               "provenance": wd.provenance()}
-    wd.write_npz(workdir / "arrays.npz", **arrays)
-    wd.write_json(workdir / wd.METRICS_FILE, metrics)
-    return metrics
-
-
-def _panel(ax, traj, inside, dim, per_class, conf, m) -> None:
-    """x0_hat vs t (1D) or its path in the plane (2D), hallucinated in red, in support in blue."""
-    ts = np.arange(traj.shape[0])
-    for mask, color, label in ((inside, "tab:blue", "in support"), (~inside, "tab:red",
-                                                                      "hallucinated")):
-        idx = np.flatnonzero(mask)[:per_class]
-        for j, i in enumerate(idx):
-            kw = dict(color=color, lw=0.7, alpha=0.7, label=label if j == 0 else None)
-            if dim == 1:
-                ax.plot(ts, traj[:, i, 0], **kw)
-            else:
-                ax.plot(traj[:, i, 0], traj[:, i, 1], **kw)
-    means = np.asarray(conf.mixture.means)[np.asarray(conf.mixture.mask)]
-    if dim == 1:
-        for mu in means[:, 0]:
-            ax.axhline(mu, color="tab:orange", lw=0.5, ls=":")
-        ax.invert_xaxis()
-        ax.set_xlabel("timestep t (sampling runs towards t = 0)")
-        ax.set_ylabel("x0_hat")
-        ax.set_ylim(means.min() - 0.7, means.max() + 0.7)
-    else:
-        ax.scatter(means[:, 0], means[:, 1], s=10, c="tab:orange", zorder=3)
-        lim = np.abs(means).max() * 1.4
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-    ax.set_title(f"{conf.name} (model {m})", fontsize=9)
-
+from mi_jax import cli
+from mi_jax.studies import trajectories
 
 if __name__ == "__main__":
-    cli.define(OPTIONS, PRESETS)
-    cli.run_main(lambda: cli.experiment_main(OPTIONS, PRESETS, validate, run))
+    cli.main(trajectories)

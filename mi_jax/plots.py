@@ -162,7 +162,7 @@ CONVERGENCE_PANELS = (("bridge", "bridge rate", True), ("blur", "blur rate", Tru
 
 
 def save_convergence(summary: dict, path, title: str = "") -> None:
-    """The convergence curve of a study (`sweeps.convergence_summary`): one panel per quantity,
+    """The convergence curve of a study (`convergence_summary`): one panel per quantity,
     one line (mean +- std over seeds) per configuration."""
     from mi_jax import workdir as wd
 

@@ -77,3 +77,16 @@ def check_window(window, num_steps: int, name: str = "window") -> tuple[int, int
     hi = check_int(hi, f"{name}[1]")
     check(0 <= lo < hi <= num_steps, name, (lo, hi), f"must satisfy 0 <= lo < hi <= T={num_steps}")
     return lo, hi
+
+
+def check_training_and_sampling(batch_size: int, num_train: int, sampling_steps: int, T: int,
+                                hal_window, context: str = "") -> None:
+    """Cross-field checks shared by the image and recursion studies: batch <= training set,
+    strided sampling steps <= T, and the variance window inside the sampling steps."""
+    where = f" ({context})" if context else ""
+    check(batch_size <= num_train, "batch_size", batch_size, f"exceeds num_train={num_train}{where}")
+    check(sampling_steps <= T, "sampling_steps", sampling_steps, f"must be <= T={T}{where}")
+    lo, hi = hal_window
+    if hi > sampling_steps:
+        raise InputError(f"hal_window={lo},{hi}: must lie inside the {sampling_steps} sampling "
+                         f"steps{where}")

@@ -8,6 +8,7 @@ a directory without it holds no finished result.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -43,6 +44,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _jsonable(obj: Any):
+    if dataclasses.is_dataclass(obj) and hasattr(obj, "to_dict"):  # a study config
+        return _jsonable(obj.to_dict())
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -87,7 +90,7 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     _atomic_write(Path(path), buf.getvalue())
 
 
-def prepare(workdir, config: dict, overwrite: bool = False) -> Path:
+def prepare(workdir, config, overwrite: bool = False) -> Path:
     """Create `workdir` for `config`; refuse one made with a different config unless `overwrite`.
 
     With `overwrite`, finished results of the old config are removed first, so nothing stale can
@@ -102,10 +105,10 @@ def prepare(workdir, config: dict, overwrite: bool = False) -> Path:
             old = read_json(cfg_path)
         except (OSError, ValueError) as e:
             raise InputError(f"--workdir={str(workdir)!r}: unreadable {CONFIG_FILE} ({e})") from None
-        if old != _jsonable(config):
+        new = _jsonable(config)
+        if old != new:
             if not overwrite:
-                changed = sorted(k for k in set(old) | set(config)
-                                 if old.get(k) != _jsonable(config).get(k))
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise InputError(f"--workdir={str(workdir)!r}: holds results of a different config "
                                  f"(differs in {', '.join(changed[:5])}); pass --overwrite or use "
                                  "another workdir")
@@ -119,7 +122,7 @@ def prepare(workdir, config: dict, overwrite: bool = False) -> Path:
     return workdir
 
 
-def finished(workdir, config: dict) -> bool:
+def finished(workdir, config) -> bool:
     """True if `workdir` holds a finished result (metrics written) made with `config`."""
     workdir = Path(workdir)
     try:

@@ -86,7 +86,7 @@ def test_flipd_matches_gaussian_closed_form():
 def _tempered_oracle(means, std, schedule, temperature):
     """The exact 1D mixture denoiser with its responsibilities tempered (softmax(logits / T)):
     a smooth x0_hat between modes, as a network learns it (paper Sec. 4), so it bridges."""
-    mu = jnp.asarray(means, jnp.float32)
+    mu = jnp.asarray(means, jnp.float32)[None]  # (1, K) against x (n, 1)
 
     def eps_fn(x, t):
         a = schedule.sqrt_alphas_bar[t][:, None]

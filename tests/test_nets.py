@@ -69,7 +69,7 @@ def test_layer_norm_closed_form_vjp_equals_autodiff():
     def plain(x, scale, bias):  # the textbook formula, differentiated by JAX
         mu = x.mean(-1, keepdims=True)
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
-        return (x - mu) / jnp.sqrt(var + 1e-5) * scale + bias
+        return (x - mu) / jnp.sqrt(var + 1e-5) * scale.reshape(1, 1, -1) + bias.reshape(1, 1, -1)
 
     k1, k2, k3, k4 = jax.random.split(jax.random.key(6), 4)
     x = 3.0 * jax.random.normal(k1, (2, 33, 128)) + 1.0

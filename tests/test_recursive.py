@@ -297,9 +297,12 @@ def test_digits_end_to_end(tmp_path):
 
 def test_shapes_problem_counts_categories_and_runs_one_model_at_a_time_on_cpu():
     # The UNet itself is trained end to end in test_experiments; here the recursion's glue.
-    from experiments import recursive as exp
+    from mi_jax.studies import recursive as exp
 
-    d = exp.dataset_config(dict(exp.PRESETS["quick"], preset="quick", datasets="shapes"), "shapes")
+    from mi_jax import config
+
+    d = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick", datasets="shapes"),
+                           "shapes")
     d.update(num_train=50, resolution=32)
     problem, training, info = exp.shapes_problem(d)
     real = problem.real(0)

@@ -116,12 +116,20 @@ def _as_float_array(value, name) -> np.ndarray:
     return arr
 
 
+def _lead(a, like):
+    """`a` (K, ...) with `like`'s extra leading axes as ones: explicit broadcasting of per-mode
+    arrays against batched ones (the tests run with jax_numpy_rank_promotion='raise')."""
+    return a.reshape((1,) * (like.ndim - a.ndim) + a.shape)
+
+
 def _log_normal(sq_dist, var, dim):
+    var = _lead(var, sq_dist)
     return -0.5 * sq_dist / var - 0.5 * dim * jnp.log(2 * jnp.pi * var)
 
 
 def _sq_dist(x, centres):
     """Squared distances (..., K) from x (..., D) to centres (K, D)."""
+    centres = centres.reshape((1,) * (x.ndim - 1) + centres.shape)
     return jnp.sum((x[..., None, :] - centres) ** 2, axis=-1)
 
 
@@ -164,7 +172,8 @@ def _draw_around(mixture, modes, key):
 def log_prob(mixture: GaussianMixture, x: jax.Array) -> jax.Array:
     """log p(x) for x (..., D)."""
     comp = _log_normal(_sq_dist(x, mixture.means), mixture.stds**2, mixture.dim)
-    return jax.nn.logsumexp(comp + _masked_log_weights(mixture), axis=-1, where=mixture.mask)
+    return jax.nn.logsumexp(comp + _lead(_masked_log_weights(mixture), comp), axis=-1,
+                            where=_lead(mixture.mask, comp))
 
 
 def _noised_components(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
@@ -172,8 +181,9 @@ def _noised_components(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
     a = sqrt_alpha_bar
     var = a**2 * mixture.stds**2 + sqrt_one_minus_alpha_bar**2
     centres = a * mixture.means
-    logits = _log_normal(_sq_dist(x, centres), var, mixture.dim) + _masked_log_weights(mixture)
-    resp = jax.nn.softmax(jnp.where(mixture.mask, logits, -jnp.inf), axis=-1)
+    logits = _log_normal(_sq_dist(x, centres), var, mixture.dim)
+    logits = logits + _lead(_masked_log_weights(mixture), logits)
+    resp = jax.nn.softmax(jnp.where(_lead(mixture.mask, logits), logits, -jnp.inf), axis=-1)
     return resp, var, centres
 
 
@@ -181,27 +191,30 @@ def noised_log_prob(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
     """log p_t(x) of the noised marginal at x (..., D)."""
     var = sqrt_alpha_bar**2 * mixture.stds**2 + sqrt_one_minus_alpha_bar**2
     comp = _log_normal(_sq_dist(x, sqrt_alpha_bar * mixture.means), var, mixture.dim)
-    return jax.nn.logsumexp(comp + _masked_log_weights(mixture), axis=-1, where=mixture.mask)
+    return jax.nn.logsumexp(comp + _lead(_masked_log_weights(mixture), comp), axis=-1,
+                            where=_lead(mixture.mask, comp))
 
 
 def noised_score(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
     """Exact score grad_x log p_t(x), x (..., D) -> (..., D)."""
     resp, var, centres = _noised_components(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar)
-    return jnp.einsum("...k,...kd->...d", resp / var, centres - x[..., None, :])
+    offsets = _lead(centres, x[..., None, :]) - x[..., None, :]
+    return jnp.einsum("...k,...kd->...d", resp / _lead(var, resp), offsets)
 
 
 def exact_eps(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
     """The optimal epsilon prediction, -sqrt(1 - alpha_bar) * score (well conditioned at every t)."""
     resp, var, centres = _noised_components(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar)
-    weights = resp * (sqrt_one_minus_alpha_bar / var)
-    return jnp.einsum("...k,...kd->...d", weights, x[..., None, :] - centres)
+    weights = resp * _lead(sqrt_one_minus_alpha_bar / var, resp)
+    return jnp.einsum("...k,...kd->...d", weights, x[..., None, :] - _lead(centres, x[..., None, :]))
 
 
 def posterior_mean(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
     """E[x_0 | x_t = x] in closed form: sum_k r_k(x) (mu_k + a s_k^2 / v_k (x - a mu_k))."""
     resp, var, centres = _noised_components(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar)
     gain = sqrt_alpha_bar * mixture.stds**2 / var
-    comp_means = mixture.means + gain[:, None] * (x[..., None, :] - centres)
+    offsets = x[..., None, :] - _lead(centres, x[..., None, :])
+    comp_means = _lead(mixture.means, offsets) + _lead(gain[:, None], offsets) * offsets
     return jnp.einsum("...k,...kd->...d", resp, comp_means)
 
 

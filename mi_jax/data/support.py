@@ -21,8 +21,8 @@ REPORTED_K = (3.0, 4.0, 6.0)
 
 def normalised_distances(x: jax.Array, mixture: GaussianMixture) -> jax.Array:
     """|x - mu_j| / sigma_j for every slot, (n, K); padding slots are +inf."""
-    d = jnp.sqrt(jnp.sum((x[:, None, :] - mixture.means) ** 2, axis=-1)) / mixture.stds
-    return jnp.where(mixture.mask, d, jnp.inf)
+    d = jnp.sqrt(jnp.sum((x[:, None, :] - mixture.means[None]) ** 2, axis=-1)) / mixture.stds[None]
+    return jnp.where(mixture.mask[None], d, jnp.inf)
 
 
 def in_support(x: jax.Array, mixture: GaussianMixture, k: float = DEFAULT_K) -> jax.Array:
@@ -59,7 +59,7 @@ def mode_counts(x, mixture, k: float = DEFAULT_K) -> jax.Array:
     """Number of in-support samples assigned to each slot, (K,)."""
     near = nearest_mode(x, mixture)
     inside = in_support(x, mixture, k)
-    return jnp.sum((near[:, None] == jnp.arange(mixture.num_slots)) & inside[:, None], axis=0)
+    return jnp.sum((near[:, None] == jnp.arange(mixture.num_slots)[None]) & inside[:, None], axis=0)
 
 
 # ----------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ def sinusoidal_embedding(t: jax.Array, dim: int) -> jax.Array:
     """
     half = dim // 2
     freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
-    args = jnp.asarray(t, jnp.float32)[..., None] * freqs
+    t = jnp.asarray(t, jnp.float32)
+    args = t[..., None] * freqs.reshape((1,) * t.ndim + (half,))
     emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
     if dim % 2:
         emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])

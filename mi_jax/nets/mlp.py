@@ -28,22 +28,28 @@ def _ln_stats(x):
     return (x - mean) * rstd, rstd
 
 
+def _affine(x, scale, bias):
+    """x * scale + bias with the (D,) parameters broadcast over x's leading axes."""
+    lead = (1,) * (x.ndim - 1)
+    return x * scale.reshape(lead + scale.shape) + bias.reshape(lead + bias.shape)
+
+
 @jax.custom_vjp
 def layer_norm(x, scale, bias):
     """LayerNorm over the last axis whose VJP is the closed form (two row means), not autodiff's
     chain of reductions: ~5 % of a training step on CPU (BUILD_NOTES.md; a custom JVP rule,
     transposed by JAX, was no faster). Reverse mode only (jax.custom_vjp): no jvp/jacfwd."""
-    return _ln_stats(x)[0] * scale + bias
+    return _affine(_ln_stats(x)[0], scale, bias)
 
 
 def _layer_norm_fwd(x, scale, bias):
     x_hat, rstd = _ln_stats(x)
-    return x_hat * scale + bias, (x_hat, rstd, scale)
+    return _affine(x_hat, scale, bias), (x_hat, rstd, scale)
 
 
 def _layer_norm_bwd(res, g):
     x_hat, rstd, scale = res
-    g_hat = g * scale
+    g_hat = g * scale.reshape((1,) * (g.ndim - 1) + scale.shape)
     dx = rstd * (g_hat - jnp.mean(g_hat, -1, keepdims=True)
                  - x_hat * jnp.mean(g_hat * x_hat, -1, keepdims=True))
     batch_axes = tuple(range(g.ndim - 1))
@@ -78,7 +84,8 @@ class TemporalBlock(nnx.Module):
 
     def __call__(self, h, t_features):
         """t_features = self.enc(temb), passed in so that tied blocks compute it once."""
-        out = self.fc1(_act(self.norm1(h))) + t_features
+        h1 = self.fc1(_act(self.norm1(h)))
+        out = h1 + t_features.reshape((1,) * (h1.ndim - t_features.ndim) + t_features.shape)
         return h + self.fc2(_act(self.norm2(out)))
 
 

@@ -50,7 +50,9 @@ class ResBlock(nnx.Module):
     def __call__(self, x, temb):
         h = self.conv1(jax.nn.silu(self.norm1(x)))
         t = self.t_proj(temb)
-        h = h + t.reshape(t.shape[:-1] + (1, 1, t.shape[-1]))  # (C,) or (B, C) -> broadcast on H, W
+        # (C,) or (B, C) -> broadcast on (B, H, W, C)
+        t = t.reshape(t.shape[:-1] + (1, 1, t.shape[-1]))
+        h = h + t.reshape((1,) * (h.ndim - t.ndim) + t.shape)
         h = self.conv2(jax.nn.silu(self.norm2(h)))
         return h + (x if self.skip is None else self.skip(x))
 

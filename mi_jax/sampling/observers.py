@@ -116,7 +116,7 @@ class WindowVariance:
         tt = _clock_time(view, self.clock)
         inside = (tt >= lo) & (tt < hi)
         bshape = (-1,) + (1,) * value.ndim  # window axis first, broadcast over (n, *shape)
-        mean, m2 = _welford(mean, m2, value, count.reshape(bshape), inside.reshape(bshape))
+        mean, m2 = _welford(mean, m2, value[None], count.reshape(bshape), inside.reshape(bshape))
         return count + inside.astype(jnp.int32), mean, m2
 
     def finalize(self, state) -> WindowStats:

@@ -1,0 +1,393 @@
+r"""Recursive retraining on own samples, with and without filtering (paper Fig. 8 and the
+appendix's per-generation scatter plots).
+
+Each generation trains fresh models only on the previous generation's kept samples: no filter,
+a random subset, or the lowest trajectory variances (any detector of the detection library with
+--filters=detector:var_xt etc.). Three datasets, each in its own sub-directory (a full work
+directory that resumes after interruption, generation by generation):
+  gmm2d   the 2D grid of Gaussians (toy MLP): hallucination rate, modes covered, per-mode mass,
+          histogram KL to the true mixture;
+  shapes  SIMPLE SHAPES (UNet): hallucination rate by category from the shape counter;
+  digits  MNIST from IDX files (--mnist_dir), else digits rendered from matplotlib's fonts
+          (offline; NOT MNIST): Frechet distance in the feature space of a small classifier
+          trained on the real digits (NOT Inception FID) and the predicted-label distribution.
+The per-dataset flags (--steps, --seeds, --num_train, ...) override the preset of every selected
+dataset; SIMPLE SHAPES is not in the quick default (a UNet that draws clean shapes costs tens of
+minutes per model on 2 CPU cores, and the study trains one per generation, filter and seed).
+
+Command line: `python -m experiments.recursive` (every flag and preset: `--help`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mi_jax import config
+from mi_jax import plots, sweeps
+from mi_jax import recursive as rec
+from mi_jax import workdir as wd
+from mi_jax.data import mixtures as mx
+from mi_jax.data import support
+from mi_jax.diffusion import schedule as sched
+from mi_jax.nets import make_mlp, make_unet
+from mi_jax.training import train as tr
+from mi_jax.validation import InputError, check_training_and_sampling
+
+DATASETS = ("gmm2d", "shapes", "digits")
+PHASE_REFERENCE = 7  # key phase of the 2D reference sample and of the digits classifier
+
+OPTIONS = (
+    config.Option("preset", "choice", "quick (CPU) or paper (official 2D protocol).",
+                  choices=("quick", "paper")),
+    config.Option("datasets", "str", "Comma-separated subset of: " + ", ".join(DATASETS)),
+    config.Option("filters", "str", "Comma-separated filters: none, random, variance, "
+                  "detector:var_xt|var_eps|eps_norm_last."),
+    config.Option("real_fraction", "float", "Share of each later generation's training set that is "
+                  "real data (0 = the paper's protocol).", low=0, high=0.99),
+    config.Option("accumulate", "bool", "Train on real + every generation's kept samples so far."),
+    # Per-dataset settings: no value here means the dataset's own preset.
+    config.Option("generations", "int", "Generations (0 = trained on real data).", low=1, high=50),
+    config.Option("seeds", "ints", "Seeds (each filter x seed is one chain of models).", low=0,
+                  high=2**31 - 1),
+    config.Option("steps", "int", "Training steps per generation.", low=1),
+    config.Option("batch_size", "int", "Training batch size.", low=1),
+    config.Option("lr", "float", "Adam learning rate (cosine decay over --steps).", low=0,
+                  low_open=True),
+    config.Option("num_train", "int", "Training-set size of every generation.", low=10),
+    config.Option("num_candidates", "int", "Samples drawn per generation, the filter keeps "
+                  "num_train of them.", low=10),
+    config.Option("train_chunk", "int", "Training steps per jitted call.", low=1),
+    config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
+    config.Option("sampling_steps", "int", "Reverse steps (strided if below T).", low=2),
+    config.Option("hal_window", "window", "Trajectory-variance window lo,hi over the reverse steps.",
+                  low=0),
+    config.Option("resolution", "int", "Image side for shapes (divides 64) and digits (rendered: "
+                  "divides 64; MNIST: divides 28).", low=4, high=64),
+    config.Option("mnist_dir", "str", "Folder with MNIST's train-images/-labels IDX files."),
+)
+DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",
+                   "chunk_size", "sampling_steps", "hal_window", "resolution", "mnist_dir")
+# Unset per-dataset options mean "the dataset's own preset" (DATASET_PRESETS).
+OPTIONS = tuple(dataclasses.replace(o, default=None) if o.name in DATASET_OPTIONS else o
+                for o in OPTIONS)
+Config = config.config_class("RecursiveConfig", OPTIONS)
+MNIST_RESOLUTION = {"quick": 7, "paper": 28}  # MNIST's 28 x 28 pooled (quick: 4x4 blocks)
+PRESETS = {
+    # SIMPLE SHAPES is not in the quick default: a UNet that draws clean shapes needs ~1 500 steps
+    # (~25 min per model with sampling on 2 cores), i.e. hours for the study: --datasets=shapes.
+    "quick": dict(datasets="gmm2d,digits", filters="none,random,variance",
+                  real_fraction=0.0, accumulate=False),
+    "paper": dict(datasets="gmm2d,digits,shapes", filters="none,random,variance",
+                  real_fraction=0.0, accumulate=False),
+}
+
+# Per-dataset presets. gmm2d/paper is the official protocol (25-mode grid, 100 000 samples,
+# 102 500 candidates, keep 100 000; batch 10 000; 100 000 steps). Everything else is [ASSUMED]
+# (the paper gives no Shapes/MNIST protocol); quick presets are sized for a 2-core CPU.
+DATASET_PRESETS = {
+    "quick": {
+        # The first 300 of the official 1 000 betas (0.001 -> 0.2): alpha_bar(299) = 8e-5, so the
+        # chain starts from noise as before, and no step is spent on the 700 steps of pure noise
+        # (3x faster convergence measured: BUILD_NOTES.md).
+        "gmm2d": dict(grid_size=3, width=64, T=300, beta_start=1e-3,
+                      beta_end=1e-3 + 299 * 0.199 / 999, steps=5000, batch_size=512, lr=2e-3,
+                      num_train=5000, num_candidates=5500, train_chunk=1000, chunk_size=5500,
+                      sampling_steps=300, hal_window=[0, 10], k=4.0, generations=5, seeds=[0, 1]),
+        "digits": dict(resolution=8, width=128, T=1000, beta_start=1e-4, beta_end=0.02,
+                       steps=2500, batch_size=256, lr=1e-3, num_train=5000, num_candidates=5500,
+                       train_chunk=500, chunk_size=5500, sampling_steps=100, hal_window=[0, 10],
+                       classifier_steps=2000, generations=5, seeds=[0, 1]),
+        # The UNet of experiments.shapes' quick preset, 1 500 steps on 1 000 images (17.9 %
+        # hallucinated at generation 0); a base-8 UNet at lr 2e-3 diverged at sampling
+        # (BUILD_NOTES.md). ~25-35 min per model on 2 cores, training and sampling.
+        "shapes": dict(resolution=32, base=16, mults=[1, 2, 2], T=1000, beta_start=1e-4,
+                       beta_end=0.02, steps=1500, batch_size=32, lr=1e-3, num_train=1000,
+                       num_candidates=1100, train_chunk=1, chunk_size=550, sampling_steps=50,
+                       hal_window=[0, 10], generations=3, seeds=[0]),
+    },
+    "paper": {
+        "gmm2d": dict(grid_size=5, width=128, T=1000, beta_start=1e-3, beta_end=0.2,
+                      steps=100_000, batch_size=10_000, lr=1e-3, num_train=100_000,
+                      num_candidates=102_500, train_chunk=2000, chunk_size=102_500,
+                      sampling_steps=1000, hal_window=[0, 10], k=4.0, generations=5,
+                      seeds=[0, 1, 2, 3, 4]),
+        "digits": dict(resolution=28, width=512, T=1000, beta_start=1e-4, beta_end=0.02,
+                       steps=50_000, batch_size=256, lr=1e-4, num_train=60_000,
+                       num_candidates=61_500, train_chunk=1000, chunk_size=20_500,
+                       sampling_steps=1000, hal_window=[0, 10], classifier_steps=10_000,
+                       generations=5, seeds=[0, 1, 2]),
+        "shapes": dict(resolution=64, base=64, mults=[1, 2, 2, 2], T=1000, beta_start=1e-4,
+                       beta_end=0.02, steps=50_000, batch_size=128, lr=2e-4, num_train=5000,
+                       num_candidates=5125, train_chunk=1000, chunk_size=1025,
+                       sampling_steps=1000, hal_window=[0, 10], generations=5, seeds=[0, 1, 2]),
+    },
+}
+
+
+def _names(text: str, flag: str, allowed=None) -> list:
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"{flag}={text}: must be a non-empty list of distinct names")
+    for n in names:
+        if allowed is not None and n not in allowed:
+            raise InputError(f"{flag}={text}: unknown {n!r} (have {', '.join(allowed)})")
+    return names
+
+
+def dataset_config(cfg: Config, name: str) -> dict:
+    """One dataset's resolved config: its preset, then every per-dataset flag that was given."""
+    out = dict(DATASET_PRESETS[cfg.preset][name])
+    if name == "digits" and cfg.mnist_dir:
+        out["resolution"] = MNIST_RESOLUTION[cfg.preset]
+    out.update({k: getattr(cfg, k) for k in DATASET_OPTIONS if getattr(cfg, k) is not None})
+    out.update({k: getattr(cfg, k) for k in ("preset", "filters", "real_fraction", "accumulate")})
+    out["dataset"] = name
+    return out
+
+
+def recursion_config(dcfg: dict) -> rec.RecursionConfig:
+    return rec.RecursionConfig(dcfg["generations"], dcfg["num_train"], dcfg["num_candidates"],
+                               tuple(_names(dcfg["filters"], "filters")),
+                               float(dcfg["real_fraction"]), bool(dcfg["accumulate"]))
+
+
+def validate(cfg: Config) -> None:
+    for name in _names(cfg.datasets, "datasets", DATASETS):
+        d = dataset_config(cfg, name)
+        if len(set(d["seeds"])) != len(d["seeds"]):
+            raise InputError(f"seeds={','.join(map(str, d['seeds']))}: must be distinct")
+        rcfg = recursion_config(d)  # InputError "name=value: why" names the field
+        if d["num_candidates"] < rcfg.num_keep:
+            raise InputError(f"num_candidates={d['num_candidates']}: must be >= the "
+                              f"{rcfg.num_keep} samples each filter keeps ({name})")
+        check_training_and_sampling(d["batch_size"], d["num_train"], d["sampling_steps"], d["T"],
+                                    d["hal_window"], name)
+        if name == "shapes" and 64 % d["resolution"]:
+            raise InputError(f"resolution={d['resolution']}: must divide 64 (shapes)")
+        if name == "digits":
+            if d.get("mnist_dir"):
+                from mi_jax.data import digits as dg
+
+                dg.load_mnist(d["mnist_dir"], 28, limit=1)  # InputError "mnist_dir=...: why"
+                if 28 % d["resolution"]:
+                    raise InputError(f"resolution={d['resolution']}: must divide 28 for MNIST")
+            elif 64 % d["resolution"]:
+                raise InputError(f"resolution={d['resolution']}: must divide 64 (digits)")
+            if d.get("mnist_dir") is None and d["num_train"] > 100_000:
+                raise InputError(f"num_train={d['num_train']}: at most 100000 rendered digits")
+
+
+# ----------------------------------------------------------------------------------------
+# Datasets as recursion problems
+# ----------------------------------------------------------------------------------------
+
+
+def _schedules(d: dict):
+    train_sched = sched.linear_schedule(d["T"], d["beta_start"], d["beta_end"])
+    if d["sampling_steps"] == d["T"]:
+        return train_sched, None, None
+    s, ts = sched.respace(train_sched.betas, sched.strided_timesteps(d["T"], d["sampling_steps"]))
+    return train_sched, s, ts
+
+
+def _training(d: dict, network, unroll=False, vectorise=True, checkpoint_every_s=0.0
+              ) -> rec.Training:
+    train_sched, samp_sched, ts = _schedules(d)
+    return rec.Training(network, train_sched, tr.TrainConfig(d["batch_size"], d["lr"], "cosine",
+                                                             d["steps"]),
+                        d["steps"], d["train_chunk"], unroll, samp_sched, ts,
+                        tuple(d["hal_window"]), d["chunk_size"], vectorise,
+                        checkpoint_every_s=checkpoint_every_s)
+
+
+def gmm2d_problem(d: dict):
+    from mi_jax.evaluation.mixture import mixture_quality
+
+    mixture = mx.grid_2d("square", size=d["grid_size"])
+    reference = np.asarray(mixture.sample(jax.random.key(PHASE_REFERENCE), d["num_candidates"]))
+
+    def real(seed):  # each seed its own training set, as in the mixture sweeps
+        key = jax.random.fold_in(jax.random.key(seed), 0)
+        return np.asarray(mx.sample_stratified(mixture, key, d["num_train"]))
+
+    problem = rec.Problem("gmm2d", (2,), real,
+                          lambda x: mixture_quality(x, mixture, reference, d["k"]))
+    info = {"mixture": mixture, "source": f"{d['grid_size']}x{d['grid_size']} square grid of "
+                                          f"Gaussians, k = {d['k']:g}"}
+    return problem, _training(d, make_mlp(2, d["width"], 3, True, d["T"])), info
+
+
+def digits_problem(d: dict, log=print):
+    from mi_jax.data import digits as dg
+    from mi_jax.evaluation.classifier import fit_judge
+
+    size = d["resolution"]
+    if d.get("mnist_dir"):
+        data = dg.load_mnist(d["mnist_dir"], size)
+        train, clf_x, clf_y = data.images[:d["num_train"]], data.images[10_000:], data.labels[10_000:]
+        test_x, test_y = data.images[:10_000], data.labels[:10_000]
+        reference, source = data.images[:10_000], data.source
+    else:
+        data = dg.render(0, d["num_train"], size)
+        clf = dg.render(1, 20_000, size)
+        test = dg.render(2, 5000, size)
+        train, clf_x, clf_y, test_x, test_y = data.images, clf.images, clf.labels, test.images, test.labels
+        reference, source = test.images, data.source + " -- NOT MNIST"
+    t0 = time.perf_counter()
+    judge = fit_judge(clf_x, clf_y, test_x, test_y, jax.random.key(PHASE_REFERENCE),
+                      steps=d["classifier_steps"], reference=reference)
+    floor = judge.evaluate(train[:5000])["frechet"]
+    log(f"digits: {source}; feature classifier test accuracy {100 * judge.test_accuracy:.1f}% "
+        f"({time.perf_counter() - t0:.0f}s); Frechet distance of the training digits to the "
+        f"reference {floor:.2f}")
+    dim = size * size
+    problem = rec.Problem("digits", (dim,), lambda seed: train.reshape(len(train), dim),
+                          lambda x: judge.evaluate(x.reshape(len(x), size, size)))
+    info = {"source": source, "classifier_accuracy": judge.test_accuracy, "frechet_real": floor,
+            "feature_space": "penultimate layer (64 units) of an MLP classifier trained on the "
+                             "real digits; not Inception FID"}
+    return problem, _training(d, make_mlp(dim, d["width"], 3, False, d["T"])), info
+
+
+def shapes_problem(d: dict):
+    from mi_jax.data import shape_counter as sc
+    from mi_jax.data import shapes as sh
+
+    res = d["resolution"]
+    images = sh.generate(0, d["num_train"], res).images[..., None]
+
+    def evaluate(x):
+        rates = sc.count_shapes(x[..., 0], res).rates()
+        return {"hallucination_rate": rates["hallucination_rate"],
+                **{c: v for c, v in rates["category_primary"].items()}}
+
+    network = make_unet(1, d["base"], tuple(d["mults"]))
+    on_cpu = jax.default_backend() == "cpu"
+    # XLA:CPU: conv weight gradients are ~30x slower inside a loop body and vmapped UNets ~3.5x
+    # per model (BUILD_NOTES.md), so on CPU models train unrolled, one after another, one step
+    # per call (compiles in half the time of five) with a checkpoint every 30 s.
+    training = _training(d, network, unroll=on_cpu, vectorise=not on_cpu,
+                         checkpoint_every_s=30.0 if on_cpu else 0.0)
+    info = {"source": f"SIMPLE SHAPES {res}x{res}, {d['num_train']} training images"}
+    return rec.Problem("shapes", (res, res, 1), lambda seed: images, evaluate), training, info
+
+
+PROBLEMS = {"gmm2d": gmm2d_problem, "digits": digits_problem, "shapes": shapes_problem}
+
+# The per-generation curve each dataset's Fig. 8 panel shows.
+HEADLINE_METRIC = {"gmm2d": "hallucination_rate", "shapes": "hallucination_rate",
+                   "digits": "frechet"}
+
+
+# ----------------------------------------------------------------------------------------
+# Running and reporting
+# ----------------------------------------------------------------------------------------
+
+
+def run_dataset(name: str, d: dict, workdir: Path, log=print) -> dict:
+    builder = PROBLEMS[name]
+    problem, training, info = builder(d, log) if name == "digits" else builder(d)
+    rcfg = recursion_config(d)
+    result = rec.run_recursion(problem, training, rcfg, d["seeds"], workdir=workdir, log=log)
+    metric = HEADLINE_METRIC[name]
+    curves = {}
+    scalar_names = [k for k, v in result.metrics[0]["generated"].items()
+                    if np.ndim(v[0]) == 0]
+    for which in ("generated", "kept"):
+        curves[which] = {}
+        for key in scalar_names:
+            c = result.curve(key, which)  # (G, F, R)
+            curves[which][key] = {f: {"mean": c[:, i].mean(-1).tolist(),
+                                      "std": sweeps.seed_std(c[:, i]).tolist(),
+                                      "per_seed": c[:, i].tolist()}
+                                  for i, f in enumerate(result.filters)}
+    metrics = {"experiment": "recursive", "dataset": name, "filters": list(result.filters),
+               "seeds": list(result.seeds), "generations": rcfg.generations,
+               "num_train": rcfg.num_train, "num_candidates": rcfg.num_candidates,
+               "num_keep": rcfg.num_keep, "headline_metric": metric, "curves": curves,
+               "per_generation": result.metrics,
+               "info": {k: v for k, v in info.items() if k != "mixture"},
+               "seconds": result.seconds, "provenance": wd.provenance()}
+    last = {f: curves["generated"][metric][f]["mean"][-1] for f in result.filters}
+    metrics["headline"] = {"metric": metric, "first_generation": curves["generated"][metric][
+        result.filters[0]]["mean"][0], "last_generation": last}
+    _dataset_figures(name, workdir, metrics, info, d)
+    wd.write_json(workdir / wd.METRICS_FILE, metrics)
+    return metrics
+
+
+def curve_panel(ax, metrics: dict, which: str = "generated") -> None:
+    name, metric = metrics["dataset"], metrics["headline_metric"]
+    scale = 100.0 if metric == "hallucination_rate" else 1.0
+    for f in metrics["filters"]:
+        c = metrics["curves"][which][metric][f]
+        gens = np.arange(len(c["mean"]))
+        mean, std = np.asarray(c["mean"]) * scale, np.asarray(c["std"]) * scale
+        ax.plot(gens, mean, marker="o", label=f)
+        ax.fill_between(gens, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("hallucinated %" if scale == 100.0 else
+                  "Frechet distance (classifier features)")
+    ax.set_title(f"{name} ({len(metrics['seeds'])} seeds, mean +- std)", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _dataset_figures(name, workdir, metrics, info, d) -> None:
+    gens = metrics["generations"]
+    filters = metrics["filters"]
+    samples = [np.load(workdir / rec.GENERATION_DIR.format(g) / rec.SAMPLES_FILE)["candidates"]
+               for g in range(gens)]
+    r = len(metrics["seeds"])
+    fig, axes = plots.figure(ncols=gens, nrows=len(filters), width=2.6, height=2.6)
+    for i, f in enumerate(filters):
+        for g in range(gens):
+            x = samples[g][i * r]  # seed 0 of this filter
+            ax = axes[i, g]
+            if name == "gmm2d":
+                mixture = info["mixture"]
+                inside = np.asarray(support.in_support(x, mixture, d["k"]))
+                plots.scatter_2d(ax, x, mixture, inside, f"{f}, gen {g}", max_points=5000)
+            else:
+                side = d["resolution"]
+                plots.image_grid(ax, x.reshape(-1, side, side)[:36], 6)
+                ax.set_title(f"{f}, gen {g}", fontsize=8)
+    wd.save_figure(fig, workdir / "generations.png")
+    fig, axes = plots.figure(ncols=2)
+    curve_panel(axes[0, 0], metrics, "generated")
+    curve_panel(axes[0, 1], metrics, "kept")
+    axes[0, 0].set_title(f"{name}: generated candidates", fontsize=9)
+    axes[0, 1].set_title(f"{name}: kept by the filter (next training set)", fontsize=9)
+    wd.save_figure(fig, workdir / "curves.png")
+
+
+def run(cfg: Config, workdir, log=print) -> dict:
+    validate(cfg)
+    workdir = Path(workdir)
+    results = {}
+    for name in _names(cfg.datasets, "datasets", DATASETS):
+        d = dataset_config(cfg, name)
+        sub = workdir / name
+        if wd.finished(sub, d):
+            log(f"== recursive/{name}: finished result found in {sub}, not re-run")
+            results[name] = wd.read_json(sub / wd.METRICS_FILE)
+            continue
+        log(f"== recursive/{name} -> {sub}")
+        # The top-level workdir already refused a different config unless --overwrite was given.
+        sub = wd.prepare(sub, d, overwrite=True)
+        results[name] = run_dataset(name, d, sub, log)
+    fig, axes = plots.figure(ncols=len(results), width=4.2, height=3.6)
+    for i, m in enumerate(results.values()):
+        curve_panel(axes[0, i], m)
+    wd.save_figure(fig, workdir / "fig8_recursive.png")
+    metrics = {"experiment": "recursive", "datasets": list(results),
+               "headline": {n: m["headline"] for n, m in results.items()},
+               "results": {n: {"curves": m["curves"], "info": m["info"]}
+                           for n, m in results.items()},
+               "provenance": wd.provenance()}
+    wd.write_json(workdir / wd.METRICS_FILE, metrics)
+    return metrics

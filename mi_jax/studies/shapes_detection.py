@@ -1,0 +1,226 @@
+r"""SIMPLE SHAPES: trajectory variance as a detector, per kind of hallucination, region and window.
+
+        --models_from=runs/reproduce/shapes[,runs/shapes_seed1]
+
+Loads the trained UNets of finished `experiments.shapes` runs (every seed of each), samples
+fresh images with a sampler that is strided early and dense late (every training timestep below
+`--dense_steps`), so windows are given in the training schedule's timesteps and the official one
+(t = 9..0) is computed step by step, and reports, per seed and pooled: AUROC and hallucinations
+removed at 96 % of in-support kept, for each kind of hallucination against in-support images
+(duplicate = mode interpolation; wrong shape, malformed, empty) and all together, on the whole
+image, the max over the three columns and the square column, for every window of `--windows`.
+
+Command line: `python -m experiments.shapes_detection` (every flag and preset: `--help`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import mi_jax as mj
+from mi_jax import checkpoint, plots, sweeps
+from mi_jax import config
+from mi_jax import workdir as wd
+from mi_jax.data import shape_counter as sc
+from mi_jax.detection import metrics as dm
+from mi_jax.sampling.ddpm import print_progress
+from mi_jax.studies import shapes
+from mi_jax.training import train as tr
+from mi_jax.validation import InputError
+
+PHASE_DETECTION = 4  # the sampling key phase of this analysis (shapes uses 1..3)
+REGIONS = ("whole_image", "column_max", "square_column")
+
+OPTIONS = (
+    config.Option("preset", "choice", "Settings to start from.", choices=("quick", "paper")),
+    config.Option("models_from", "str", "Comma-separated finished experiments.shapes work "
+                  "directories (all their seeds are used).", default=None),
+    config.Option("num_samples", "int", "Fresh images per model.", low=10),
+    config.Option("chunk_size", "int", "Images per sampler call.", low=1),
+    config.Option("dense_steps", "int", "Sample every training timestep below this one.", low=1),
+    config.Option("strided_steps", "int", "Evenly spaced sampling steps above --dense_steps.",
+                  low=1),
+    config.Option("windows", "windows", "Trajectory-variance windows lo:hi in training-schedule "
+                  "timesteps; the first is the headline (0:10 = the official window).", low=0),
+)
+Config = config.config_class("ShapesDetectionConfig", OPTIONS)
+
+_WINDOWS = [(0, 10), (0, 5), (0, 20), (0, 50), (10, 50), (50, 100), (0, 100), (100, 200),
+            (0, 200), (200, 400)]
+PRESETS = {
+    # 100 sampling steps (the shapes quick preset's count), every one of the last 50.
+    "quick": dict(num_samples=1000, chunk_size=500, dense_steps=50, strided_steps=50,
+                  windows=_WINDOWS),
+    "paper": dict(num_samples=10_000, chunk_size=1000, dense_steps=200, strided_steps=200,
+                  windows=_WINDOWS),
+}
+
+
+def _sources(cfg) -> list:
+    if not cfg.models_from:
+        raise InputError("models_from=: must name at least one experiments.shapes "
+                         "work directory")
+    return [Path(p) for p in cfg.models_from.split(",")]
+
+
+def saved_shapes_config(path: Path):
+    return config.from_values(shapes.Config, wd.read_json(path / wd.CONFIG_FILE))
+
+
+def validate(cfg: Config) -> None:
+    for path in _sources(cfg):
+        if not (path / wd.METRICS_FILE).exists() or not (path / tr.TRAIN_CHECKPOINT).exists():
+            raise InputError(f"models_from={path}: not a finished experiments.shapes run")
+        scfg = saved_shapes_config(path)
+        if scfg.images_dir:
+            raise InputError(f"models_from={path}: trained on images_dir (no shape "
+                             "counter ground truth)")
+        if cfg.dense_steps + cfg.strided_steps > scfg.T or cfg.dense_steps >= scfg.T:
+            raise InputError(f"dense_steps={cfg.dense_steps}: with strided_steps="
+                             f"{cfg.strided_steps} must fit in T={scfg.T}")
+        for lo, hi in cfg.windows:
+            if hi > scfg.T:
+                raise InputError(f"windows={lo}:{hi}: must lie inside [0, T={scfg.T})")
+
+
+def load_models(path: Path):
+    """(shapes config, network, schedule, stacked TrainState) of a finished shapes run."""
+    scfg = saved_shapes_config(path)
+    network = shapes.make_network(scfg)
+    schedule = mj.linear_schedule(scfg.T, scfg.beta_start, scfg.beta_end)
+    train_cfg = shapes.train_config(scfg)
+    like = jax.vmap(lambda k: tr.init_state(network, train_cfg, k))(
+        sweeps.seed_keys(scfg.seeds, shapes.PHASE_INIT))
+    return scfg, network, schedule, checkpoint.load(path / tr.TRAIN_CHECKPOINT, like)
+
+
+def evaluate_source(path: Path, cfg: Config, log=print) -> tuple[dict, dict]:
+    scfg, network, schedule, state = load_models(path)
+    res_px, seeds = scfg.resolution, scfg.seeds
+    steps = mj.dense_tail_timesteps(scfg.T, cfg.strided_steps, cfg.dense_steps)
+    sample_sched, ts_net = mj.respace(np.asarray(schedule.betas), steps)
+    log(f"[shapes_detection] {path}: {len(seeds)} model(s), {cfg.num_samples} images each, "
+        f"{len(steps)} sampling steps (every t < {cfg.dense_steps})")
+    observers = {"hal": mj.window_variance([tuple(w) for w in cfg.windows],
+                                           regions=sc.column_masks(res_px))}
+    out = mj.sample(network, sample_sched, sweeps.seed_keys(seeds, PHASE_DETECTION),
+                    cfg.num_samples, (res_px, res_px, 1), params=state.params, stacked=True,
+                    observers=observers, net_timesteps=ts_net, chunk_size=cfg.chunk_size,
+                    progress=print_progress("sample"))
+    var, var_regions = out.observed["hal"].var, out.observed["hal"].var_regions  # (M,W,n),(M,W,n,3)
+    counts = [sc.count_shapes(out.x[m], res_px) for m in range(len(seeds))]
+    primary = np.stack([c.primary for c in counts])  # (M, n): -1 in support, else a category
+    region_scores = {"whole_image": var, "column_max": var_regions.max(-1),
+                     "square_column": var_regions[..., 1]}
+    table = {}
+    for region, scores in region_scores.items():
+        table[region] = []
+        for w in range(len(cfg.windows)):
+            per_seed = [dm.by_category(scores[m, w], primary[m], sc.CATEGORIES)
+                        for m in range(len(seeds))]
+            pooled = dm.by_category(scores[:, w].ravel(), primary.ravel(), sc.CATEGORIES)
+            table[region].append({"window": list(cfg.windows[w]), "per_seed": per_seed,
+                                  "pooled": pooled})
+    composition = {c: [float(np.mean(p == i)) for p in primary] for i, c in enumerate(sc.CATEGORIES)}
+    composition["in_support"] = [float(np.mean(p < 0)) for p in primary]
+    result = {"source": str(path), "seeds": seeds, "sampling_steps": int(len(steps)),
+              "composition": composition, "detection": table,
+              "sample_seconds": out.seconds, "num_nonfinite": out.num_nonfinite}
+    arrays = {"samples": out.x[:, :400].astype(np.float16), "var": var,
+              "var_regions": var_regions, "primary": primary}
+    return result, arrays
+
+
+def _stat(entry, kind, key):
+    per = [s[kind][key] for s in entry["per_seed"]]
+    return per, entry["pooled"][kind][key]
+
+
+def headline(results: dict) -> dict:
+    """Per source: the official window (the first) and the best window for duplicates vs
+    in-support (by pooled AUROC), per region, with per-seed values."""
+    head = {}
+    for name, r in results.items():
+        out = {"composition": {k: float(np.mean(v)) for k, v in r["composition"].items()}}
+        for region, rows in r["detection"].items():
+            aur = [row["pooled"]["duplicate"]["auroc"] for row in rows]
+            best = int(np.nanargmax(aur)) if np.any(np.isfinite(aur)) else 0
+            for label, i in (("official", 0), ("best", best)):
+                per, pooled = _stat(rows[i], "duplicate", "auroc")
+                rem_per, rem = _stat(rows[i], "duplicate", "removed_at_96_kept")
+                out[f"{region}_{label}"] = {"window": rows[i]["window"], "duplicate_auroc": pooled,
+                                            "duplicate_auroc_per_seed": per,
+                                            "duplicate_removed_at_96_kept": rem,
+                                            "duplicate_removed_per_seed": rem_per,
+                                            **{f"{k}_auroc": rows[i]["pooled"][k]["auroc"]
+                                               for k in ("empty", "malformed", "all")}}
+        head[name] = out
+    return head
+
+
+def _figures(workdir: Path, cfg: Config, results: dict, arrays: dict) -> list:
+    import matplotlib.patches as patches
+
+    names = []
+    for name, r in results.items():
+        a = arrays[name]
+        rows = r["detection"]["column_max"]
+        fig, axes = plots.figure(ncols=2, width=5.2, height=3.6)
+        labels = [f"{lo}:{hi}" for lo, hi in cfg.windows]
+        for ax, kind in zip(axes[0], ("duplicate", "empty")):
+            for region in REGIONS:
+                vals = [row["pooled"][kind]["auroc"] for row in r["detection"][region]]
+                ax.plot(range(len(vals)), vals, marker="o", label=region)
+            ax.axhline(0.5, color="grey", lw=0.5, ls=":")
+            ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+            ax.set_xlabel("window [lo, hi) in training timesteps")
+            ax.set_ylabel(f"AUROC, {kind} vs in-support")
+            ax.legend(fontsize=7)
+        wd.save_figure(fig, workdir / f"windows_{name}.png")
+        # Generated images of the first model, outlined by kind, titled with their variance.
+        g = 8
+        aur = [row["pooled"]["duplicate"]["auroc"] for row in rows]
+        best = int(np.nanargmax(aur)) if np.any(np.isfinite(aur)) else 0
+        score = a["var_regions"][0, best].max(-1)
+        fig, axes = plots.figure(ncols=g, nrows=g, width=1.1, height=1.25)
+        colours = ("tab:red", "tab:orange", "tab:purple", "tab:blue")
+        for i, ax in enumerate(axes.ravel()):
+            ax.axis("off")
+            if i >= a["samples"].shape[1]:
+                continue
+            ax.imshow(np.asarray(a["samples"][0, i], np.float32)[..., 0], cmap="gray", vmin=-1,
+                      vmax=1)
+            kind = int(a["primary"][0, i])
+            res_px = a["samples"].shape[2]
+            if kind >= 0:
+                ax.add_patch(patches.Rectangle((-0.5, -0.5), res_px - 1, res_px - 1, fill=False,
+                                               edgecolor=colours[kind], lw=3))
+            ax.set_title(f"{score[i]:.1e}", fontsize=6)
+        fig.suptitle(f"{name}, seed {r['seeds'][0]}: column-max variance over t in "
+                     f"{cfg.windows[best]} (titles); outlined: " + ", ".join(
+                         f"{c} = {colours[j]}" for j, c in enumerate(sc.CATEGORIES)), fontsize=8)
+        wd.save_figure(fig, workdir / f"samples_{name}.png")
+        names += [f"windows_{name}.png", f"samples_{name}.png"]
+    return names
+
+
+def run(cfg: Config, workdir, log=print) -> dict:
+    validate(cfg)
+    results, arrays = {}, {}
+    for path in _sources(cfg):
+        name = path.name
+        results[name], arrays[name] = evaluate_source(path, cfg, log)
+    metrics = {"experiment": "shapes_detection", "sources": results,
+               "headline": headline(results), "provenance": wd.provenance()}
+    metrics["figures"] = _figures(Path(workdir), cfg, results, arrays)
+    for name, h in metrics["headline"].items():
+        o, b = h["column_max_official"], h["column_max_best"]
+        log(f"{name}: duplicates vs in-support, column max: official window {o['window']} AUROC "
+            f"{o['duplicate_auroc']:.3f}; best window {b['window']} AUROC {b['duplicate_auroc']:.3f}")
+    wd.write_npz(Path(workdir) / "arrays.npz",
+                 **{f"{n}__{k}": v for n, a in arrays.items() for k, v in a.items()})
+    wd.write_json(Path(workdir) / wd.METRICS_FILE, metrics)
+    return metrics
