@@ -1,19 +1,21 @@
 r"""Benchmark the paper's MLP: training steps/s, sampling samples/s (trajectory variance on),
-peak memory and compile time, beside the official PyTorch code's figures on this machine type.
+peak memory and compile time, beside the paper's own PyTorch code on this machine.
 
     python -m benchmarks.bench_core                       # full table (sampling 1e5 takes minutes)
     python -m benchmarks.bench_core --sizes=10000 --out=bench.json
-    python -m benchmarks.bench_core --reference_python=.venv-torch/bin/python \
-        --reference_sample_steps=100                      # beside the PyTorch code, same machine
+    python -m benchmarks.bench_core --sizes=10000,100000 --reference_python=.venv-torch/bin/python \
+        --reference_sample_steps=100 --pairs=3            # beside the official code, same machine
 
-Each case runs in a fresh subprocess so its peak RSS (VmHWM) is its own. The machine's float32
-matmul peak is measured in the same run, and every figure is also given as a fraction of the
-FLOP floor: FLOPs per sample per step are XLA's own count (`cost_analysis`) of one network call.
-Reference figures (../shared/perf-reference.md) were measured on another machine of this type,
-whose JAX matmul peak at 10000x128x128 was 189 GFLOP/s; they are shown scaled by the two
-machines' measured peaks. `--reference_python=.venv-torch/bin/python` also times a PyTorch
-stand-in of the official code (`benchmarks/reference_torch.py`) on this machine in the same run,
-the fair comparison ("x ref here").
+Each case runs in a fresh subprocess so its peak RSS (VmHWM) is its own. With
+`--reference_python` (a Python with torch; ../shared/official/README.md) every case runs as
+`--pairs` alternating mi_jax / reference pairs and the table gives each pair's rates and the
+median of their ratios. The reference is the paper's code itself (`benchmarks/official_torch.py`
+imports ../shared/official unchanged; the earlier stand-in, which sampled ~30 % slower than
+the official code, is gone).
+The machine's float32 matmul peak is measured in the same run, and every figure is also given as
+a fraction of the FLOP floor: FLOPs per sample per step are XLA's own count (`cost_analysis`) of
+one network call. Figures of ../shared/perf-reference.md (another machine of this type, matmul
+peak 189 GFLOP/s) are shown scaled by the two machines' measured peaks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 from benchmarks.common import peak_rss_mib, print_table, run_case, run_command, write_results
@@ -128,15 +131,21 @@ def _child(name: str, args) -> dict:
     return CASES[name](args)
 
 
-def _reference_here(args, names) -> dict:
-    """The PyTorch stand-in (benchmarks/reference_torch.py) timed on this machine, case by case."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_torch.py")
-    out = {}
-    for name in names:
-        out[name] = run_command([args.reference_python, script, f"--case={name}",
-                                 f"--train_steps={args.train_steps}",
-                                 f"--sample_steps={args.reference_sample_steps}"])
-    return out
+def _reference_case(args, name: str) -> dict:
+    """One case of the paper's code on this machine (`official_torch.py`, which imports
+    ../shared/official unchanged); it has no matmul case."""
+    if name == "matmul":
+        return {}
+    here = os.path.dirname(os.path.abspath(__file__))
+    cmd = [args.reference_python, os.path.join(here, "official_torch.py"), f"--case={name}",
+           f"--sample_steps={args.reference_sample_steps}", f"--train_steps={args.train_steps}"]
+    if args.official_dir:
+        cmd.append(f"--official_dir={args.official_dir}")
+    return run_command(cmd)
+
+
+def _rate(result: dict, name: str):
+    return result.get("steps_per_s" if name.startswith("train") else "samples_per_s")
 
 
 def main():
@@ -145,8 +154,11 @@ def main():
     p.add_argument("--chunk", type=int, default=10_000, help="sampler chunk size")
     p.add_argument("--train_steps", type=int, default=20)
     p.add_argument("--reference_python", default="",
-                   help="a Python with torch (e.g. .venv-torch/bin/python): also time the PyTorch "
-                        "stand-in of the official code on this machine, in this run")
+                   help="a Python with torch (e.g. .venv-torch/bin/python): also time the "
+                        "reference on this machine, in alternating pairs")
+    p.add_argument("--official_dir", default="", help="where the official code lies "
+                   "(default ../shared/official beside the repository)")
+    p.add_argument("--pairs", type=int, default=3, help="alternating mi_jax/reference pairs")
     p.add_argument("--reference_sample_steps", type=int, default=1000,
                    help="reverse steps per timed reference sampling run (its rate is scaled to "
                         "1000 steps; every step costs the same)")
@@ -157,11 +169,19 @@ def main():
         print(json.dumps(_child(args.case, args)))
         return
     names = ["matmul", "train_1d", "train_2d"] + [f"sample_2d_{int(s)}" for s in args.sizes.split(",")]
-    results = {}
-    for name in names:
-        results[name] = run_case("benchmarks.bench_core", f"--case={name}",
-                                 f"--chunk={args.chunk}", f"--train_steps={args.train_steps}")
-    here = _reference_here(args, names) if args.reference_python else {}
+    # Alternating pairs (mi_jax case, then the reference's same case), so drift of a shared
+    # machine hits both sides; the ratio reported is the median of the pairs' ratios.
+    pairs = []
+    for _ in range(args.pairs if args.reference_python else 1):
+        pair = {}
+        for name in names:
+            mine = run_case("benchmarks.bench_core", f"--case={name}", f"--chunk={args.chunk}",
+                            f"--train_steps={args.train_steps}")
+            ref = _reference_case(args, name) if args.reference_python else {}
+            pair[name] = (mine, ref)
+        pairs.append(pair)
+    results = {name: pairs[0][name][0] for name in names}
+    here = {name: pairs[0][name][1] for name in names} if args.reference_python else {}
     peak = results["matmul"]["matmul_10000x128x128_gflops"]
     scale = peak / REFERENCE["matmul_10000x128x128_gflops"]
     rows = []
@@ -187,10 +207,29 @@ def main():
                      f"{ref_rss:,.0f}" if ref_rss else "-", f"{first:.1f}"])
     print(f"\nmatmul peak here (JAX, 10000x128x128): {peak:.1f} GFLOP/s "
           f"(reference machine: {REFERENCE['matmul_10000x128x128_gflops']:.0f}; scale {scale:.2f})"
-          + (f"; PyTorch here: {here['matmul']['matmul_10000x128x128_gflops']:.1f}" if here else ""))
+          + (f"; PyTorch here: {here['matmul']['matmul_10000x128x128_gflops']:.1f}"
+             if here.get("matmul") else ""))
     print_table(["case", "mi_jax", "ref here", "x ref here", "ref (other machine)",
                  "x ref / peak scale", "% FLOP floor", "RSS MiB", "ref RSS here",
                  "ref RSS (other)", "1st call s"], rows)
+    if args.reference_python:
+        print(f"\nmi_jax vs the official code on this machine, {len(pairs)} "
+              "alternating pair(s) (rate per pair; ratio = mi_jax / reference):")
+        prow, summary = [], {}
+        for name in names[1:]:
+            mine = [_rate(p[name][0], name) for p in pairs]
+            ref = [_rate(p[name][1], name) for p in pairs]
+            ratios = [m / r for m, r in zip(mine, ref)]
+            summary[name] = {"mi_jax": mine, "reference": ref, "ratios": ratios,
+                             "median_ratio": statistics.median(ratios)}
+            prow.append([name, ", ".join(f"{v:,.1f}" for v in mine),
+                         ", ".join(f"{v:,.1f}" for v in ref),
+                         ", ".join(f"{v:.2f}" for v in ratios),
+                         f"{statistics.median(ratios):.2f}"])
+        print_table(["case", "mi_jax per pair", "official per pair", "ratio per pair",
+                     "median ratio"], prow)
+        results["pairs"] = summary
+        results["reference_kind"] = "official"
     results["reference"] = REFERENCE
     results["reference_here"] = here
     results["reference_sample_steps"] = args.reference_sample_steps

@@ -22,7 +22,10 @@ def _is_key(x) -> bool:
 
 
 def _to_storable(tree):
-    return jax.tree.map(lambda x: np.asarray(jax.random.key_data(x) if _is_key(x) else x), tree)
+    """Host copies (keys as their data); gathered across processes (see sharding.to_host)."""
+    from mi_jax.sharding import to_host
+
+    return to_host(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree))
 
 
 def save(path, tree) -> None:

@@ -159,7 +159,10 @@ def run_study(study, workdir, overwrite: bool = False, cfg=None) -> dict:
     study.validate(cfg)
     workdir = wd.prepare(workdir, cfg, overwrite)
     metrics = study.run(cfg, workdir)
-    print(f"wrote {workdir} (headline numbers: {workdir / wd.METRICS_FILE} -> headline)")
+    from mi_jax.sharding import is_writer
+
+    if is_writer():
+        print(f"wrote {workdir} (headline numbers: {workdir / wd.METRICS_FILE} -> headline)")
     return metrics
 
 

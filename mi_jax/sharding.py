@@ -22,12 +22,45 @@ AXIS = "models"
 
 
 def maybe_initialize_distributed() -> bool:
-    """`jax.distributed.initialize()` when MI_JAX_DISTRIBUTED=1 (coordinator etc. from the
-    environment, as the JAX docs' launchers set it); a no-op otherwise."""
-    if os.environ.get("MI_JAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
-        return True
-    return False
+    """`jax.distributed.initialize()` when MI_JAX_DISTRIBUTED=1; a no-op otherwise.
+
+    MI_JAX_COORDINATOR (host:port), MI_JAX_NUM_PROCESSES and MI_JAX_PROCESS_ID are passed on
+    when set (any launcher, e.g. `srun` with them derived from SLURM_*); unset, JAX detects the
+    cluster itself (SLURM, Open MPI, Cloud TPU). Call it before any JAX computation.
+    """
+    if os.environ.get("MI_JAX_DISTRIBUTED") != "1":
+        return False
+    kwargs = {}
+    if os.environ.get("MI_JAX_COORDINATOR"):
+        kwargs["coordinator_address"] = os.environ["MI_JAX_COORDINATOR"]
+    if os.environ.get("MI_JAX_NUM_PROCESSES"):
+        kwargs["num_processes"] = int(os.environ["MI_JAX_NUM_PROCESSES"])
+    if os.environ.get("MI_JAX_PROCESS_ID"):
+        kwargs["process_id"] = int(os.environ["MI_JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+def to_host(tree):
+    """NumPy copies of every leaf; an array spread over several processes is gathered first.
+
+    With several processes this is a collective: every process must call it (the SPMD
+    program runs everywhere); only the writes that follow are left to one process (`is_writer`).
+    """
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            x = multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
+def is_writer() -> bool:
+    """True in the one process that writes files and reports (process 0; the only one when
+    jax.distributed is not used)."""
+    return jax.process_index() == 0
 
 
 def models_mesh(devices=None) -> jax.sharding.Mesh:
@@ -54,8 +87,26 @@ def pad_models(tree, size: int):
 
 
 def place(tree, mesh):
-    """Put a padded stack on the mesh, split along its leading (model) axis."""
-    return jax.device_put(tree, NamedSharding(mesh, P(AXIS)))
+    """Put a padded stack on the mesh, split along its leading (model) axis.
+
+    Across processes, each one builds its own devices' shards from its copy of the stack (every
+    process holds the same values: same seeds, same data), as `jax.make_array_from_callback`
+    wants; typed PRNG keys travel as their key data.
+    """
+    sharding = NamedSharding(mesh, P(AXIS))
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        host = to_host(x)  # a stack already spread over the processes is gathered first
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree)
 
 
 def shard_models(tree, mesh):

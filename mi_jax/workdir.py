@@ -28,6 +28,10 @@ METRICS_FILE = "metrics.json"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    from mi_jax.sharding import is_writer
+
+    if not is_writer():  # several processes compute the same result; one writes it
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -158,6 +162,7 @@ def provenance() -> dict:
         "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
         "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "process_count": jax.process_count(),
         "git_commit": git_commit(),
     }
 

@@ -8,6 +8,7 @@ from mi_jax import sweeps
 from mi_jax.data import mixtures as mx
 from mi_jax.diffusion.forward import eps_loss
 from mi_jax.training import train as tr
+from mi_jax.validation import InputError
 
 
 def test_oracle_loss_equals_closed_form():
@@ -255,3 +256,15 @@ def test_epoch_budget_stops_each_model_after_its_own_steps():
                                    chunk_steps=budget)
         for a, b in zip(jax.tree.leaves(ref.params), jax.tree.leaves(state.params)):
             np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b)[i], rtol=1e-5, atol=1e-7)
+
+
+def test_warmup_ramps_the_learning_rate_then_follows_the_schedule():
+    cosine = tr.TrainConfig(batch_size=8, learning_rate=1e-3, lr_schedule="cosine",
+                            decay_steps=100, warmup_steps=10).schedule()
+    assert float(cosine(0)) == 0.0 and np.isclose(float(cosine(5)), 5e-4)
+    assert np.isclose(float(cosine(10)), 1e-3) and float(cosine(100)) < 1e-9
+    constant = tr.TrainConfig(batch_size=8, learning_rate=1e-3, warmup_steps=4).schedule()
+    assert np.isclose(float(constant(2)), 5e-4) and np.isclose(float(constant(50)), 1e-3)
+    assert tr.TrainConfig(batch_size=8).schedule() == 1e-3  # no warm-up: the official constant
+    with pytest.raises(InputError, match="warmup_steps"):
+        tr.TrainConfig(batch_size=8, lr_schedule="cosine", decay_steps=10, warmup_steps=10)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mi_jax import sharding as shd
 from mi_jax.diffusion.schedule import Schedule
 from mi_jax.sampling import observers as obs
 from mi_jax.sampling.chain import reverse
@@ -212,7 +213,7 @@ def _run_chunks(chunk_fn: Callable, num: int, chunk_size: int, axes: dict,
     for c in range(num_chunks):
         flat = None if store is None else store.load(c)
         if flat is None:
-            out = jax.device_get(chunk_fn(c))
+            out = shd.to_host(chunk_fn(c))
             if store is not None:
                 store.save(c, _flat(out))
         else:
@@ -372,7 +373,7 @@ def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[
     store = _chunk_store(resume_dir, model=getattr(model, "name", getattr(model, "__name__", "")),
                          num=num, chunk_size=chunk_size, shape=shape, stacked=stacked,
                          solver=repr(solver), observers=_describe(observers),
-                         key=np.asarray(jax.random.key_data(key)).tolist(),
+                         key=shd.to_host(jax.random.key_data(key)).tolist(),
                          net_timesteps=ts_net.tolist())
     x, observed, seconds = _run_chunks(chunk, num, chunk_size, axes, progress, store)
     return _result(x, observed, observers, seconds, sample_axis)

@@ -50,6 +50,11 @@ OPTIONS = tuple(o for o in config.COMMON if o.name in _COMMON) + (
                   choices=COMPUTE_DTYPES, default=None),
     config.Option("sampling_steps", "int", "Reverse steps (strided ancestral sampling if < T).",
                   low=2),
+    config.Option("ema_decay", "float", "Sample with an exponential moving average of the UNet "
+                  "weights at this decay (unset or 0: the raw weights, as before).", low=0,
+                  high=0.9999, default=None),
+    config.Option("lr_warmup", "int", "Linear learning-rate warm-up over this many steps before "
+                  "the schedule (unset or 0: none).", low=0, default=None),
     config.Option("images_dir", "str", "Train on the PNGs of this folder instead of SIMPLE SHAPES.",
                   default=None),
     config.Option("grid", "int", "Side of the sample grid figure.", low=2, high=32),
@@ -101,7 +106,8 @@ def make_network(cfg: Config):
 
 
 def train_config(cfg: Config) -> tr.TrainConfig:
-    return tr.TrainConfig(cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.steps)
+    return tr.TrainConfig(cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.steps,
+                          ema_decay=cfg.ema_decay or 0.0, warmup_steps=cfg.lr_warmup or 0)
 
 
 def train_models(cfg, network, schedule, data, workdir, log=print):
@@ -174,7 +180,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     log(f"sampling {cfg.num_samples} images per model, {cfg.sampling_steps} steps, "
         f"trajectory variance over sampling steps [{cfg.hal_window[0]}, {cfg.hal_window[1]})")
     t0 = time.perf_counter()
-    out = sample_network(network, state.params, sample_sched, sweeps.seed_keys(seeds, PHASE_SAMPLE),
+    out = sample_network(network, state.eval_params, sample_sched, sweeps.seed_keys(seeds, PHASE_SAMPLE),
                          cfg.num_samples, (res, res, 1), stacked=True,
                          window=tuple(cfg.hal_window), chunk_size=cfg.chunk_size,
                          net_timesteps=ts_net, regions=sc.column_masks(res),
@@ -209,7 +215,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
         }
         arrays.update(in_support=~positive, primary=np.stack([c.primary for c in counts]),
                       counts=np.stack([c.counts for c in counts]))
-        embedding = _embedding(network, state.params, schedule, data, out.x[0], counts[0], cfg)
+        embedding = _embedding(network, state.eval_params, schedule, data, out.x[0], counts[0], cfg)
         arrays.update({f"embedding_{k}": v for k, v in embedding.items()})
         metrics["embedding_groups"] = {k: len(v) for k, v in embedding.items()}
     else:

@@ -107,7 +107,7 @@ def evaluate_source(path: Path, cfg: Config, log=print) -> tuple[dict, dict]:
     observers = {"hal": mj.window_variance([tuple(w) for w in cfg.windows],
                                            regions=sc.column_masks(res_px))}
     out = mj.sample(network, sample_sched, sweeps.seed_keys(seeds, PHASE_DETECTION),
-                    cfg.num_samples, (res_px, res_px, 1), params=state.params, stacked=True,
+                    cfg.num_samples, (res_px, res_px, 1), params=state.eval_params, stacked=True,
                     observers=observers, net_timesteps=ts_net, chunk_size=cfg.chunk_size,
                     progress=print_progress("sample"))
     var, var_regions = out.observed["hal"].var, out.observed["hal"].var_regions  # (M,W,n),(M,W,n,3)

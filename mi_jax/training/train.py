@@ -19,6 +19,7 @@ import optax
 
 from mi_jax.diffusion.forward import eps_loss, focused_timesteps
 from mi_jax.diffusion.schedule import Schedule
+from mi_jax.sharding import to_host
 from mi_jax.validation import check, check_float, check_int
 
 
@@ -51,6 +52,7 @@ class TrainConfig:
     focus_steps: int = 0
     focus_prob: float = 0.5
     ema_decay: float = 0.0  # > 0: keep an EMA of the params (TrainState.ema) to sample with
+    warmup_steps: int = 0  # > 0: the learning rate ramps linearly from 0 over these steps
     batch_order: str = "random"  # or "in_order": the official fixed-order, unshuffled batches
     # > 0: a model stops updating after `epochs` x (n_valid // batch_size) steps, the official
     # budget (10 000 epochs: steps grow with the training set); 0: every model runs all steps.
@@ -74,6 +76,10 @@ class TrainConfig:
         check(self.batch_order in ("random", "in_order"), "batch_order", self.batch_order,
               "must be 'random' or 'in_order'")
         check_int(self.epochs, "epochs", low=0)
+        check_int(self.warmup_steps, "warmup_steps", low=0)
+        if self.lr_schedule == "cosine":
+            check(self.warmup_steps < self.decay_steps, "warmup_steps", self.warmup_steps,
+                  f"must be < decay_steps={self.decay_steps}")
         check(self.tx is None or isinstance(self.tx, optax.GradientTransformation), "tx",
               type(self.tx).__name__, "must be an optax.GradientTransformation (or None)")
 
@@ -90,9 +96,16 @@ class TrainConfig:
         # learning rate, no EMA); "cosine" and `ema_decay` are options for short CPU runs.
         if self.tx is not None:
             return self.tx
+        return optax.adam(self.schedule())
+
+    def schedule(self):
+        """The learning rate: a float (constant, no warm-up) or an optax schedule of the step."""
+        lr, warm = self.learning_rate, self.warmup_steps
         if self.lr_schedule == "cosine":
-            return optax.adam(optax.cosine_decay_schedule(self.learning_rate, self.decay_steps))
-        return optax.adam(self.learning_rate)
+            if warm:
+                return optax.warmup_cosine_decay_schedule(0.0, lr, warm, self.decay_steps)
+            return optax.cosine_decay_schedule(lr, self.decay_steps)
+        return optax.linear_schedule(0.0, lr, warm) if warm else lr
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -190,7 +203,7 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
     """
     num_steps = check_int(num_steps, "steps", low=0)
     chunk_steps = check_int(chunk_steps, "chunk_steps", low=1)
-    start = int(np.max(jax.device_get(state.step)))
+    start = int(np.max(to_host(state.step)))
     check(start <= num_steps, "steps", num_steps, f"is below the state's step {start}")
     losses = []
     n_valid = jnp.asarray(n_valid, jnp.int32)
@@ -200,7 +213,7 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
         size = min(chunk_steps, num_steps - step)
         new_state, chunk_losses = _chunk_jit(network, config, size, stacked, unroll, schedule,
                                              state, data, n_valid)
-        chunk_losses = np.asarray(chunk_losses)
+        chunk_losses = to_host(chunk_losses)
         if not np.all(np.isfinite(chunk_losses)):
             bad = np.argwhere(~np.isfinite(chunk_losses.reshape(-1, size)))[0]
             raise NonFiniteLossError(
@@ -242,14 +255,14 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
     from mi_jax import checkpoint
     from mi_jax.workdir import write_npz
 
-    num_models = int(np.shape(jax.device_get(state.step))[0])
+    num_models = int(np.shape(state.step)[0])
     done = np.zeros((num_models, 0), np.float32)
     if checkpoint_dir is not None:
         ckpt = Path(checkpoint_dir) / TRAIN_CHECKPOINT
         loss_file = Path(checkpoint_dir) / TRAIN_LOSSES
         if ckpt.exists():
             state = checkpoint.load(ckpt, state)
-            step = int(np.max(np.asarray(state.step)))
+            step = int(np.max(to_host(state.step)))
             with np.load(loss_file) as f:
                 done = f["losses"][:, :step]
             log(f"resuming training from the checkpoint at step {step}")
@@ -262,7 +275,7 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
         last.update(time=time.perf_counter(), saved=True)
 
     def save(st, step, chunk_losses):
-        parts.append(np.asarray(chunk_losses))
+        parts.append(to_host(chunk_losses))
         last["saved"] = False
         if checkpoint_dir is not None and time.perf_counter() - last["time"] >= every_s:
             write(st)
