@@ -9,7 +9,8 @@ The public API (each symbol documented where it is defined; README "Library API"
                oracle_eps, oracle_score, oracle_x0 (the exact Gaussian-mixture score)
     nets:      Network, make_mlp, make_unet, take_model
     sampling:  sample, sample_network, SampleResult, DDPM, DDIM, observers (WindowVariance,
-               PreemptiveFlag, Record, FinalEpsNorm, window_variance, preemptive_flag, record),
+               PreemptiveFlag, Record, FinalEpsNorm, JacobianTrace, window_variance, preemptive_flag,
+               record, jacobian_trace),
                reverse (one jittable chunk)
     training:  TrainConfig, TrainState, init_state, train, eps_loss
     sweeps:    Grid, Config, train_grid, sample_grid, train_models, sample_models, sample_oracle
@@ -18,7 +19,7 @@ The public API (each symbol documented where it is defined; README "Library API"
 
 from mi_jax.data.mixtures import GaussianMixture, grid_2d, mixture_1d, stack
 from mi_jax.data.support import classify, hallucination_rate, in_support, pair_summary
-from mi_jax.detection.detectors import flipd
+from mi_jax.detection.detectors import curvature_score, flipd
 from mi_jax.detection.metrics import (auroc, detection_summary, kept_at_removed, removed_at_kept,
                                       roc_curve)
 from mi_jax.diffusion.forward import eps_loss, predict_x0, q_sample
@@ -29,8 +30,9 @@ from mi_jax.diffusion.schedule import (Schedule, cosine_schedule, dense_tail_tim
 from mi_jax.nets import Network, make_mlp, make_unet, take_model
 from mi_jax.sampling.chain import reverse
 from mi_jax.sampling.ddpm import SampleResult, sample, sample_network
-from mi_jax.sampling.observers import (FinalEpsNorm, PreemptiveFlag, Record, StepView,
-                                       WindowVariance, preemptive_flag, record, window_variance)
+from mi_jax.sampling.observers import (FinalEpsNorm, JacobianTrace, PreemptiveFlag, Record,
+                                       StepView, WindowVariance, jacobian_trace, preemptive_flag,
+                                       record, window_variance)
 from mi_jax.sampling.solvers import DDIM, DDPM
 from mi_jax.sweeps import (Config, Grid, sample_grid, sample_models, sample_oracle, train_grid,
                            train_models)
@@ -41,13 +43,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GaussianMixture", "grid_2d", "mixture_1d", "stack", "classify", "hallucination_rate",
-    "in_support", "pair_summary", "flipd", "auroc", "detection_summary", "kept_at_removed",
-    "removed_at_kept", "roc_curve", "eps_loss", "predict_x0", "q_sample", "oracle_eps",
+    "in_support", "pair_summary", "curvature_score", "flipd", "auroc", "detection_summary",
+    "kept_at_removed", "removed_at_kept", "roc_curve", "eps_loss", "predict_x0", "q_sample", "oracle_eps",
     "oracle_score", "oracle_x0", "Schedule", "cosine_schedule", "dense_tail_timesteps",
     "linear_schedule", "make_schedule", "quadratic_schedule", "respace", "strided_timesteps",
     "Network", "make_mlp", "make_unet", "take_model", "reverse", "SampleResult", "sample",
-    "sample_network", "FinalEpsNorm", "PreemptiveFlag", "Record", "StepView", "WindowVariance",
-    "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
+    "sample_network", "FinalEpsNorm", "JacobianTrace", "PreemptiveFlag", "Record", "StepView",
+    "WindowVariance", "jacobian_trace", "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
     "sample_grid", "sample_models", "sample_oracle", "train_grid", "train_models", "TrainConfig", "TrainState", "init_state",
     "train", "InputError", "__version__",
 ]

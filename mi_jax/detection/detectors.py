@@ -3,7 +3,7 @@
 Trajectory scores come free from one sampling pass (`track=("x0", "xt", "eps")`): the variance of
 x0_hat (the paper's), of x_t and of eps_hat over the same window, and the final |eps_hat|.
 `flipd` is a local-intrinsic-dimension estimate from the score (FLIPD, Kamkari et al. 2024),
-evaluated after sampling.
+evaluated after sampling; `curvature_score` scores the sampler's `JacobianTrace` observer.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ def flipd(eps_fn, schedule: Schedule, x: jax.Array, t0: int, key: jax.Array,
 
     trace = jnp.mean(jax.vmap(one_probe)(jax.random.split(key, probes)), axis=0)
     return dim - b * trace + jnp.sum(eps.reshape(n, -1) ** 2, axis=-1)
+
+
+def curvature_score(trace) -> np.ndarray:
+    """Hallucination score from `JacobianTrace` outputs of one model's samples (n,):
+    |trace - median(trace)|, the distance from the typical (in-support) Jacobian. Two-sided
+    because the sign depends on the model: a denoiser that is steep between modes gives a very
+    negative trace there, one smoothed flat a positive one (both measured, tests)."""
+    trace = np.asarray(trace, np.float64)
+    return np.abs(trace - np.nanmedian(trace))
 
 
 def trajectory_scores(result, window_index: int = 0) -> dict:

@@ -101,10 +101,10 @@ def reverse(eps_fn: EpsFn, schedule: Schedule, key: jax.Array, n: int, shape: Se
     def step(carry, t):
         x, states = carry
         t_train = net_timesteps[t]
-        eps = _tiled(eps_fn, x, t_train if scalar_t else jnp.full((n,), t_train, jnp.int32),
-                     net_batch)
+        t_arg = t_train if scalar_t else jnp.full((n,), t_train, jnp.int32)
+        eps = _tiled(eps_fn, x, t_arg, net_batch)
         x0 = schedule.sqrt_recip_alphas_bar[t] * x - schedule.sqrt_recipm1_alphas_bar[t] * eps
-        view = StepView(t, t_train, x, eps, x0)
+        view = StepView(t, t_train, x, eps, x0, lambda xx: eps_fn(xx, t_arg))
         states = {name: obs.update(states[name], view) for name, obs in observers.items()}
         x_prev = solver.step(schedule, x, eps, t, jax.random.fold_in(k_steps, t))
         return (x_prev, states), None

@@ -48,13 +48,16 @@ class StepView(NamedTuple):
     """What an observer sees at one reverse step, before the solver moves x_t to x_{t-1}.
 
     t: schedule index (int32 scalar); t_train: the training schedule's timestep at t; x_t, eps
-    (the network's eps_hat) and x0 (x0_hat) have shape (n, *shape)."""
+    (the network's eps_hat) and x0 (x0_hat) have shape (n, *shape); eps_at: the network at t."""
 
     t: jax.Array
     t_train: jax.Array
     x_t: jax.Array
     eps: jax.Array
     x0: jax.Array
+    # eps_at(x): the model's eps_hat at this step's timestep for any x of x_t's shape, for
+    # observers that need derivatives of the network (JacobianTrace); None outside the chain.
+    eps_at: Any = None
 
     def quantity(self, name: str) -> jax.Array:
         return {"x0": self.x0, "xt": self.x_t, "eps": self.eps}[name]
@@ -224,6 +227,56 @@ class FinalEpsNorm:
         return jnp.sqrt(jnp.sum(state.reshape(state.shape[0], -1) ** 2, axis=-1))
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class JacobianTrace:
+    """Hutchinson estimate of tr(d eps_hat / d x_t) per sample, averaged over the steps inside
+    `window`: (n,). Between modes the learned x0_hat(x_t) is steep (or, smoothed hard, flat), so
+    the eps_hat Jacobian is far from its in-mode value: `detectors.curvature_score` turns the
+    trace into a hallucination score. Per sample because the networks act on each
+    row alone (block-diagonal Jacobian). Cost: one VJP of the network (then one pullback per
+    probe) at each step inside
+    the window, none outside (the window test is a `lax.cond` on the step, unbatched under vmap
+    over models). Probe vectors are Rademacher, from fold_in(key(seed), t). Use `jacobian_trace`."""
+
+    window: Any                     # (2,) int32 [lo, hi)
+    seed: Any                       # int32 scalar
+    probes: int = _static(1)
+    clock: str = _static("train")
+    sample_axis = 0
+
+    @property
+    def windows(self):  # (1, 2), as WindowVariance's, for the driver's window checks
+        return jnp.reshape(self.window, (1, 2))
+
+    def init(self, n, shape, dtype, num_steps):
+        return jnp.zeros((), jnp.int32), jnp.zeros((n,), dtype)
+
+    def update(self, state, view: StepView):
+        count, total = state
+        tt = _clock_time(view, self.clock)
+        inside = (tt >= self.window[0]) & (tt < self.window[1])
+
+        def estimate():
+            key = jax.random.fold_in(jax.random.key(self.seed), view.t)
+
+            _, pullback = jax.vjp(view.eps_at, view.x_t)  # reverse mode: custom-VJP nets work
+
+            def one(k):
+                v = jax.random.rademacher(k, view.x_t.shape, view.x_t.dtype)
+                (vj,) = pullback(v)
+                return jnp.sum((v * vj).reshape(v.shape[0], -1), axis=1)
+
+            return jnp.mean(jax.vmap(one)(jax.random.split(key, self.probes)), axis=0)
+
+        est = jax.lax.cond(inside, estimate, lambda: jnp.zeros_like(total))
+        return count + inside.astype(jnp.int32), total + est
+
+    def finalize(self, state):
+        count, total = state
+        return total / jnp.maximum(count, 1).astype(total.dtype)
+
+
 # ------------------------------------------------------------------------------------------
 # Validated constructors (host side: concrete values)
 # ------------------------------------------------------------------------------------------
@@ -283,3 +336,14 @@ def stacked_axes(observers: dict) -> dict:
 __all__ = ["StepView", "WindowVariance", "WindowStats", "PreemptiveFlag", "Record",
            "FinalEpsNorm", "window_variance", "preemptive_flag", "record", "windows_array",
            "stacked_axes", "QUANTITIES", "CLOCKS"]
+
+
+def jacobian_trace(window, probes: int = 1, seed: int = 0, *,
+                   clock: str = "train") -> JacobianTrace:
+    """A validated `JacobianTrace` (the curvature score): window (lo, hi), `probes` Hutchinson
+    probes per step (the estimate is exact for a Jacobian c * I whatever the probes)."""
+    check(clock in CLOCKS, "clock", clock, f"must be one of {CLOCKS}")
+    check_int(probes, "probes", low=1)
+    check_int(seed, "seed", low=0, high=2**31 - 1)
+    return JacobianTrace(jnp.asarray(windows_array(window, "window")[0]),
+                         jnp.asarray(seed, jnp.int32), probes, clock)
