@@ -160,6 +160,15 @@ def _chunk(model, n, shape, solver, net_batch, scalar_t, stacked, params, schedu
         return reverse(_eps_fn(model, p), schedule, k, n, shape, solver=solver, observers=o,
                        net_timesteps=net_timesteps, net_batch=net_batch, scalar_t=scalar_t)
 
+    if stacked == "map":  # one model at a time: each runs the single-model program (CPU caches)
+        axes = obs.stacked_axes(observers)
+
+        def model_i(i):
+            o = jax.tree.map(lambda ax, leaf: leaf if ax is None else leaf[i], axes, observers,
+                             is_leaf=lambda v: v is None)
+            return one(jax.tree.map(lambda a: a[i], params), key[i], o)
+
+        return jax.lax.map(model_i, jnp.arange(key.shape[0]))
     if stacked:
         return jax.vmap(one, in_axes=(0, 0, obs.stacked_axes(observers)))(params, key, observers)
     return one(params, key, observers)
@@ -278,7 +287,7 @@ def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[
            record_stride: int = 1, flag_threshold=None, regions=None,
            chunk_size: int = 10_000, net_timesteps=None, net_batch: int | None = None,
            scalar_t: bool | None = None, progress: Callable | None = None,
-           resume_dir=None) -> SampleResult:
+           resume_dir=None, model_loop: str = "vmap") -> SampleResult:
     """Draw `num` samples of `shape` from a diffusion model, with streaming statistics.
 
     Args:
@@ -291,6 +300,10 @@ def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[
       num, shape: number of samples (per model) and one sample's shape.
       params: the model's params (with a leading model axis when `stacked`).
       stacked: sample M stacked models in one vmapped call per chunk.
+      model_loop: with `stacked`, "vmap" (default: one batched program over the models) or
+        "map" (`lax.map`: the models one after another inside the same call, each at the
+        single-model program's speed; on a 2-core CPU 1.47x faster for 16 paper MLPs, 0.92x for
+        4; results equal up to float rounding).
       solver: `DDPM('large')` (default: fixed-large, the official toy sampler), `DDPM('small')`,
         `DDIM()`, or your own (see `mi_jax.sampling.solvers`). Shorthand: variance='large' /
         'small' / 'ddim'.
@@ -362,8 +375,11 @@ def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[
         fold = jax.random.fold_in
     ts_net_dev = jnp.asarray(ts_net)
 
+    check(model_loop in ("vmap", "map"), "model_loop", model_loop, "must be 'vmap' or 'map'")
+    how = (model_loop if stacked else False)
+
     def chunk(c):
-        return _chunk_jit(model, chunk_size, shape, solver, net_batch, bool(scalar_t), stacked,
+        return _chunk_jit(model, chunk_size, shape, solver, net_batch, bool(scalar_t), how,
                           params, schedule, fold(key, c), observers, ts_net_dev)
 
     sample_axis = 1 if stacked else 0
