@@ -36,15 +36,19 @@ from mi_jax import workdir as wd
 from mi_jax.detection.detectors import trajectory_scores
 from mi_jax.detection.metrics import keep_lowest
 from mi_jax.diffusion.schedule import Schedule
-from mi_jax.sampling.ddpm import print_progress
+from mi_jax.sampling.ddpm import print_progress, shorthand_observers
 from mi_jax.training import train as tr
 from mi_jax.validation import check, check_float, check_int
 
 PHASE_INIT, PHASE_SAMPLE, PHASE_FILTER = 1, 2, 3
 BUILTIN_FILTERS = ("none", "random", "variance")
 DETECTOR_PREFIX = "detector:"  # detector:var_xt, detector:var_eps, detector:eps_norm_last
-DETECTOR_TRACKS = {"var_xt": "xt", "var_eps": "eps", "var_x0": "x0", "eps_norm_last": "eps"}
+DETECTOR_TRACKS = {"var_xt": "xt", "var_eps": "eps", "var_x0": "x0", "eps_norm_last": "eps",
+                   "var_x0_two_sided": "x0"}
+# var_x0_two_sided: |log var - median log var| of the x0_hat variance -- flags both tails, for data
+# whose failures come in two kinds (SIMPLE SHAPES: duplicates high, empty images low; measured).
 GENERATION_DIR = "gen_{}"
+MIN_REMOVED = 2  # fewer dropped candidates than this: no 'removed' evaluation
 KEPT_FILE, SAMPLES_FILE = "kept.npz", "samples.npz"
 
 
@@ -127,6 +131,7 @@ class Training:
     sampling_schedule: Schedule | None = None   # respaced schedule for strided sampling
     net_timesteps: np.ndarray | None = None     # its network timesteps
     window: tuple = (0, 10)
+    window_clock: str = "index"        # "train": `window` in training-schedule timesteps
     sample_chunk: int = 10_000
     vectorise: bool = True             # False: one model at a time (conv nets on CPU)
     keep_candidates: int = 20_000      # candidates saved per model and generation (figures)
@@ -148,8 +153,12 @@ def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key) 
         order = np.asarray(jax.random.permutation(key, n))
         return np.sort(order[finite[order]][:count])
     name = "var_x0" if filter_name == "variance" else filter_name[len(DETECTOR_PREFIX):]
-    values = np.where(finite, np.nan_to_num(np.asarray(scores[name], np.float64), nan=np.inf),
-                      np.inf)
+    if name == "var_x0_two_sided":
+        raw = np.log(np.maximum(np.asarray(scores["var_x0"], np.float64), 1e-30))
+        raw = np.abs(raw - np.median(raw[finite & np.isfinite(raw)]))
+    else:
+        raw = np.asarray(scores[name], np.float64)
+    values = np.where(finite, np.nan_to_num(raw, nan=np.inf), np.inf)
     return keep_lowest(values, count)
 
 
@@ -197,10 +206,15 @@ def _train_group(training: Training, seeds, generation, data, n_valid, ckpt_dir,
 
 
 def _sample_group(training: Training, params, seeds, generation, num, shape, tracks, chunk_dir):
+    schedule = training.sampling_schedule or training.schedule
+    clock_steps = (training.schedule.num_steps if training.window_clock == "train"
+                   else schedule.num_steps)
+    observers = shorthand_observers(clock_steps, shape, window=training.window, track=tracks,
+                                    clock=training.window_clock)
     return sweeps.sample_models(
-        training.network, params, training.sampling_schedule or training.schedule,
+        training.network, params, schedule,
         sweeps.seed_keys(seeds, generation, PHASE_SAMPLE), num, shape, _mesh(training, len(seeds)),
-        window=training.window, track=tracks, chunk_size=min(training.sample_chunk, num),
+        observers=observers, chunk_size=min(training.sample_chunk, num),
         net_timesteps=training.net_timesteps, progress=print_progress(f"sample gen {generation}"),
         resume_dir=chunk_dir)
 
@@ -258,6 +272,7 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
     Per generation g the result holds `metrics[g]` = {
       'generated': problem.evaluate of each model's candidates (lists over the M models),
       'kept': the same for what each filter kept (the next generation's synthetic data),
+      'removed': the same for what it dropped (if at least MIN_REMOVED candidates were),
       'loss': each model's mean training loss over the last 10 % of steps,
       'train_size', 'num_nonfinite', 'seconds'}.
     `workdir`: save every generation there and resume from what is there.
@@ -303,14 +318,18 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
             generated = {k: [v[i] for i in rows] for k, v in generated.items()}
         finite = np.all(np.isfinite(xs.reshape(f * r, rcfg.num_candidates, -1)), axis=-1)
         filter_keys = sweeps.seed_keys(model_seeds, g, PHASE_FILTER)
-        kept = np.stack([xs[m][select(rcfg.filters[m // r], {k: v[m] for k, v in scores.items()},
-                                      finite[m], rcfg.num_keep, filter_keys[m])]
-                         for m in range(f * r)])
+        kept_rows = [select(rcfg.filters[m // r], {k: v[m] for k, v in scores.items()},
+                            finite[m], rcfg.num_keep, filter_keys[m]) for m in range(f * r)]
+        kept = np.stack([xs[m][rows] for m, rows in enumerate(kept_rows)])
         tail = max(1, losses.shape[1] // 10)
         gm = {"generation": g, "generated": generated,
               "kept": _evaluate_all(problem, kept), "loss": losses[:, -tail:].mean(1).tolist(),
               "train_size": int(n_valid[0]), "num_nonfinite": num_nonfinite,
               "seconds": seconds, "peak_rss_mib": wd.peak_rss_mib()}
+        if rcfg.num_candidates - rcfg.num_keep >= MIN_REMOVED:
+            # What each filter dropped: its precision (for "none", the unused tail: a random set).
+            gm["removed"] = _evaluate_all(problem, [np.delete(xs[m], rows, axis=0)
+                                                    for m, rows in enumerate(kept_rows)])
         log(f"generation {g} done in {seconds:.0f}s; peak memory so far "
             f"{gm['peak_rss_mib'] or float('nan'):,.0f} MiB")
         metrics.append(gm)

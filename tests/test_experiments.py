@@ -177,6 +177,16 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     assert [r["window"] for r in rows] == [[0, 5], [0, 2], [5, 60]]
     assert rows[0]["pooled"]["all"]["num"] == 12
     assert (det / "samples_shapes.png").stat().st_size > 0
+    # The detector benchmark on the same UNet: duplicates and all hallucinations, every detector.
+    bench = tmp_path / "bench"
+    out = run("detectors", f"--workdir={bench}", f"--models_from={work}", "--num_images=12",
+              "--chunk_size=12", "--dense_steps=6", "--strided_steps=4", "--windows=0:5,0:2",
+              "--cost_images=4", "--t0=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    tasks = json.loads((bench / "metrics.json").read_text())["sources"]["shapes"]["configs"]
+    assert set(tasks["SIMPLE SHAPES"]) == {"duplicates", "all"}
+    assert "var_x0 0:5 max over regions" in tasks["SIMPLE SHAPES"]["all"]
+    assert (bench / "roc_shapes.png").stat().st_size > 0
     bad = run("shapes_detection", f"--workdir={tmp_path / 'bad'}", f"--models_from={work}",
               "--windows=0:5000")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --windows=0:5000")
@@ -199,6 +209,8 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     ("score_analysis", ["--timesteps=0,5,20", "--grid_points=200"], ["fig4_gmm1d.png", "fig4_gmm2d.png"]),
     ("ablations", ["--num_samples=64", "--sampling_steps=10", "--checkpoints=20,40"],
      ["fig11_ablations.png"]),
+    ("detectors", ["--num_samples=200", "--chunk_size=200", "--windows=0:10,0:3,20:40", "--t0=2",
+                   "--cost_samples=50"], ["roc_gmm1d.png", "roc_gmm2d.png", "table.md"]),
 ])
 def test_analyses_end_to_end(tmp_path, tiny_models, module, extra, outputs):
     sources = f"{tiny_models / 'gmm1d'},{tiny_models / 'gmm2d'}"
@@ -208,6 +220,14 @@ def test_analyses_end_to_end(tmp_path, tiny_models, module, extra, outputs):
     assert metrics["headline"]
     for name in outputs:
         assert (tmp_path / name).stat().st_size > 0, name
+    if module == "detectors":
+        for src in metrics["sources"].values():
+            assert src["cost"]["multiple_of_plain"]["var_x0 0:10"] == 1.0
+            for tasks in src["configs"].values():
+                assert set(tasks) == {"bridges", "blur"}
+                for dets in tasks.values():
+                    assert {"var_x0 0:10", "curvature", "flipd", "eps_norm_last",
+                            "random"} <= set(dets)
     if module == "detection":
         for row in metrics["headline"].values():
             for key in ("var_x0_auroc", "flipd_auroc", "random_auroc", "best_window",
@@ -219,7 +239,8 @@ def test_analyses_end_to_end(tmp_path, tiny_models, module, extra, outputs):
     ("detection", "--windows=5:2"), ("detection", "--windows=0:10,x"), ("detection", "--t0=-1"),
     ("detection", "--models_from=/nonexistent/dir"), ("trajectories", "--num_samples=1"),
     ("score_analysis", "--timesteps=0,,5"), ("ablations", "--checkpoints=20,10"),
-    ("ablations", "--imbalance=0.5"),
+    ("ablations", "--imbalance=0.5"), ("detectors", "--trace_window=5"),
+    ("detectors", "--split_seed=-1"), ("detectors", "--models_from=/nonexistent/dir"),
 ])
 def test_analysis_bad_flags(module, flag):
     line = cli.check_args(runner.load(module), ["prog", "--workdir=w", flag])

@@ -41,6 +41,11 @@ def test_filters_keep_what_they_promise(key):
     assert len(low) == k and s["var_x0"][low].max() < np.delete(s["var_x0"], low).min()
     xt = rec.select("detector:var_xt", s, finite, k, key)
     assert s["var_xt"][xt].max() < np.delete(s["var_xt"], xt).min()
+    # Two-sided: keeps the k variances closest to the median in log space, drops both tails.
+    two = rec.select("detector:var_x0_two_sided", s, finite, k, key)
+    dist = np.abs(np.log(s["var_x0"]) - np.median(np.log(s["var_x0"])))
+    assert dist[two].max() < np.delete(dist, two).min()
+    assert s["var_x0"][two].min() > s["var_x0"].min() and s["var_x0"][two].max() < s["var_x0"].max()
     r1 = rec.select("random", s, finite, k, key)
     r2 = rec.select("random", s, finite, k, jax.random.fold_in(key, 1))
     assert len(set(r1.tolist())) == k and not np.array_equal(r1, r2)
@@ -144,6 +149,12 @@ def test_generation_zero_is_shared_and_filters_keep_the_right_candidates(tiny_ru
                 assert all(tuple(v) in rows for v in kept[m])
         meta = json.loads((gdir / "metrics.json").read_text())
         assert meta["train_size"] == 120 and meta["generation"] == g
+        for m in range(3 * r):  # 'removed' evaluates exactly the candidates not kept
+            kept_rows = {tuple(v) for v in kept[m]}
+            dropped = np.asarray([v for v in cand[m] if tuple(v) not in kept_rows])
+            assert len(dropped) == 40
+            np.testing.assert_allclose(meta["removed"]["mean_x"][m], dropped[:, 0].mean(),
+                                       rtol=1e-6)
 
 
 def test_one_model_at_a_time_and_alone_match_the_vmapped_grid(tiny_run):
@@ -336,3 +347,37 @@ def test_real_fraction_with_accumulation_is_refused(tmp_path):
     out = subprocess.run(_cmd(tmp_path / "w", "--real_fraction=0.2", "--accumulate"), cwd=ROOT,
                          env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "real_fraction" in out.stderr and not (tmp_path / "w").exists()
+
+
+def test_window_in_training_timesteps_on_a_dense_tail_sampler(key):
+    # T = 30; every t < 5 visited, then 6 strided steps in [5, 29]: the train-clock window
+    # [0, hi) must select exactly the visited timesteps below hi, i.e. the last
+    # sum(ts < hi) reverse steps (an index window); a wrong clock selects other steps.
+    from mi_jax.diffusion import schedule as sched
+
+    train_sched = linear_schedule(30, 1e-3, 0.2)
+    samp, ts = sched.respace(train_sched.betas, sched.dense_tail_timesteps(30, 6, 5))
+    base = dict(sampling_schedule=samp, net_timesteps=ts, sample_chunk=64)
+    cfg = tr.TrainConfig(32, 2e-3, "cosine", 1)
+    net = make_mlp(2, 16, 1, True)
+    params = jax.vmap(lambda k: tr.init_state(net, cfg, k))(jax.random.split(key, 1)).params
+
+    def hal(window, clock):
+        training = rec.Training(net, train_sched, cfg, 1, window=window, window_clock=clock,
+                                **base)
+        return rec._sample_group(training, params, [0], 0, 64, (2,), ("x0",), None).hal
+
+    for hi in (5, 12):
+        steps = int(np.sum(ts < hi))
+        np.testing.assert_array_equal(hal((0, hi), "train"), hal((0, steps), "index"))
+    assert not np.allclose(hal((0, 10), "train"), hal((0, 10), "index"))
+
+
+def test_nearest_distance_matches_brute_force():
+    from mi_jax.studies.recursive import nearest_distance
+
+    rng = np.random.default_rng(0)
+    x, ref = rng.normal(size=(5000, 6)), rng.normal(size=(300, 6))
+    x[7] = np.nan  # skipped
+    brute = np.sqrt(((x[:, None] - ref[None]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(nearest_distance(x, ref), np.nanmedian(brute), rtol=1e-9)

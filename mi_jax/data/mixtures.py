@@ -209,6 +209,15 @@ def exact_eps(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
     return jnp.einsum("...k,...kd->...d", weights, x[..., None, :] - _lead(centres, x[..., None, :]))
 
 
+def mode_eps(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
+    """The exact eps of x's most probable mode alone, k* = argmax_k p_t(k | x): the denoiser
+    that commits x_t to one mode (for guidance toward it). x (..., D) -> (..., D)."""
+    resp, var, centres = _noised_components(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar)
+    best = jax.nn.one_hot(jnp.argmax(resp, axis=-1), resp.shape[-1], dtype=resp.dtype)
+    weights = best * _lead(sqrt_one_minus_alpha_bar / var, resp)
+    return jnp.einsum("...k,...kd->...d", weights, x[..., None, :] - _lead(centres, x[..., None, :]))
+
+
 def posterior_mean(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar):
     """E[x_0 | x_t = x] in closed form: sum_k r_k(x) (mu_k + a s_k^2 / v_k (x - a mu_k))."""
     resp, var, centres = _noised_components(mixture, x, sqrt_alpha_bar, sqrt_one_minus_alpha_bar)

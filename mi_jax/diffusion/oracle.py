@@ -42,6 +42,13 @@ def oracle_score(mixture: mx.GaussianMixture, schedule: Schedule):
     return _at_timesteps(mx.noised_score, mixture, schedule)
 
 
+def oracle_mode_eps(mixture: mx.GaussianMixture, schedule: Schedule) -> EpsFn:
+    """eps_fn of x_t's most probable mode alone (`mixtures.mode_eps`), for
+    `mi_jax.sampling.repair.mode_guided`."""
+
+    return _at_timesteps(mx.mode_eps, mixture, schedule)
+
+
 def _oracle_apply(params, x_t, t):
     mixture, schedule = params
     return oracle_eps(mixture, schedule)(x_t, t)

@@ -44,6 +44,9 @@ def train_classifier(classifier: Classifier, x, y, key, steps: int = 2000, batch
     return run(params)
 
 
+LOW_CONFIDENCE = 0.5  # max softmax probability below this: the classifier cannot name the digit
+
+
 def _batched(fn, params, x, batch: int = 4096) -> np.ndarray:
     f = jax.jit(fn)
     x = np.asarray(x, np.float32)
@@ -81,6 +84,8 @@ class FeatureJudge:
                 "label_entropy": float(-(nz * np.log(nz)).sum()),
                 "classes_covered": int((hist >= 0.25 / self.num_classes).sum()),
                 "confidence": float(probs.max(1).mean()) if len(x) else 0.0,
+                # Ambiguous images, the digits' analogue of a between-modes sample.
+                "low_confidence": float((probs.max(1) < LOW_CONFIDENCE).mean()) if len(x) else 0.0,
                 "num_nonfinite": int((~finite).sum())}
 
 

@@ -96,21 +96,25 @@ def normalise_windows(window, windows, num_steps: int) -> np.ndarray:
 
 def shorthand_observers(num_steps: int, shape, *, window=None, windows=None, track=("x0",),
                         record: int = 0, record_stride: int = 1, flag_threshold=None,
-                        regions=None) -> dict:
-    """The paper's statistics as observers, windows in sampling-step indices ('index' clock):
-    'hal' (x0_hat window variance, with `regions`), 'var_xt' / 'var_eps' (if tracked),
-    'eps_norm_last', 'flag_t' (with `flag_threshold`, on the first window), 'trajectory' (with
-    `record`)."""
+                        regions=None, clock: str = "index") -> dict:
+    """The paper's statistics as observers: 'hal' (x0_hat window variance, with `regions`),
+    'var_xt' / 'var_eps' (if tracked), 'eps_norm_last', 'flag_t' (with `flag_threshold`, on the
+    first window), 'trajectory' (with `record`).
+
+    Windows are in sampling-step indices (clock='index', num_steps = the sampler's steps) or in
+    training-schedule timesteps (clock='train', num_steps = the training schedule's T; `sample`
+    then checks that each window holds a timestep the sampler visits)."""
+    check(clock in obs.CLOCKS, "clock", clock, f"must be one of {obs.CLOCKS}")
     wins = normalise_windows(window, windows, num_steps)
     track = tuple(track)
     check(len(track) >= 1 and "x0" in track and all(q in TRACKABLE for q in track), "track",
           track, f"must hold 'x0' and optionally {TRACKABLE[1:]}")
-    out = {HAL: obs.window_variance(wins, "x0", regions=_regions(regions, shape), clock="index")}
+    out = {HAL: obs.window_variance(wins, "x0", regions=_regions(regions, shape), clock=clock)}
     for q in track[1:]:
-        out[f"var_{q}"] = obs.window_variance(wins, q, clock="index")
+        out[f"var_{q}"] = obs.window_variance(wins, q, clock=clock)
     out[EPS_NORM] = obs.FinalEpsNorm()
     if flag_threshold is not None:
-        out[FLAG] = obs.preemptive_flag(wins[0], flag_threshold, clock="index")
+        out[FLAG] = obs.preemptive_flag(wins[0], flag_threshold, clock=clock)
     if check_int(record, "record", low=0):
         out[TRAJECTORY] = obs.record(record, record_stride)
     return out

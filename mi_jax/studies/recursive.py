@@ -46,7 +46,7 @@ OPTIONS = (
                   choices=("quick", "paper")),
     config.Option("datasets", "str", "Comma-separated subset of: " + ", ".join(DATASETS)),
     config.Option("filters", "str", "Comma-separated filters: none, random, variance, "
-                  "detector:var_xt|var_eps|eps_norm_last."),
+                  "detector:var_xt|var_eps|eps_norm_last|var_x0_two_sided."),
     config.Option("real_fraction", "float", "Share of each later generation's training set that is "
                   "real data (0 = the paper's protocol).", low=0, high=0.99),
     config.Option("accumulate", "bool", "Train on real + every generation's kept samples so far."),
@@ -64,14 +64,20 @@ OPTIONS = (
     config.Option("train_chunk", "int", "Training steps per jitted call.", low=1),
     config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
     config.Option("sampling_steps", "int", "Reverse steps (strided if below T).", low=2),
-    config.Option("hal_window", "window", "Trajectory-variance window lo,hi over the reverse steps.",
-                  low=0),
+    config.Option("hal_window", "window", "Trajectory-variance window lo,hi: training-schedule "
+                  "timesteps with --hal_clock=train, reverse-step indices with index.", low=0),
+    config.Option("hal_clock", "choice", "How --hal_window is counted: train (timesteps of the "
+                  "training schedule, whatever the sampler) or index (the last reverse steps).",
+                  choices=("train", "index")),
+    config.Option("dense_steps", "int", "Sample every training timestep below this one, and "
+                  "--sampling_steps strided ones above it (0: strided throughout).", low=0),
     config.Option("resolution", "int", "Image side for shapes (divides 64) and digits (rendered: "
                   "divides 64; MNIST: divides 28).", low=4, high=64),
     config.Option("mnist_dir", "str", "Folder with MNIST's train-images/-labels IDX files."),
 )
 DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",
-                   "chunk_size", "sampling_steps", "hal_window", "resolution", "mnist_dir")
+                   "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
+                   "resolution", "mnist_dir")
 # Unset per-dataset options mean "the dataset's own preset" (DATASET_PRESETS).
 OPTIONS = tuple(dataclasses.replace(o, default=None) if o.name in DATASET_OPTIONS else o
                 for o in OPTIONS)
@@ -104,11 +110,13 @@ DATASET_PRESETS = {
                        classifier_steps=2000, generations=5, seeds=[0, 1]),
         # The UNet of experiments.shapes' quick preset, 1 500 steps on 1 000 images (17.9 %
         # hallucinated at generation 0); a base-8 UNet at lr 2e-3 diverged at sampling
-        # (BUILD_NOTES.md). ~25-35 min per model on 2 cores, training and sampling.
+        # (BUILD_NOTES.md). The official window (t = 9..0) sampled step by step after 50 strided
+        # steps (issue 15). ~7 min per model on 2 cores, training and sampling.
         "shapes": dict(resolution=32, base=16, mults=[1, 2, 2], T=1000, beta_start=1e-4,
                        beta_end=0.02, steps=1500, batch_size=32, lr=1e-3, num_train=1000,
                        num_candidates=1100, train_chunk=1, chunk_size=550, sampling_steps=50,
-                       hal_window=[0, 10], generations=3, seeds=[0]),
+                       dense_steps=10, hal_window=[0, 10], hal_clock="train", generations=3,
+                       seeds=[0, 1]),
     },
     "paper": {
         "gmm2d": dict(grid_size=5, width=128, T=1000, beta_start=1e-3, beta_end=0.2,
@@ -165,8 +173,7 @@ def validate(cfg: Config) -> None:
         if d["num_candidates"] < rcfg.num_keep:
             raise InputError(f"num_candidates={d['num_candidates']}: must be >= the "
                               f"{rcfg.num_keep} samples each filter keeps ({name})")
-        check_training_and_sampling(d["batch_size"], d["num_train"], d["sampling_steps"], d["T"],
-                                    d["hal_window"], name)
+        _check_sampler(d, name)
         if name == "shapes" and 64 % d["resolution"]:
             raise InputError(f"resolution={d['resolution']}: must divide 64 (shapes)")
         if name == "digits":
@@ -187,11 +194,39 @@ def validate(cfg: Config) -> None:
 # ----------------------------------------------------------------------------------------
 
 
+def _sampling_timesteps(d: dict):
+    """Training timesteps the sampler visits (None: all T)."""
+    if d.get("dense_steps"):
+        return sched.dense_tail_timesteps(d["T"], d["sampling_steps"], d["dense_steps"])
+    if d["sampling_steps"] == d["T"]:
+        return None
+    return sched.strided_timesteps(d["T"], d["sampling_steps"])
+
+
+def _check_sampler(d: dict, name: str) -> None:
+    clock, dense, (lo, hi) = d.get("hal_clock", "index"), d.get("dense_steps", 0), d["hal_window"]
+    if dense and dense + d["sampling_steps"] > d["T"]:
+        raise InputError(f"dense_steps={dense}: with sampling_steps={d['sampling_steps']} must "
+                         f"be at most T={d['T']} steps ({name})")
+    if clock == "index":
+        check_training_and_sampling(d["batch_size"], d["num_train"], d["sampling_steps"] + dense, d["T"],
+                                    d["hal_window"], name)
+        return
+    check_training_and_sampling(d["batch_size"], d["num_train"], d["sampling_steps"], d["T"],
+                                (0, 1), name)
+    visited = _sampling_timesteps(d)
+    visited = np.arange(d["T"]) if visited is None else visited
+    if hi > d["T"] or not np.any((visited >= lo) & (visited < hi)):
+        raise InputError(f"hal_window={lo},{hi}: must hold a training timestep the sampler "
+                         f"visits, inside [0, T={d['T']}) ({name})")
+
+
 def _schedules(d: dict):
     train_sched = sched.linear_schedule(d["T"], d["beta_start"], d["beta_end"])
-    if d["sampling_steps"] == d["T"]:
+    ts = _sampling_timesteps(d)
+    if ts is None:
         return train_sched, None, None
-    s, ts = sched.respace(train_sched.betas, sched.strided_timesteps(d["T"], d["sampling_steps"]))
+    s, ts = sched.respace(train_sched.betas, ts)
     return train_sched, s, ts
 
 
@@ -201,8 +236,8 @@ def _training(d: dict, network, unroll=False, vectorise=True, checkpoint_every_s
     return rec.Training(network, train_sched, tr.TrainConfig(d["batch_size"], d["lr"], "cosine",
                                                              d["steps"]),
                         d["steps"], d["train_chunk"], unroll, samp_sched, ts,
-                        tuple(d["hal_window"]), d["chunk_size"], vectorise,
-                        checkpoint_every_s=checkpoint_every_s)
+                        tuple(d["hal_window"]), d.get("hal_clock", "index"), d["chunk_size"],
+                        vectorise, checkpoint_every_s=checkpoint_every_s)
 
 
 def gmm2d_problem(d: dict):
@@ -246,12 +281,35 @@ def digits_problem(d: dict, log=print):
         f"({time.perf_counter() - t0:.0f}s); Frechet distance of the training digits to the "
         f"reference {floor:.2f}")
     dim = size * size
-    problem = rec.Problem("digits", (dim,), lambda seed: train.reshape(len(train), dim),
-                          lambda x: judge.evaluate(x.reshape(len(x), size, size)))
+    neighbours = train[:NEAREST_REFERENCE].reshape(-1, dim)
+
+    def evaluate(x):
+        out = judge.evaluate(x.reshape(len(x), size, size))
+        # Distance to the closest training digit: large for novel images (rare or invented).
+        out["nearest_train"] = nearest_distance(x.reshape(len(x), dim), neighbours)
+        return out
+
+    problem = rec.Problem("digits", (dim,), lambda seed: train.reshape(len(train), dim), evaluate)
     info = {"source": source, "classifier_accuracy": judge.test_accuracy, "frechet_real": floor,
             "feature_space": "penultimate layer (64 units) of an MLP classifier trained on the "
                              "real digits; not Inception FID"}
     return problem, _training(d, make_mlp(dim, d["width"], 3, False, d["T"])), info
+
+
+NEAREST_REFERENCE = 5000  # training digits searched for each sample's nearest neighbour
+
+
+def nearest_distance(x: np.ndarray, reference: np.ndarray) -> float:
+    """Median over the finite rows of x of the Euclidean distance to the closest reference row."""
+    x = np.asarray(x, np.float64)
+    x = x[np.all(np.isfinite(x), axis=1)]
+    if not len(x):
+        return float("nan")
+    ref = np.asarray(reference, np.float64)
+    best = np.concatenate([
+        (np.sum(c * c, 1)[:, None] - 2 * c @ ref.T + np.sum(ref * ref, 1)[None]).min(1)
+        for c in np.array_split(x, max(1, len(x) // 2048))])
+    return float(np.median(np.sqrt(np.maximum(best, 0.0))))
 
 
 def shapes_problem(d: dict):
@@ -298,7 +356,9 @@ def run_dataset(name: str, d: dict, workdir: Path, log=print) -> dict:
     curves = {}
     scalar_names = [k for k, v in result.metrics[0]["generated"].items()
                     if np.ndim(v[0]) == 0]
-    for which in ("generated", "kept"):
+    for which in ("generated", "kept", "removed"):
+        if which not in result.metrics[0]:
+            continue
         curves[which] = {}
         for key in scalar_names:
             c = result.curve(key, which)  # (G, F, R)
@@ -357,12 +417,35 @@ def _dataset_figures(name, workdir, metrics, info, d) -> None:
                 plots.image_grid(ax, x.reshape(-1, side, side)[:36], 6)
                 ax.set_title(f"{f}, gen {g}", fontsize=8)
     wd.save_figure(fig, workdir / "generations.png")
-    fig, axes = plots.figure(ncols=2)
-    curve_panel(axes[0, 0], metrics, "generated")
-    curve_panel(axes[0, 1], metrics, "kept")
-    axes[0, 0].set_title(f"{name}: generated candidates", fontsize=9)
-    axes[0, 1].set_title(f"{name}: kept by the filter (next training set)", fontsize=9)
+    panels = [("generated", "generated candidates"), ("kept", "kept by the filter (next "
+              "training set)"), ("removed", "dropped by the filter")]
+    panels = [p for p in panels if p[0] in metrics["curves"]]
+    fig, axes = plots.figure(ncols=len(panels))
+    for ax, (which, title) in zip(axes[0], panels):
+        curve_panel(ax, metrics, which)
+        ax.set_title(f"{name}: {title}", fontsize=9)
     wd.save_figure(fig, workdir / "curves.png")
+    if name != "gmm2d" and "variance" in filters:
+        _removed_figure(workdir, samples[0], d, filters.index("variance") * r)
+
+
+def _removed_figure(workdir: Path, candidates: np.ndarray, d: dict, model: int) -> None:
+    """Generation 0, the variance filter's first model: the candidates with the highest x0_hat
+    variance (what the filter drops first), a random sample, and the lowest."""
+    with np.load(workdir / rec.GENERATION_DIR.format(0) / rec.SAMPLES_FILE) as z:
+        hal = z["hal"][model]
+    x = candidates[model]
+    side = d["resolution"]
+    order = np.argsort(np.where(np.isfinite(hal), hal, np.inf))
+    rng = np.random.default_rng(0)
+    groups = [("highest x0_hat variance (dropped first)", order[::-1][:48]),
+              ("random candidates", rng.choice(len(x), 48, replace=False)),
+              ("lowest x0_hat variance", order[:48])]
+    fig, axes = plots.figure(ncols=3, width=3.6, height=3.0)
+    for ax, (title, idx) in zip(axes[0], groups):
+        plots.image_grid(ax, x[idx].reshape(-1, side, side), 8)
+        ax.set_title(f"gen 0: {title}", fontsize=8)
+    wd.save_figure(fig, workdir / "removed.png")
 
 
 def run(cfg: Config, workdir, log=print) -> dict:

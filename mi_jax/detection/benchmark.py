@@ -1,0 +1,202 @@
+"""One detector interface and one evaluation, for comparing hallucination detectors.
+
+A `Detector` is a per-sample score (higher = more likely hallucinated) computed from one sampling
+pass: it names the sampler observers it needs (merged over detectors, so every score comes from
+the same trajectories) and, if any, an after-sampling computation (`after="flipd"`). The
+standard set (`standard_detectors`): the x0_hat trajectory variance over each window (the
+paper's, window 0 the official one), the x_t and eps_hat variances and the final |eps_hat| over
+the official window, the curvature score (Hutchinson trace of d eps_hat / d x_t,
+`detectors.curvature_score`), FLIPD, and a random floor.
+
+`evaluate_task` scores one model's samples on one task (positives against negatives, e.g.
+bridges against in-support samples) on a held-out half: the fitted detectors -- the best
+variance window and a logistic fusion of the others -- are chosen / fitted on the other half,
+so no number reported is fitted on the samples it is measured on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from mi_jax.detection import metrics as dm
+from mi_jax.detection.detectors import curvature_score
+from mi_jax.sampling import observers as obs
+from mi_jax.validation import check, check_float
+
+RANDOM, BEST_WINDOW, FUSED = "random", "var_x0 best window", "fused (logistic)"
+WINDOW_PREFIX = "var_x0 "
+# Scores the logistic fusion combines (when present): the official variance, the curvature,
+# the final |eps_hat| and FLIPD -- one per kind of signal, so the fit has few weights.
+FUSION_INPUTS = ("official", "curvature", "eps_norm_last", "flipd")
+
+
+@dataclasses.dataclass(frozen=True)
+class Detector:
+    """A per-sample hallucination score. observers: {name: observer} it reads from the sampling
+    pass; score(observed, after) -> (n,), from one model's observer outputs (`observed[name]`)
+    and after-sampling outputs (`after[self.after]` when `after` is set)."""
+
+    name: str
+    observers: Mapping
+    score: Callable
+    after: str | None = None
+
+
+def window_name(window) -> str:
+    lo, hi = (int(v) for v in window)
+    return f"{WINDOW_PREFIX}{lo}:{hi}"
+
+
+def standard_detectors(windows: Sequence, trace_window, *, probes: int = 1, regions=None,
+                       clock: str = "train", seed: int = 0) -> list:
+    """The benchmark's detectors. windows: variance windows, the first the official one;
+    trace_window: the curvature score's window; regions: optional (R, *shape) masks, adding the
+    variance's max over regions (images: per column) at the official window."""
+    windows = [tuple(int(v) for v in w) for w in windows]
+    check(len(windows) >= 1, "windows", windows, "must hold at least one window")
+    var = obs.window_variance(windows, regions=regions, clock=clock)
+    first = windows[:1]
+    dets = [Detector(window_name(w), {"var_x0": var},
+                     lambda o, a, i=i: o["var_x0"].var[i]) for i, w in enumerate(windows)]
+    if regions is not None:
+        dets.append(Detector(f"{window_name(first[0])} max over regions", {"var_x0": var},
+                             lambda o, a: o["var_x0"].var_regions[0].max(-1)))
+    for q in ("xt", "eps"):
+        dets.append(Detector(f"var_{q}", {f"var_{q}": obs.window_variance(first, q, clock=clock)},
+                             lambda o, a, q=q: o[f"var_{q}"].var[0]))
+    dets += [
+        Detector("eps_norm_last", {"eps_norm": obs.FinalEpsNorm()}, lambda o, a: o["eps_norm"]),
+        Detector("curvature", {"trace": obs.jacobian_trace(trace_window, probes, seed,
+                                                           clock=clock)},
+                 lambda o, a: curvature_score(o["trace"])),
+        Detector("flipd", {}, lambda o, a: a["flipd"], after="flipd"),
+    ]
+    return dets
+
+
+def merged_observers(detectors: Sequence[Detector]) -> dict:
+    """The one observer set a sampling pass needs for every detector (same name = same
+    observer: refused if two detectors name different observers alike)."""
+    out: dict = {}
+    for d in detectors:
+        for name, o in d.observers.items():
+            check(out.setdefault(name, o) is o, "observers", name,
+                  "is needed by two detectors as different observers")
+    return out
+
+
+def model_slice(tree, m: int):
+    """Model m of stacked observer outputs (leading model axis)."""
+    return jax.tree.map(lambda a: np.asarray(a)[m], tree)
+
+
+def score_all(detectors: Sequence[Detector], observed: dict, after: dict, n: int,
+              rng_seed: int = 0) -> dict:
+    """{detector name: (n,) float64} for one model, plus the random floor."""
+    out = {d.name: np.asarray(d.score(observed, after), np.float64) for d in detectors}
+    for name, s in out.items():
+        check(s.shape == (n,), "detector", name, f"gave shape {s.shape}, not ({n},)")
+    out[RANDOM] = np.random.default_rng(rng_seed).random(n)
+    return out
+
+
+def fit_split(n: int, seed: int, fraction: float = 0.5) -> np.ndarray:
+    """A boolean mask of the samples the fitted detectors are fitted on (the rest: test)."""
+    check_float(fraction, "fit_fraction", low=0.0, high=1.0, low_open=True)
+    check(fraction < 1.0, "fit_fraction", fraction, "must leave samples to test on (< 1)")
+    mask = np.zeros(n, bool)
+    mask[np.random.default_rng(seed).permutation(n)[:int(round(fraction * n))]] = True
+    return mask
+
+
+def _features(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Scores as fusion inputs: log of the non-negative, heavy-tailed ones (variances, norms,
+    the curvature), FLIPD (signed) as it is; non-finite values clipped to the finite range."""
+    out = []
+    for c in columns:
+        c = np.asarray(c, np.float64)
+        finite = c[np.isfinite(c)]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        c = np.clip(np.nan_to_num(c, nan=hi, posinf=hi, neginf=lo), lo, hi)
+        out.append(np.log(np.maximum(c, 1e-30)) if lo >= 0 else c)
+    return np.stack(out, axis=1)
+
+
+def fit_logistic(features: np.ndarray, positive: np.ndarray, l2: float = 1e-2,
+                 iterations: int = 50) -> tuple:
+    """L2-regularised, class-balanced logistic regression by Newton's method (float64).
+    Returns (centre, scale, weights, bias): score = ((f - centre) / scale) @ weights + bias."""
+    f = np.asarray(features, np.float64)
+    y = np.asarray(positive, np.float64)
+    check(0 < y.sum() < len(y), "positive", int(y.sum()), "needs both classes to fit")
+    centre = np.median(f, axis=0)
+    scale = np.median(np.abs(f - centre), axis=0)
+    scale = np.where(scale > 0, scale, np.maximum(f.std(axis=0), 1e-12))
+    z = np.concatenate([(f - centre) / scale, np.ones((len(f), 1))], axis=1)
+    w_class = np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))  # balanced classes
+    beta = np.zeros(z.shape[1])
+    reg = np.full(z.shape[1], l2 * len(f))
+    reg[-1] = 0.0  # the bias is not penalised
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -60, 60)))
+        grad = z.T @ (w_class * (p - y)) + reg * beta
+        hess = (z * (w_class * p * (1 - p))[:, None]).T @ z + np.diag(reg + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return centre, scale, beta[:-1], beta[-1]
+
+
+def logistic_score(features: np.ndarray, fit: tuple) -> np.ndarray:
+    centre, scale, weights, bias = fit
+    return ((np.asarray(features, np.float64) - centre) / scale) @ weights + bias
+
+
+def evaluate_task(scores: dict, positive: np.ndarray, fit_mask: np.ndarray,
+                  fusion_inputs: Sequence[str] = ()) -> dict:
+    """Detection of one task on the test half (~fit_mask), per detector: `detection_summary`.
+
+    scores: {name: (n,)} over the task's samples (positives and negatives only); the best
+    x0_hat window (by AUROC on the fit half) and the logistic fusion of `fusion_inputs`
+    (fitted on the fit half) are added. Needs a positive and a negative in each half, else the
+    fitted detectors are left out."""
+    positive = np.asarray(positive, bool)
+    test = ~fit_mask
+    big = np.finfo(np.float64).max
+
+    def summary(s, rows):
+        return dm.detection_summary(np.nan_to_num(s[rows], nan=big, posinf=big), positive[rows])
+
+    out = {name: summary(s, test) for name, s in scores.items()}
+    both = all(0 < positive[h].sum() < h.sum() for h in (fit_mask, test))
+    if not both:
+        return out
+    windows = [n for n in scores if n.startswith(WINDOW_PREFIX) and ":" in n.split()[-1]]
+    if windows:
+        fit_auroc = [summary(scores[n], fit_mask)["auroc"] for n in windows]
+        best = windows[int(np.nanargmax(fit_auroc))]
+        out[BEST_WINDOW] = {**out[best], "window": best}
+    if fusion_inputs:
+        feats = _features([scores[n] for n in fusion_inputs])
+        fit = fit_logistic(feats[fit_mask], positive[fit_mask])
+        out[FUSED] = {**summary(logistic_score(feats, fit), test),
+                      "inputs": list(fusion_inputs), "weights": fit[2].tolist()}
+    return out
+
+
+def fusion_inputs(names: Sequence[str]) -> list:
+    """The fusion's inputs among the detectors present (`FUSION_INPUTS`, 'official' = the first
+    variance window)."""
+    windows = [n for n in names if n.startswith(WINDOW_PREFIX)]
+    lookup = {"official": windows[0] if windows else None}
+    return [lookup.get(n, n) for n in FUSION_INPUTS if lookup.get(n, n) in names]
+
+
+__all__ = ["Detector", "standard_detectors", "merged_observers", "model_slice", "score_all",
+           "fit_split", "fit_logistic", "logistic_score", "evaluate_task", "fusion_inputs",
+           "window_name", "RANDOM", "BEST_WINDOW", "FUSED"]
