@@ -268,3 +268,20 @@ def test_recipe_ab_runs_and_skips_finished_recipes(tmp_path):
     assert sum("finished earlier" in line for line in logged) == 2
     with pytest.raises(InputError, match="eval_every"):
         convergence.validate(cfg.replace(eval_every=7))
+
+
+def test_repair_end_to_end_and_refuses_1d_models(tmp_path, tiny_models):
+    out = run("repair", f"--workdir={tmp_path / 'rep'}", f"--models_from={tiny_models / 'gmm2d'}",
+              "--num_samples=200", "--chunk_size=200", "--restart_t=10", "--guidance_weights=0.5",
+              "--guidance_t_max=20", "--window=0,5")
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = json.loads((tmp_path / "rep" / "metrics.json").read_text())["table"]
+    assert set(table) == {"square", "rotated"}
+    for arms in table.values():
+        assert set(arms) == {"plain", "filter", "restart t'=10", "guided w=0.5"}
+        assert arms["plain"]["compute"]["mean"] == 1.0
+        assert arms["restart t'=10"]["compute"]["mean"] > 1.0
+    assert (tmp_path / "rep" / "repair.png").stat().st_size > 0
+    bad = run("repair", f"--workdir={tmp_path / 'bad'}", f"--models_from={tiny_models / 'gmm1d'}")
+    assert bad.returncode == 2 and "not a 2D mixture run" in bad.stderr
+    assert not (tmp_path / "bad").exists()
