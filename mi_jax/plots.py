@@ -156,6 +156,26 @@ def image_grid(ax, images, cols: int) -> None:
     ax.axis("off")
 
 
+def roc_panel(ax, scores: dict, positive, title: str,
+              ylabel: str = "hallucinations flagged (TPR)") -> None:
+    """ROC curves of several detectors ({name: (n,) scores}) against one label array; a
+    non-finite score counts as the highest (flagged first), as in the detection metrics."""
+    from mi_jax.detection import metrics as dm
+
+    positive = np.asarray(positive, bool)
+    big = np.finfo(np.float64).max
+    if positive.any() and (~positive).any():
+        for name, s in scores.items():
+            s = np.nan_to_num(np.asarray(s, np.float64), nan=big, posinf=big)
+            fpr, tpr, _ = dm.roc_curve(s, positive)
+            ax.plot(fpr, tpr, lw=1, label=f"{name} ({dm.auroc(s, positive):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("in-support flagged (FPR)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=6, loc="lower right")
+
+
 CONVERGENCE_PANELS = (("bridge", "bridge rate", True), ("blur", "blur rate", True),
                       ("width_vs_exact", "mode width / exact score's", False),
                       ("bridges_auroc", "AUROC vs bridges", False))

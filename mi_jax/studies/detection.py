@@ -21,7 +21,6 @@ from mi_jax import plots
 from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.detection import evaluate
-from mi_jax.detection import metrics as dm
 from mi_jax.studies import mixture_study
 from mi_jax.studies.runner import check_models_from, model_sources
 
@@ -97,18 +96,8 @@ def _figures(workdir, cfg, results, arrays) -> list:
         fig, axes = plots.figure(ncols=len(names), nrows=2, width=4.2, height=3.4)
         for c, name in enumerate(names):
             m = int(np.flatnonzero(a["config_index"] == c)[0])
-            p = a["positive"][m]
-            ax = axes[0, c]
-            for d in DETECTORS:
-                s = np.nan_to_num(a["scores"][d][m], posinf=np.finfo(np.float32).max)
-                if p.any() and (~p).any():
-                    fpr, tpr, _ = dm.roc_curve(s, p)
-                    ax.plot(fpr, tpr, lw=1, label=f"{d} ({dm.auroc(s, p):.3f})")
-            ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
-            ax.set_xlabel("in-support flagged (FPR)")
-            ax.set_ylabel("hallucinations flagged (TPR)")
-            ax.set_title(f"{name} (seed model {m})", fontsize=9)
-            ax.legend(fontsize=6, loc="lower right")
+            plots.roc_panel(axes[0, c], {d: a["scores"][d][m] for d in DETECTORS},
+                            a["positive"][m], f"{name} (seed model {m})")
             ax = axes[1, c]
             w = src["configs"][name]["windows"]
             labels = [f"{lo}:{hi}" for lo, hi in src["windows"]]

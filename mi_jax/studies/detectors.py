@@ -36,7 +36,6 @@ from mi_jax import workdir as wd
 from mi_jax.data import shape_counter as sc
 from mi_jax.data import support
 from mi_jax.detection import benchmark as bm
-from mi_jax.detection import metrics as dm
 from mi_jax.detection.detectors import flipd
 from mi_jax.detection.evaluate import summarise_seeds
 from mi_jax.sampling.ddpm import print_progress
@@ -312,20 +311,10 @@ def _figure(workdir: Path, sname: str, src: dict, arrays: dict) -> str:
     for c, cname in enumerate(configs):
         m = src["model_names"].index(cname)
         for r, task in enumerate(tasks):
-            ax = axes[r, c]
             sel = arrays[f"{sname}__m{m}__select_{task}"] & ~fit
-            p = arrays[f"{sname}__m{m}__positive"][sel]
-            for n in shown:
-                s = np.nan_to_num(arrays[f"{sname}__m{m}__{n}"][sel].astype(np.float64),
-                                  nan=np.inf, posinf=np.finfo(np.float64).max)
-                if p.any() and (~p).any():
-                    fpr, tpr, _ = dm.roc_curve(s, p)
-                    ax.plot(fpr, tpr, lw=1, label=f"{n} ({dm.auroc(s, p):.3f})")
-            ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
-            ax.set_xlabel("in-support flagged (FPR)")
-            ax.set_ylabel("flagged (TPR)")
-            ax.set_title(f"{cname}: {task} (model {m}, test half)", fontsize=8)
-            ax.legend(fontsize=6, loc="lower right")
+            plots.roc_panel(axes[r, c], {n: arrays[f"{sname}__m{m}__{n}"][sel] for n in shown},
+                            arrays[f"{sname}__m{m}__positive"][sel],
+                            f"{cname}: {task} (model {m}, test half)", "flagged (TPR)")
     wd.save_figure(fig, workdir / f"roc_{sname}.png")
     return f"roc_{sname}.png"
 
