@@ -261,11 +261,23 @@ COMMON = (
            low=0, default=0),
     Option("batch_order", "choice", "random (i.i.d. rows) or in_order (the official fixed-order, "
            "unshuffled batches).", choices=("random", "in_order"), default="random"),
+    Option("jacobian_weight", "float", "Weight of the second-order (Jacobian) denoising term added "
+           "to the loss: the learned eps is fitted to jump between modes as the exact one does "
+           "(unset or 0: the plain objective, official).", low=0, default=None),
+    Option("jacobian_t_max", "int", "Apply the Jacobian term only at t < this (unset or 0: at every "
+           "t).", low=0, default=None),
+    Option("between_weight", "float", "Weight of the between-points term added to the loss: x0_hat "
+           "at noised points between two training points regressed on the minibatch's "
+           "closed-form denoiser (unset or 0: the plain objective, official).", low=0,
+           default=None),
+    Option("between_t_max", "int", "The between-points term's timesteps: t < this (unset: 50).",
+           low=1, default=None),
 )
 
 # The mixture studies' training recipe: what a finished gmm1d/gmm2d directory needs to rebuild
 # its models (`RecipeConfig.from_values(saved, ignore_unknown=True)`).
 RECIPE = pick(COMMON, "seeds", "steps", "batch_size", "lr", "lr_schedule", "T", "beta_start",
               "beta_end", "width", "tied", "focus_steps", "focus_prob", "ema_decay", "epochs",
-              "batch_order")
+              "batch_order", "jacobian_weight", "jacobian_t_max", "between_weight",
+              "between_t_max")
 RecipeConfig = config_class("RecipeConfig", RECIPE, "The training recipe of a mixture study.")

@@ -285,3 +285,32 @@ def test_repair_end_to_end_and_refuses_1d_models(tmp_path, tiny_models):
     bad = run("repair", f"--workdir={tmp_path / 'bad'}", f"--models_from={tiny_models / 'gmm1d'}")
     assert bad.returncode == 2 and "not a 2D mixture run" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_smoothness_end_to_end_resumes_and_refuses_repeated_weights(tmp_path):
+    tiny = [a for a in TINY if not a.startswith("--seeds")] + ["--seeds=0", "--layout=square",
+                                                             "--chunk_size=64"]
+    args = [f"--workdir={tmp_path / 'sm'}", *tiny, "--arms=jacobian:1,between:10",
+            "--jacobian_t_max=20",
+            "--timesteps=2,20", "--heldout_samples=1000"]
+    out = run("smoothness", *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    work = tmp_path / "sm"
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert set(metrics["table"]["square"]) == {"plain", "jacobian_1", "between_10"}
+    # Each arm is an ordinary gmm2d run; the penalised one trained with the term.
+    plain = json.loads((work / "plain" / "config.json").read_text())
+    arm = json.loads((work / "jacobian_1" / "config.json").read_text())
+    assert "jacobian_weight" not in plain and "jacobian_t_max" not in plain
+    assert arm["jacobian_weight"] == 1.0 and arm["jacobian_t_max"] == 20
+    between = json.loads((work / "between_10" / "config.json").read_text())
+    assert between["between_weight"] == 10.0 and "jacobian_weight" not in between
+    row = metrics["table"]["square"]["jacobian_1"]
+    assert np.isfinite(row["heldout_loss"]["mean"]) and "between_mass_t20" in row
+    for name in ("table.md", "smoothness.png", "profiles.png"):
+        assert (work / name).stat().st_size > 0, name
+    again = run("smoothness", *args)
+    assert again.returncode == 0 and again.stdout.count("finished result found") == 3
+    bad = run("smoothness", f"--workdir={tmp_path / 'bad'}", *tiny, "--arms=jacobian:1,jacobian:1")
+    assert bad.returncode == 2 and "arms=jacobian:1,jacobian:1: 'jacobian:1' is not a new" in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -326,6 +326,20 @@ def test_shapes_problem_counts_categories_and_runs_one_model_at_a_time_on_cpu():
     assert "SIMPLE SHAPES 32x32" in info["source"]
 
 
+def test_between_weight_reaches_every_generations_training_and_is_unset_by_default():
+    from mi_jax import config
+    from mi_jax.studies import recursive as exp
+
+    plain = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick"), "gmm2d")
+    assert "between_weight" not in plain  # earlier work directories' configs still match
+    d = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick", between_weight=10.0),
+                           "gmm2d")
+    _, training, _ = exp.gmm2d_problem(d)
+    assert training.config.between_weight == 10.0
+    _, plain_training, _ = exp.gmm2d_problem(plain)
+    assert plain_training.config.between_weight == 0.0
+
+
 # (RecursionConfig's own checks are covered above without a subprocess each.)
 @pytest.mark.parametrize("flag", [
     "--datasets=gmm2d,cats", "--filters=none,best", "--num_candidates=10", "--real_fraction=1.5",

@@ -27,6 +27,22 @@ def mixture_quality(x, mixture: GaussianMixture, reference, k: float = support.D
             "hist_kl": histogram_kl(reference, x)}
 
 
+def mode_quality(x: np.ndarray, mixture, k: float) -> dict:
+    """Rates by kind, modes covered and KL(true mode weights || generated per-mode mass)."""
+    labels = support.classify(x, mixture, k)
+    rates = {n: float(v) for n, v in support.label_rates(labels).items()}
+    finite = np.all(np.isfinite(x), axis=1)
+    counts = np.asarray(support.mode_counts(np.where(finite[:, None], x, 0.0)[finite], mixture, k),
+                        np.float64)
+    valid = np.asarray(mixture.mask, bool)
+    w = np.asarray(mixture.weights, np.float64)[valid]
+    w = w / w.sum()
+    mass = counts[valid] / max(counts[valid].sum(), 1.0)
+    kl = float(np.sum(w * (np.log(w) - np.log(np.maximum(mass, 1e-12)))))
+    covered = int(np.sum(counts[valid] / len(x) >= COVERED_SHARE * w))
+    return {**rates, "modes_covered": covered, "mass_kl": kl}
+
+
 def bridge_blur_report(x, scores, mixture: GaussianMixture, k: float = support.DEFAULT_K,
                        oracle_width: float | None = None) -> dict:
     """One model's samples x (n, D) and detector scores (n,) on a mixture: the hallucination rate

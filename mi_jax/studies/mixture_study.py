@@ -68,7 +68,11 @@ def train_config_from(cfg) -> tr.TrainConfig:
     """The TrainConfig of a mixture study's config (any config with the `config.RECIPE` fields)."""
     return tr.TrainConfig(cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.steps,
                           focus_steps=cfg.focus_steps, focus_prob=cfg.focus_prob,
-                          ema_decay=cfg.ema_decay, batch_order=cfg.batch_order, epochs=cfg.epochs)
+                          ema_decay=cfg.ema_decay, batch_order=cfg.batch_order, epochs=cfg.epochs,
+                          jacobian_weight=cfg.jacobian_weight or 0.0,
+                          jacobian_t_max=cfg.jacobian_t_max or 0,
+                          between_weight=cfg.between_weight or 0.0,
+                          between_t_max=cfg.between_t_max or 50)
 
 
 def schedule_from_config(cfg) -> Schedule:

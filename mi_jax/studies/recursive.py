@@ -74,10 +74,13 @@ OPTIONS = (
     config.Option("resolution", "int", "Image side for shapes (divides 64) and digits (rendered: "
                   "divides 64; MNIST: divides 28).", low=4, high=64),
     config.Option("mnist_dir", "str", "Folder with MNIST's train-images/-labels IDX files."),
+    config.Option("between_weight", "float", "Train every generation with the between-points term "
+                  "of experiments.smoothness at this weight (t < 50; unset: the plain objective).",
+                  low=0),
 )
 DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",
                    "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
-                   "resolution", "mnist_dir")
+                   "resolution", "mnist_dir", "between_weight")
 # Unset per-dataset options mean "the dataset's own preset" (DATASET_PRESETS).
 OPTIONS = tuple(dataclasses.replace(o, default=None) if o.name in DATASET_OPTIONS else o
                 for o in OPTIONS)
@@ -233,8 +236,9 @@ def _schedules(d: dict):
 def _training(d: dict, network, unroll=False, vectorise=True, checkpoint_every_s=0.0
               ) -> rec.Training:
     train_sched, samp_sched, ts = _schedules(d)
-    return rec.Training(network, train_sched, tr.TrainConfig(d["batch_size"], d["lr"], "cosine",
-                                                             d["steps"]),
+    train_cfg = tr.TrainConfig(d["batch_size"], d["lr"], "cosine", d["steps"],
+                               between_weight=d.get("between_weight") or 0.0)
+    return rec.Training(network, train_sched, train_cfg,
                         d["steps"], d["train_chunk"], unroll, samp_sched, ts,
                         tuple(d["hal_window"]), d.get("hal_clock", "index"), d["chunk_size"],
                         vectorise, checkpoint_every_s=checkpoint_every_s)

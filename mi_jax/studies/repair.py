@@ -34,7 +34,7 @@ import mi_jax as mj
 from mi_jax import config, plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import support
-from mi_jax.evaluation.mixture import COVERED_SHARE
+from mi_jax.evaluation.mixture import mode_quality
 from mi_jax.sampling import repair
 from mi_jax.studies import mixture_study
 from mi_jax.studies.runner import run_or_reuse
@@ -93,22 +93,6 @@ def validate(cfg: Config) -> None:
                              f"({path})")
 
 
-def quality(x: np.ndarray, mixture, k: float) -> dict:
-    """Rates by kind, modes covered and KL(true mode weights || generated per-mode mass)."""
-    labels = support.classify(x, mixture, k)
-    rates = {n: float(v) for n, v in support.label_rates(labels).items()}
-    finite = np.all(np.isfinite(x), axis=1)
-    counts = np.asarray(support.mode_counts(np.where(finite[:, None], x, 0.0)[finite], mixture, k),
-                        np.float64)
-    valid = np.asarray(mixture.mask, bool)
-    w = np.asarray(mixture.weights, np.float64)[valid]
-    w = w / w.sum()
-    mass = counts[valid] / max(counts[valid].sum(), 1.0)
-    kl = float(np.sum(w * (np.log(w) - np.log(np.maximum(mass, 1e-12)))))
-    covered = int(np.sum(counts[valid] / len(x) >= COVERED_SHARE * w))
-    return {**rates, "modes_covered": covered, "mass_kl": kl}
-
-
 def evaluate_model(network, params, schedule, mixture, key, cfg: Config, log=print) -> dict:
     eps_fn = network.eps_fn(params)
     T = schedule.num_steps
@@ -122,14 +106,14 @@ def evaluate_model(network, params, schedule, mixture, key, cfg: Config, log=pri
     x, score = res.x, np.asarray(res.observed["hal"].var[0], np.float64)
     threshold = float(np.quantile(score[np.isfinite(score)], 1.0 - cfg.flag_fraction))
     flagged = ~(score <= threshold)
-    arms = {"plain": {**quality(x, mixture, cfg.k), "compute": 1.0},
-            "filter": {**quality(x[~flagged], mixture, cfg.k),
+    arms = {"plain": {**mode_quality(x, mixture, cfg.k), "compute": 1.0},
+            "filter": {**mode_quality(x[~flagged], mixture, cfg.k),
                        "compute": 1.0 / (1.0 - float(flagged.mean()))}}
     for t_r in cfg.restart_t:
         out = repair.repair_flagged(eps_fn, schedule, jax.random.fold_in(key, 1000 + t_r), x,
                                     score, threshold, t_r, cfg.rounds, "hal", observers)
         arms[f"restart t'={t_r}"] = {
-            **quality(out["x"], mixture, cfg.k),
+            **mode_quality(out["x"], mixture, cfg.k),
             "compute": 1.0 + out["network_calls"] / (cfg.num_samples * T),
             "restarted": out["restarted"],
             "still_flagged": float(np.mean(~(out["scores"] <= threshold)))}
@@ -140,7 +124,7 @@ def evaluate_model(network, params, schedule, mixture, key, cfg: Config, log=pri
         t0 = time.perf_counter()
         g = mj.sample(guided, schedule, key, cfg.num_samples, (2,), observers=observers,
                       chunk_size=cfg.chunk_size)
-        arms[f"guided w={w:g}"] = {**quality(g.x, mixture, cfg.k),
+        arms[f"guided w={w:g}"] = {**mode_quality(g.x, mixture, cfg.k),
                                    "compute": (time.perf_counter() - t0) / plain_s}
     log("  " + "; ".join(f"{a}: bridge {100 * v['bridge']:.2f} %, x{v['compute']:.2f}"
                          for a, v in arms.items()))

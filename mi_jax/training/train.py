@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mi_jax.diffusion.forward import eps_loss, focused_timesteps
+from mi_jax.diffusion.forward import between_loss, eps_loss, focused_timesteps
 from mi_jax.diffusion.schedule import Schedule
 from mi_jax.sharding import to_host
 from mi_jax.validation import check, check_float, check_int
@@ -57,6 +57,14 @@ class TrainConfig:
     # > 0: a model stops updating after `epochs` x (n_valid // batch_size) steps, the official
     # budget (10 000 epochs: steps grow with the training set); 0: every model runs all steps.
     epochs: int = 0
+    # > 0: add this weight times the second-order (Jacobian) denoising term to the loss
+    # (`forward.eps_loss`): the learned eps is asked to jump between modes as the exact one does.
+    jacobian_weight: float = 0.0
+    jacobian_t_max: int = 0  # > 0: that term only at t < jacobian_t_max
+    # > 0: add this weight times `forward.between_loss` (the minibatch's closed-form denoiser as
+    # the target at points between training points, t < between_t_max).
+    between_weight: float = 0.0
+    between_t_max: int = 50
     # Your own optax optimiser (any GradientTransformation): used instead of Adam at
     # `learning_rate` / `lr_schedule`, which are then ignored. Keep the same object across calls:
     # the config is a jit static argument, hashed by it.
@@ -77,6 +85,10 @@ class TrainConfig:
               "must be 'random' or 'in_order'")
         check_int(self.epochs, "epochs", low=0)
         check_int(self.warmup_steps, "warmup_steps", low=0)
+        check_float(self.jacobian_weight, "jacobian_weight", low=0.0)
+        check_int(self.jacobian_t_max, "jacobian_t_max", low=0)
+        check_float(self.between_weight, "between_weight", low=0.0)
+        check_int(self.between_t_max, "between_t_max", low=1)
         if self.lr_schedule == "cosine":
             check(self.warmup_steps < self.decay_steps, "warmup_steps", self.warmup_steps,
                   f"must be < decay_steps={self.decay_steps}")
@@ -138,7 +150,13 @@ def train_step(network, schedule: Schedule, config: TrainConfig, state: TrainSta
     proposal = config.proposal(schedule.num_steps)
 
     def loss_fn(params):
-        return eps_loss(lambda x, t: network.apply(params, x, t), schedule, x0, k_loss, proposal)
+        eps_fn = lambda x, t: network.apply(params, x, t)
+        loss = eps_loss(eps_fn, schedule, x0, k_loss, proposal, config.jacobian_weight,
+                        config.jacobian_t_max)
+        if config.between_weight:
+            loss = loss + config.between_weight * between_loss(
+                eps_fn, schedule, x0, jax.random.fold_in(k_loss, 3), config.between_t_max)
+        return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = config.optimizer().update(grads, state.opt_state, state.params)
