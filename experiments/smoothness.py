@@ -1,5 +1,5 @@
-r"""Mitigation in training (beyond the paper): the plain objective vs the second-order (Jacobian)
-denoising term on the 25-mode grids.
+r"""Mitigation in training (beyond the paper): the plain objective vs added loss terms (the
+second-order Jacobian term, the between-points term) on the 25-mode grids.
 
     python -m experiments.smoothness --workdir=runs/smoothness --preset=quick
 

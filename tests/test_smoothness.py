@@ -170,3 +170,19 @@ def test_between_loss_charges_a_smoothed_denoiser_more_than_the_exact_one():
     smooth = float(between_loss(oracle_eps(mx.grid_2d("square", std=0.2, size=3), schedule),
                                 schedule, x0, key, 50))
     assert exact < 0.3 * smooth, (exact, smooth)
+
+
+def test_jacobian_t_max_confines_the_term_to_small_timesteps():
+    # Every t drawn from [100, 200): with t_max = 100 the term vanishes (the plain loss, same
+    # draws); with t_max = 200 it is there.
+    schedule = mj.linear_schedule()
+    mix = mx.grid_2d("square", size=3)
+    x0 = mix.sample(jax.random.key(1), 512)
+    eps = oracle_eps(mx.grid_2d("square", std=0.2, size=3), schedule)
+    proposal = jnp.where((jnp.arange(1000) >= 100) & (jnp.arange(1000) < 200), 0.01, 0.0)
+    key = jax.random.key(2)
+    plain = float(eps_loss(eps, schedule, x0, key, proposal))
+    cut = float(eps_loss(eps, schedule, x0, key, proposal, 1.0, jacobian_t_max=100))
+    kept = float(eps_loss(eps, schedule, x0, key, proposal, 1.0, jacobian_t_max=200))
+    assert cut == pytest.approx(plain, rel=1e-6)
+    assert kept > plain * 1.05

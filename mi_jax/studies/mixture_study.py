@@ -72,7 +72,7 @@ def train_config_from(cfg) -> tr.TrainConfig:
                           jacobian_weight=cfg.jacobian_weight or 0.0,
                           jacobian_t_max=cfg.jacobian_t_max or 0,
                           between_weight=cfg.between_weight or 0.0,
-                          between_t_max=cfg.between_t_max or 50)
+                          between_t_max=cfg.between_t_max or tr.DEFAULT_BETWEEN_T_MAX)
 
 
 def schedule_from_config(cfg) -> Schedule:

@@ -75,7 +75,8 @@ OPTIONS = (
                   "divides 64; MNIST: divides 28).", low=4, high=64),
     config.Option("mnist_dir", "str", "Folder with MNIST's train-images/-labels IDX files."),
     config.Option("between_weight", "float", "Train every generation with the between-points term "
-                  "of experiments.smoothness at this weight (t < 50; unset: the plain objective).",
+                  f"of experiments.smoothness at this weight (t < {tr.DEFAULT_BETWEEN_T_MAX}; unset: the "
+                  "plain objective).",
                   low=0),
 )
 DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",

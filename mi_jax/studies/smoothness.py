@@ -118,12 +118,13 @@ def _run_arm(arm_cfg, workdir: Path, log) -> None:
 
 
 def heldout_loss(eps_fn, schedule, mixture, key, num: int) -> float:
-    """The plain epsilon loss (uniform t) on `num` fresh draws of the mixture, in chunks."""
-    loss = jax.jit(lambda k: eps_loss(eps_fn, schedule, mixture.sample(jax.random.fold_in(k, 0),
-                                                                       LOSS_CHUNK),
+    """The plain epsilon loss (uniform t) on `num` fresh draws of the mixture, in chunks of at
+    most LOSS_CHUNK (`num` rounded down to whole chunks)."""
+    size = min(num, LOSS_CHUNK)
+    loss = jax.jit(lambda k: eps_loss(eps_fn, schedule,
+                                      mixture.sample(jax.random.fold_in(k, 0), size),
                                       jax.random.fold_in(k, 1)))
-    chunks = max(1, num // LOSS_CHUNK)
-    return float(np.mean([float(loss(jax.random.fold_in(key, i))) for i in range(chunks)]))
+    return float(np.mean([float(loss(jax.random.fold_in(key, i))) for i in range(num // size)]))
 
 
 def _x0_fn(eps_fn, schedule):

@@ -23,6 +23,9 @@ from mi_jax.sharding import to_host
 from mi_jax.validation import check, check_float, check_int
 
 
+DEFAULT_BETWEEN_T_MAX = 50  # the between-points term's timesteps, t < this
+
+
 class TrainState(NamedTuple):
     """A model's training state (a pytree; stack it for a sweep): params, optax state, step,
     key (step keys are fold_in(key, step)) and the EMA of the params (None without one)."""
@@ -64,7 +67,7 @@ class TrainConfig:
     # > 0: add this weight times `forward.between_loss` (the minibatch's closed-form denoiser as
     # the target at points between training points, t < between_t_max).
     between_weight: float = 0.0
-    between_t_max: int = 50
+    between_t_max: int = DEFAULT_BETWEEN_T_MAX
     # Your own optax optimiser (any GradientTransformation): used instead of Adam at
     # `learning_rate` / `lr_schedule`, which are then ignored. Keep the same object across calls:
     # the config is a jit static argument, hashed by it.
