@@ -41,7 +41,11 @@ from mi_jax.training import train as tr
 from mi_jax.validation import check, check_float, check_int
 
 PHASE_INIT, PHASE_SAMPLE, PHASE_FILTER = 1, 2, 3
-BUILTIN_FILTERS = ("none", "random", "variance")
+BUILTIN_FILTERS = ("none", "random", "variance", "restart")
+# restart: repair instead of discarding -- the candidates the variance filter would drop are
+# re-noised to `restart_t` and resampled by the same model (`mi_jax.sampling.repair`), re-scored
+# and restarted again up to `restart_rounds` times; then the first num_keep are kept, as "none"
+# keeps them. Its 'generated' metrics are the model's candidates before repair, 'kept' after.
 DETECTOR_PREFIX = "detector:"  # detector:var_xt, detector:var_eps, detector:eps_norm_last
 DETECTOR_TRACKS = {"var_xt": "xt", "var_eps": "eps", "var_x0": "x0", "eps_norm_last": "eps",
                    "var_x0_two_sided": "x0"}
@@ -62,6 +66,8 @@ class RecursionConfig:
     filters: tuple = ("none", "random", "variance")
     real_fraction: float = 0.0   # share of every later generation's training set that is real
     accumulate: bool = False     # train on real + every generation's kept samples so far
+    restart_t: int = 100         # the restart filter's re-noising timestep t'
+    restart_rounds: int = 2      # restarts at most per flagged candidate
 
     def __post_init__(self):
         check_int(self.generations, "generations", low=1)
@@ -77,6 +83,8 @@ class RecursionConfig:
               "must be a non-empty tuple")
         check(len(set(self.filters)) == len(self.filters), "filters", self.filters,
               "must be distinct")
+        check_int(self.restart_t, "restart_t", low=1)
+        check_int(self.restart_rounds, "restart_rounds", low=1, high=10)
         for name in self.filters:
             check(name in BUILTIN_FILTERS or (isinstance(name, str) and name.startswith(
                 DETECTOR_PREFIX) and name[len(DETECTOR_PREFIX):] in DETECTOR_TRACKS),
@@ -147,7 +155,7 @@ def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key) 
     n = len(finite)
     check(int(finite.sum()) >= count, "candidates", int(finite.sum()),
           f"too few finite candidates to keep {count}")
-    if filter_name == "none":
+    if filter_name in ("none", "restart"):  # restart: candidates already repaired in place
         return np.flatnonzero(finite)[:count]
     if filter_name == "random":
         order = np.asarray(jax.random.permutation(key, n))
@@ -226,9 +234,10 @@ def _groups(num_models: int, vectorise: bool) -> list:
 def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig, seeds, g: int,
                     data: np.ndarray, n_valid: np.ndarray, gdir: Path | None, log):
     """Train and sample one generation's models (all in one vmapped call unless not vectorised).
-    Returns (losses (M, S), candidates x (M, n, ...), scores {name: (M, n)}, seconds)."""
+    Returns (losses (M, S), candidates x (M, n, ...), scores {name: (M, n)}, seconds, params
+    stacked over the M models)."""
     t0 = time.perf_counter()
-    losses, xs, scores = [], [], {}
+    losses, xs, scores, params = [], [], {}, []
     for i, group in enumerate(_groups(len(seeds), training.vectorise)):
         sub = None if gdir is None else (gdir if training.vectorise else gdir / f"model_{group[0]}")
         if sub is not None:
@@ -241,14 +250,37 @@ def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig,
                             problem.shape, rcfg.tracks, chunks)
         losses.append(loss)
         xs.append(res.x)
+        params.append(state.params)
         for name, value in trajectory_scores(res).items():
             scores.setdefault(name, []).append(value)
         log(f"generation {g}, models {group[0]}..{group[-1]}: trained in {t1 - t0:.0f}s, sampled "
             f"{rcfg.num_candidates} candidates each in {res.seconds:.0f}s")
         if chunks is not None:
             shutil.rmtree(chunks, ignore_errors=True)
+    params = jax.tree.map(lambda *a: np.concatenate(a), *params)
     return (np.concatenate(losses), np.concatenate(xs),
-            {k: np.concatenate(v) for k, v in scores.items()}, time.perf_counter() - t0)
+            {k: np.concatenate(v) for k, v in scores.items()}, time.perf_counter() - t0, params)
+
+
+def _restart_flagged(training: Training, rcfg: RecursionConfig, params, x, scores, finite,
+                     key) -> tuple[np.ndarray, dict]:
+    """The restart filter for one model: the candidates the variance filter would drop re-noised
+    to `rcfg.restart_t` and resampled (`repair.repair_flagged`). Returns the repaired candidates
+    and {'restarted': per round, 'extra_calls': network calls as a share of sampling's}."""
+    from mi_jax.sampling import repair
+
+    var = np.asarray(scores["var_x0"], np.float64)
+    kept = select("variance", scores, finite, rcfg.num_keep, key)
+    threshold = float(np.max(var[kept]))
+    shape = x.shape[1:]
+    observers = {"hal": shorthand_observers(training.schedule.num_steps, shape,
+                                            window=training.window,
+                                            clock=training.window_clock)["hal"]}
+    out = repair.repair_flagged(training.network.eps_fn(params), training.schedule, key, x,
+                                np.where(finite, var, np.inf), threshold, rcfg.restart_t,
+                                rcfg.restart_rounds, "hal", observers)
+    calls = out["network_calls"] / (len(x) * training.schedule.num_steps)
+    return out["x"].astype(x.dtype), {"restarted": out["restarted"], "extra_calls": calls}
 
 
 def _training_sets(rcfg: RecursionConfig, real: np.ndarray, kept_history: list, g: int):
@@ -286,6 +318,11 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
     check(real.shape[1:] == (rcfg.num_train,) + tuple(problem.shape), "real", real.shape[1:],
           f"must be (num_train={rcfg.num_train}, *{tuple(problem.shape)})")
     real_m = real[np.asarray([m % r for m in range(f * r)])]
+    if "restart" in rcfg.filters:
+        check(training.sampling_schedule is None, "filters", "restart",
+              "needs a sampler that visits every training timestep (no respacing)")
+        check(rcfg.restart_t < training.schedule.num_steps, "restart_t", rcfg.restart_t,
+              f"must be below T={training.schedule.num_steps}")
     root = None if workdir is None else Path(workdir)
     metrics, kept_history = [], []
     t_start = time.perf_counter()
@@ -306,8 +343,9 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
             data, n_valid = _training_sets(rcfg, real_m, kept_history, g)
             log(f"generation {g}: training {f * r} models ({f} filters x {r} seeds) on "
                 f"{int(n_valid[0])} samples each")
-        losses, xs, scores, seconds = _run_generation(training, problem, rcfg, gen_seeds, g,
-                                                      data, n_valid, gdir, log)
+        losses, xs, scores, seconds, params = _run_generation(training, problem, rcfg,
+                                                              gen_seeds, g, data, n_valid,
+                                                              gdir, log)
         generated = _evaluate_all(problem, xs)
         num_nonfinite = int((~np.all(np.isfinite(xs.reshape(len(xs), rcfg.num_candidates, -1)),
                                      axis=-1)).sum())  # before generation 0's broadcast
@@ -316,8 +354,20 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
             losses, xs = losses[rows], xs[rows]
             scores = {k: v[rows] for k, v in scores.items()}
             generated = {k: [v[i] for i in rows] for k, v in generated.items()}
+            params = jax.tree.map(lambda a: a[rows], params)
         finite = np.all(np.isfinite(xs.reshape(f * r, rcfg.num_candidates, -1)), axis=-1)
         filter_keys = sweeps.seed_keys(model_seeds, g, PHASE_FILTER)
+        repaired = {}
+        for m in range(f * r):
+            if rcfg.filters[m // r] == "restart":
+                t1 = time.perf_counter()
+                xs[m], repaired[m] = _restart_flagged(
+                    training, rcfg, jax.tree.map(lambda a: a[m], params), xs[m],
+                    {k: v[m] for k, v in scores.items()}, finite[m], filter_keys[m])
+                finite[m] = np.all(np.isfinite(xs[m].reshape(rcfg.num_candidates, -1)), axis=-1)
+                seconds += time.perf_counter() - t1
+                log(f"generation {g}, model {m} (restart): restarted {repaired[m]['restarted']} "
+                    f"candidates, +{100 * repaired[m]['extra_calls']:.2f} % network calls")
         kept_rows = [select(rcfg.filters[m // r], {k: v[m] for k, v in scores.items()},
                             finite[m], rcfg.num_keep, filter_keys[m]) for m in range(f * r)]
         kept = np.stack([xs[m][rows] for m, rows in enumerate(kept_rows)])
@@ -326,6 +376,8 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
               "kept": _evaluate_all(problem, kept), "loss": losses[:, -tail:].mean(1).tolist(),
               "train_size": int(n_valid[0]), "num_nonfinite": num_nonfinite,
               "seconds": seconds, "peak_rss_mib": wd.peak_rss_mib()}
+        if repaired:  # per model: None unless its filter is restart
+            gm["restart"] = [repaired.get(m) for m in range(f * r)]
         if rcfg.num_candidates - rcfg.num_keep >= MIN_REMOVED:
             # What each filter dropped: its precision (for "none", the unused tail: a random set).
             gm["removed"] = _evaluate_all(problem, [np.delete(xs[m], rows, axis=0)

@@ -69,7 +69,9 @@ def test_mixture_quality_on_true_samples_and_on_a_collapsed_set():
     c = mixture_quality(one_mode, m, ref)
     assert c["modes_covered"] == 1 and c["hist_kl"] > 1.5
     between = np.tile(np.asarray(m.means)[:2].mean(0), (100, 1))  # a midpoint: all hallucinated
-    assert mixture_quality(between, m, ref)["hallucination_rate"] == 1.0
+    mid = mixture_quality(between, m, ref)
+    assert mid["hallucination_rate"] == 1.0 and mid["bridge_rate"] == 1.0 and mid["blur_rate"] == 0
+    assert q["bridge_rate"] + q["blur_rate"] == pytest.approx(q["hallucination_rate"], abs=1e-9)
 
 
 def test_rendered_digits_are_seeded_balanced_and_in_range():

@@ -1,6 +1,7 @@
 """Recursive retraining: filters, the generations loop (vmapped vs one model at a time, grid vs
 alone, accumulation and real-data mixing), and kill-and-resume of the experiment."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -162,10 +163,13 @@ def test_one_model_at_a_time_and_alone_match_the_vmapped_grid(tiny_run):
     seq = rec.run_recursion(_problem(), _training(vectorise=False), RCFG, [0, 1],
                             log=lambda *_: None)
     alone = rec.run_recursion(_problem(), _training(), RCFG, [1], log=lambda *_: None)
+    # Vmapped and single-model programs round differently (e.g. the LayerNorm's row-mean dots
+    # batch differently), and three generations of training carry that along: means of order 1
+    # agree to ~1e-5; a wrong seed or filter mapping moves them by ~0.1.
     for name in ("mean_x", "inside"):
-        np.testing.assert_allclose(seq.curve(name), grid.curve(name), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(seq.curve(name), grid.curve(name), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(alone.curve(name)[..., 0], grid.curve(name)[..., 1], rtol=1e-4,
-                                   atol=1e-5)
+                                   atol=1e-4)
 
 
 def test_finished_generations_are_not_rerun(tiny_run):
@@ -174,6 +178,37 @@ def test_finished_generations_are_not_rerun(tiny_run):
     again = rec.run_recursion(_problem(), _training(), RCFG, [0, 1], workdir=work, log=logs.append)
     assert sum("finished result found" in line for line in logs) == 3
     np.testing.assert_array_equal(again.curve("mean_x"), result.curve("mean_x"))
+
+
+def test_restart_filter_repairs_what_variance_would_drop_and_keeps_the_rest(tmp_path):
+    # Generation 0 is shared per seed, so the variance model of seed s holds the restart model's
+    # candidates before repair: the rows variance keeps must come back unchanged, the 40 it
+    # drops must be resampled (restart_t = 10 of T = 30), and the restart model keeps the first
+    # 120 repaired candidates.
+    rcfg = rec.RecursionConfig(generations=2, num_train=120, num_candidates=160,
+                               filters=("variance", "restart"), restart_t=10, restart_rounds=1)
+    res = rec.run_recursion(_problem(), _training(), rcfg, [0, 1], workdir=tmp_path,
+                            log=lambda *_: None)
+    with np.load(tmp_path / "gen_0" / rec.KEPT_FILE) as k, \
+            np.load(tmp_path / "gen_0" / rec.SAMPLES_FILE) as s:
+        kept, cand, hal = k["kept"], s["candidates"], s["hal"]
+    for seed in (0, 1):
+        var_m, restart_m = seed, 2 + seed
+        np.testing.assert_array_equal(hal[var_m], hal[restart_m])  # scores before repair
+        keep = np.sort(np.argsort(hal[var_m], kind="stable")[:120])
+        drop = np.setdiff1d(np.arange(160), keep)
+        np.testing.assert_array_equal(cand[restart_m][keep], cand[var_m][keep])
+        assert np.all(np.any(cand[restart_m][drop] != cand[var_m][drop], axis=1))
+        np.testing.assert_array_equal(kept[restart_m], cand[restart_m][:120])
+    info = res.metrics[0]["restart"]
+    assert info[0] is None and info[1] is None  # the variance models
+    for m in (2, 3):
+        assert info[m]["restarted"] == [40]
+        np.testing.assert_allclose(info[m]["extra_calls"], 40 * 11 / (160 * 30))
+    assert res.metrics[1]["restart"][2]["restarted"] == [40]
+    with pytest.raises(InputError, match="restart_t"):
+        rec.run_recursion(_problem(), _training(), dataclasses.replace(rcfg, restart_t=30), [0],
+                          log=lambda *_: None)
 
 
 def test_accumulation_and_real_mixing_change_the_training_sets():
@@ -256,6 +291,13 @@ def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
                                    [rate[f]["mean"][g] for f in ("none", "random", "variance")])
         for mass, covered in zip(gen["generated"]["mode_mass"], gen["generated"]["modes_covered"]):
             assert len(mass) == 9 and 0 <= covered <= 9 and sum(mass) <= 1 + 1e-6
+    # table.md: one row per generation and filter, the generated candidates' rate first.
+    rows = [line.split(" | ") for line in (sub / "table.md").read_text().splitlines()
+            if line.startswith("| 2 | ")]
+    assert [r[1] for r in rows] == ["none", "random", "variance"]
+    assert rows[0][2].split(" +- ")[0] == f"{100 * rate['none']['mean'][2]:.2f}"
+    share = [min(np.asarray(mass) * 9) for mass in m["per_generation"][2]["kept"]["mode_mass"][4:]]
+    assert rows[2][-1].rstrip(" |").split(" +- ")[0] == f"{np.mean(share):.2f}"
     top = json.loads((gmm_run / "metrics.json").read_text())
     assert top["headline"]["gmm2d"]["metric"] == "hallucination_rate"
     from mi_jax.report import _recursive_lines
@@ -344,12 +386,16 @@ def test_between_weight_reaches_every_generations_training_and_is_unset_by_defau
 @pytest.mark.parametrize("flag", [
     "--datasets=gmm2d,cats", "--filters=none,best", "--num_candidates=10", "--real_fraction=1.5",
     "--mnist_dir=/no/such/dir", "--resolution=12", "--sampling_steps=5000", "--accumulate=maybe",
-    "--hal_window=0,400", "--batch_size=100000",
+    "--hal_window=0,400", "--batch_size=100000", "--filters=none,restart --sampling_steps=100",
+    "--restart_t=300", "--grid_size=5 --datasets=digits",
 ])
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flag):
     work = tmp_path / "w"
     extra = ["--datasets=digits"] if flag.startswith(("--mnist_dir", "--resolution")) else []
-    out = subprocess.run(_cmd(work, *extra, flag), cwd=ROOT, env=_env(), capture_output=True,
+    if flag.startswith("--restart_t"):
+        extra = ["--datasets=gmm2d", "--filters=none,restart"]
+    flag, *more = flag.split(" ")  # the named flag first, then what makes it wrong
+    out = subprocess.run(_cmd(work, *extra, flag, *more), cwd=ROOT, env=_env(), capture_output=True,
                          text=True, timeout=120)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1, out.stderr

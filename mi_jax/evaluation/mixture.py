@@ -13,7 +13,8 @@ COVERED_SHARE = 0.1  # a mode is covered while it holds >= 10 % of its true weig
 
 
 def mixture_quality(x, mixture: GaussianMixture, reference, k: float = support.DEFAULT_K) -> dict:
-    """x (n, D) samples; reference (m, D) samples of the true mixture (for the histogram KL)."""
+    """x (n, D) samples; reference (m, D) samples of the true mixture (for the histogram KL).
+    The hallucination rate is split into bridges and blur as `support.classify` labels them."""
     x = np.asarray(x, np.float32)
     finite = np.all(np.isfinite(x), axis=1)
     safe = np.where(finite[:, None], x, 0.0)
@@ -21,7 +22,9 @@ def mixture_quality(x, mixture: GaussianMixture, reference, k: float = support.D
     mass = np.asarray(support.mode_counts(safe[finite], mixture, k), np.float64) / len(x)
     valid = np.asarray(mixture.mask, bool)
     weights = np.asarray(mixture.weights, np.float64)
+    kinds = support.label_rates(support.classify(x, mixture, k))
     return {"hallucination_rate": float(1.0 - inside.mean()),
+            "bridge_rate": float(kinds["bridge"]), "blur_rate": float(kinds["blur"]),
             "modes_covered": int(np.sum(mass[valid] >= COVERED_SHARE * weights[valid])),
             "mode_mass": mass[valid].tolist(),
             "hist_kl": histogram_kl(reference, x)}

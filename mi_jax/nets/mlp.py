@@ -21,9 +21,27 @@ _LN_EPS = 1e-5  # PyTorch's LayerNorm default
 _act = partial(jax.nn.leaky_relu, negative_slope=0.02)
 
 
-def _ln_stats(x):
-    mean = jnp.mean(x, -1, keepdims=True)
-    var = jnp.maximum(jnp.mean(x * x, -1, keepdims=True) - mean * mean, 0.0)
+def _row_mean(x):
+    return jnp.mean(x, -1, keepdims=True)
+
+
+def _row_mean_dot(x):
+    width = x.shape[-1]
+    return jnp.dot(x, jnp.full((width, 1), 1.0 / width, x.dtype), precision="highest")
+
+
+def _row_mean_for_training(x):
+    """`_row_mean` as the training path computes it. On CPU a matrix-vector product: XLA:CPU's
+    dot kernel streams a (10 000, 128) batch faster than its row reduction (+10 % training
+    steps/s of the toy MLP; in the sampler's 2 048-row tiles the reduction is the faster one,
+    so plain evaluation keeps it: BUILD_NOTES.md, issue 18). Elsewhere the reduction (GPUs fuse
+    it). The two agree up to float rounding (summation order)."""
+    return jax.lax.platform_dependent(x, cpu=_row_mean_dot, default=_row_mean)
+
+
+def _ln_stats(x, row_mean=_row_mean):
+    mean = row_mean(x)
+    var = jnp.maximum(row_mean(x * x) - mean * mean, 0.0)
     rstd = jax.lax.rsqrt(var + _LN_EPS)
     return (x - mean) * rstd, rstd
 
@@ -38,20 +56,22 @@ def _affine(x, scale, bias):
 def layer_norm(x, scale, bias):
     """LayerNorm over the last axis whose VJP is the closed form (two row means), not autodiff's
     chain of reductions: ~5 % of a training step on CPU (BUILD_NOTES.md; a custom JVP rule,
-    transposed by JAX, was no faster). Reverse mode only (jax.custom_vjp): no jvp/jacfwd."""
+    transposed by JAX, was no faster). Under differentiation the row means run as
+    `_row_mean_for_training`, so a value under `jax.vjp` may differ from a plain call by float
+    rounding. Reverse mode only (jax.custom_vjp): no jvp/jacfwd."""
     return _affine(_ln_stats(x)[0], scale, bias)
 
 
 def _layer_norm_fwd(x, scale, bias):
-    x_hat, rstd = _ln_stats(x)
+    x_hat, rstd = _ln_stats(x, _row_mean_for_training)
     return _affine(x_hat, scale, bias), (x_hat, rstd, scale)
 
 
 def _layer_norm_bwd(res, g):
     x_hat, rstd, scale = res
     g_hat = g * scale.reshape((1,) * (g.ndim - 1) + scale.shape)
-    dx = rstd * (g_hat - jnp.mean(g_hat, -1, keepdims=True)
-                 - x_hat * jnp.mean(g_hat * x_hat, -1, keepdims=True))
+    dx = rstd * (g_hat - _row_mean_for_training(g_hat)
+                 - x_hat * _row_mean_for_training(g_hat * x_hat))
     batch_axes = tuple(range(g.ndim - 1))
     return dx, jnp.sum(g * x_hat, batch_axes), jnp.sum(g, batch_axes)
 

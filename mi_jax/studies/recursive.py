@@ -45,8 +45,11 @@ OPTIONS = (
     config.Option("preset", "choice", "quick (CPU) or paper (official 2D protocol).",
                   choices=("quick", "paper")),
     config.Option("datasets", "str", "Comma-separated subset of: " + ", ".join(DATASETS)),
-    config.Option("filters", "str", "Comma-separated filters: none, random, variance, "
+    config.Option("filters", "str", "Comma-separated filters: none, random, variance, restart "
+                  "(repair what variance would drop: re-noise to --restart_t, resample), "
                   "detector:var_xt|var_eps|eps_norm_last|var_x0_two_sided."),
+    config.Option("restart_t", "int", "The restart filter's re-noising timestep t' (unset: "
+                  f"{rec.RecursionConfig.restart_t}).", low=1, default=None),
     config.Option("real_fraction", "float", "Share of each later generation's training set that is "
                   "real data (0 = the paper's protocol).", low=0, high=0.99),
     config.Option("accumulate", "bool", "Train on real + every generation's kept samples so far."),
@@ -74,6 +77,8 @@ OPTIONS = (
     config.Option("resolution", "int", "Image side for shapes (divides 64) and digits (rendered: "
                   "divides 64; MNIST: divides 28).", low=4, high=64),
     config.Option("mnist_dir", "str", "Folder with MNIST's train-images/-labels IDX files."),
+    config.Option("grid_size", "int", "Side of the gmm2d square grid (quick preset: 3; 5: the "
+                  "official 25 modes).", low=2, high=10),
     config.Option("between_weight", "float", "Train every generation with the between-points term "
                   f"of experiments.smoothness at this weight (t < {tr.DEFAULT_BETWEEN_T_MAX}; unset: the "
                   "plain objective).",
@@ -81,7 +86,7 @@ OPTIONS = (
 )
 DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",
                    "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
-                   "resolution", "mnist_dir", "between_weight")
+                   "resolution", "mnist_dir", "grid_size", "between_weight")
 # Unset per-dataset options mean "the dataset's own preset" (DATASET_PRESETS).
 OPTIONS = tuple(dataclasses.replace(o, default=None) if o.name in DATASET_OPTIONS else o
                 for o in OPTIONS)
@@ -158,6 +163,8 @@ def dataset_config(cfg: Config, name: str) -> dict:
         out["resolution"] = MNIST_RESOLUTION[cfg.preset]
     out.update({k: getattr(cfg, k) for k in DATASET_OPTIONS if getattr(cfg, k) is not None})
     out.update({k: getattr(cfg, k) for k in ("preset", "filters", "real_fraction", "accumulate")})
+    if cfg.restart_t is not None:  # unset stays out of the saved config (older runs still match)
+        out["restart_t"] = cfg.restart_t
     out["dataset"] = name
     return out
 
@@ -165,11 +172,16 @@ def dataset_config(cfg: Config, name: str) -> dict:
 def recursion_config(dcfg: dict) -> rec.RecursionConfig:
     return rec.RecursionConfig(dcfg["generations"], dcfg["num_train"], dcfg["num_candidates"],
                                tuple(_names(dcfg["filters"], "filters")),
-                               float(dcfg["real_fraction"]), bool(dcfg["accumulate"]))
+                               float(dcfg["real_fraction"]), bool(dcfg["accumulate"]),
+                               int(dcfg.get("restart_t", rec.RecursionConfig.restart_t)))
 
 
 def validate(cfg: Config) -> None:
-    for name in _names(cfg.datasets, "datasets", DATASETS):
+    names = _names(cfg.datasets, "datasets", DATASETS)
+    if cfg.grid_size is not None and "gmm2d" not in names:
+        raise InputError(f"grid_size={cfg.grid_size}: only the gmm2d dataset has a grid "
+                         f"(datasets={cfg.datasets})")
+    for name in names:
         d = dataset_config(cfg, name)
         if len(set(d["seeds"])) != len(d["seeds"]):
             raise InputError(f"seeds={','.join(map(str, d['seeds']))}: must be distinct")
@@ -178,6 +190,12 @@ def validate(cfg: Config) -> None:
             raise InputError(f"num_candidates={d['num_candidates']}: must be >= the "
                               f"{rcfg.num_keep} samples each filter keeps ({name})")
         _check_sampler(d, name)
+        if "restart" in rcfg.filters:
+            if _sampling_timesteps(d) is not None:
+                raise InputError(f"filters={d['filters']}: restart needs a sampler over every "
+                                 f"timestep (sampling_steps=T={d['T']}, no dense_steps) ({name})")
+            if rcfg.restart_t >= d["T"]:
+                raise InputError(f"restart_t={rcfg.restart_t}: must be below T={d['T']} ({name})")
         if name == "shapes" and 64 % d["resolution"]:
             raise InputError(f"resolution={d['resolution']}: must divide 64 (shapes)")
         if name == "digits":
@@ -386,6 +404,54 @@ def run_dataset(name: str, d: dict, workdir: Path, log=print) -> dict:
     return metrics
 
 
+TABLE_METRICS = {"gmm2d": ("hallucination_rate", "bridge_rate", "blur_rate", "modes_covered",
+                           "hist_kl"),
+                 "shapes": ("hallucination_rate",), "digits": ("frechet",)}
+
+
+def recursion_table(metrics: dict, true_weights=None) -> str:
+    """Markdown, one row per generation and filter: the generated and the kept candidates'
+    metrics (TABLE_METRICS; rates in %), mean +- std over seeds. With `true_weights` (the valid
+    modes' weights), also each model's smallest per-mode in-support mass relative to its mode's
+    true weight ('min mode share'; 1 for the data, 0 once a mode is lost)."""
+    filters, r = metrics["filters"], len(metrics["seeds"])
+    names = [n for n in TABLE_METRICS[metrics["dataset"]]
+             if n in metrics["per_generation"][0]["generated"]]
+    if true_weights is not None:
+        names.append("min_mode_share")
+    cols = [(w, n) for w in ("generated", "kept") for n in names]
+
+    def cell(gen: dict, which: str, name: str, f: int) -> str:
+        if name == "min_mode_share":
+            w = np.asarray(true_weights, np.float64)
+            vals = [float(np.min(np.asarray(m, np.float64) / w))
+                    for m in gen[which]["mode_mass"][f * r:(f + 1) * r]]
+        else:
+            vals = np.asarray(gen[which][name][f * r:(f + 1) * r], np.float64)
+        scale = 100.0 if name.endswith("_rate") else 1.0
+        mean, std = scale * float(np.mean(vals)), scale * float(sweeps.seed_std(vals))
+        return f"{mean:.2f}" + ("" if np.isnan(std) else f" +- {std:.2f}")
+
+    label = lambda n: n.replace("_rate", " %").replace("_", " ")  # noqa: E731
+    head = ["gen", "filter"] + [f"{w}: {label(n)}" for w, n in cols]
+    lines = [f"# {metrics['dataset']}: recursive retraining ({r} seed(s), mean +- std; 'kept' "
+             "is the next generation's training set)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for gen in metrics["per_generation"]:
+        for i, f in enumerate(filters):
+            lines.append("| " + " | ".join([str(gen["generation"]), f] + [
+                cell(gen, w, n, i) for w, n in cols]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _true_weights(name: str, d: dict):
+    if name != "gmm2d":
+        return None
+    mixture = mx.grid_2d("square", size=d["grid_size"])
+    valid = np.asarray(mixture.mask, bool)
+    return np.asarray(mixture.weights, np.float64)[valid]
+
+
 def curve_panel(ax, metrics: dict, which: str = "generated") -> None:
     name, metric = metrics["dataset"], metrics["headline_metric"]
     scale = 100.0 if metric == "hallucination_rate" else 1.0
@@ -468,6 +534,9 @@ def run(cfg: Config, workdir, log=print) -> dict:
         # The top-level workdir already refused a different config unless --overwrite was given.
         sub = wd.prepare(sub, d, overwrite=True)
         results[name] = run_dataset(name, d, sub, log)
+    for name, m in results.items():  # also for finished runs: the table is cheap
+        weights = _true_weights(name, dataset_config(cfg, name))
+        wd.write_text(workdir / name / "table.md", recursion_table(m, weights))
     fig, axes = plots.figure(ncols=len(results), width=4.2, height=3.6)
     for i, m in enumerate(results.values()):
         curve_panel(axes[0, i], m)
