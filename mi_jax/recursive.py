@@ -235,7 +235,7 @@ def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig,
                     data: np.ndarray, n_valid: np.ndarray, gdir: Path | None, log):
     """Train and sample one generation's models (all in one vmapped call unless not vectorised).
     Returns (losses (M, S), candidates x (M, n, ...), scores {name: (M, n)}, seconds, params
-    stacked over the M models)."""
+    stacked over the M models on the host -- only with a restart filter, else None)."""
     t0 = time.perf_counter()
     losses, xs, scores, params = [], [], {}, []
     for i, group in enumerate(_groups(len(seeds), training.vectorise)):
@@ -250,14 +250,15 @@ def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig,
                             problem.shape, rcfg.tracks, chunks)
         losses.append(loss)
         xs.append(res.x)
-        params.append(state.params)
+        if "restart" in rcfg.filters:  # the repair needs the models; otherwise never gathered
+            params.append(jax.device_get(state.params))
         for name, value in trajectory_scores(res).items():
             scores.setdefault(name, []).append(value)
         log(f"generation {g}, models {group[0]}..{group[-1]}: trained in {t1 - t0:.0f}s, sampled "
             f"{rcfg.num_candidates} candidates each in {res.seconds:.0f}s")
         if chunks is not None:
             shutil.rmtree(chunks, ignore_errors=True)
-    params = jax.tree.map(lambda *a: np.concatenate(a), *params)
+    params = jax.tree.map(lambda *a: np.concatenate(a), *params) if params else None
     return (np.concatenate(losses), np.concatenate(xs),
             {k: np.concatenate(v) for k, v in scores.items()}, time.perf_counter() - t0, params)
 
@@ -269,16 +270,20 @@ def _restart_flagged(training: Training, rcfg: RecursionConfig, params, x, score
     and {'restarted': per round, 'extra_calls': network calls as a share of sampling's}."""
     from mi_jax.sampling import repair
 
-    var = np.asarray(scores["var_x0"], np.float64)
+    var = np.nan_to_num(np.asarray(scores["var_x0"], np.float64), nan=np.inf)
     kept = select("variance", scores, finite, rcfg.num_keep, key)
     threshold = float(np.max(var[kept]))
+    # Non-finite candidates are not restarted (re-noising NaN gives NaN); they are never kept.
+    var = np.where(finite, var, -np.inf)
     shape = x.shape[1:]
     observers = {"hal": shorthand_observers(training.schedule.num_steps, shape,
                                             window=training.window,
                                             clock=training.window_clock)["hal"]}
+    # (A fresh eps_fn per model: `repair.restart` compiles once per model and generation,
+    # ~1-2 s on CPU, inside the generation's recorded seconds.)
     out = repair.repair_flagged(training.network.eps_fn(params), training.schedule, key, x,
-                                np.where(finite, var, np.inf), threshold, rcfg.restart_t,
-                                rcfg.restart_rounds, "hal", observers)
+                                var, threshold, rcfg.restart_t, rcfg.restart_rounds, "hal",
+                                observers)
     calls = out["network_calls"] / (len(x) * training.schedule.num_steps)
     return out["x"].astype(x.dtype), {"restarted": out["restarted"], "extra_calls": calls}
 
@@ -306,7 +311,12 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
       'kept': the same for what each filter kept (the next generation's synthetic data),
       'removed': the same for what it dropped (if at least MIN_REMOVED candidates were),
       'loss': each model's mean training loss over the last 10 % of steps,
-      'train_size', 'num_nonfinite', 'seconds'}.
+      'train_size', 'num_nonfinite', 'seconds',
+      'restart' (with a restart filter): per model None, or {'restarted': candidates per round,
+      'extra_calls': network calls as a share of sampling's}}.
+    For a restart filter, 'generated' (and the saved candidates with their variance,
+    samples.npz) are the model's candidates before repair; 'kept' and 'removed' are taken from
+    the repaired ones.
     `workdir`: save every generation there and resume from what is there.
     """
     seeds = [check_int(s, "seeds", low=0, high=2**31 - 1) for s in seeds]
@@ -323,6 +333,9 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
               "needs a sampler that visits every training timestep (no respacing)")
         check(rcfg.restart_t < training.schedule.num_steps, "restart_t", rcfg.restart_t,
               f"must be below T={training.schedule.num_steps}")
+        check(training.window[1] <= rcfg.restart_t + 1, "restart_t", rcfg.restart_t,
+              f"must reach the variance window {tuple(training.window)} (window hi <= "
+              "restart_t + 1), else the restarted chain cannot re-score a candidate")
     root = None if workdir is None else Path(workdir)
     metrics, kept_history = [], []
     t_start = time.perf_counter()
@@ -354,23 +367,26 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
             losses, xs = losses[rows], xs[rows]
             scores = {k: v[rows] for k, v in scores.items()}
             generated = {k: [v[i] for i in rows] for k, v in generated.items()}
-            params = jax.tree.map(lambda a: a[rows], params)
         finite = np.all(np.isfinite(xs.reshape(f * r, rcfg.num_candidates, -1)), axis=-1)
         filter_keys = sweeps.seed_keys(model_seeds, g, PHASE_FILTER)
-        repaired = {}
+        # What each filter chooses from: the candidates, or for restart their repaired copy.
+        pool, repaired = xs, {}
         for m in range(f * r):
             if rcfg.filters[m // r] == "restart":
                 t1 = time.perf_counter()
-                xs[m], repaired[m] = _restart_flagged(
-                    training, rcfg, jax.tree.map(lambda a: a[m], params), xs[m],
+                pool = xs.copy() if pool is xs else pool
+                source = m % r if g == 0 else m  # generation 0: one model per seed
+                pool[m], repaired[m] = _restart_flagged(
+                    training, rcfg, jax.tree.map(lambda a: a[source], params), xs[m],
                     {k: v[m] for k, v in scores.items()}, finite[m], filter_keys[m])
-                finite[m] = np.all(np.isfinite(xs[m].reshape(rcfg.num_candidates, -1)), axis=-1)
+                finite[m] = np.all(np.isfinite(pool[m].reshape(rcfg.num_candidates, -1)),
+                                   axis=-1)
                 seconds += time.perf_counter() - t1
                 log(f"generation {g}, model {m} (restart): restarted {repaired[m]['restarted']} "
                     f"candidates, +{100 * repaired[m]['extra_calls']:.2f} % network calls")
         kept_rows = [select(rcfg.filters[m // r], {k: v[m] for k, v in scores.items()},
                             finite[m], rcfg.num_keep, filter_keys[m]) for m in range(f * r)]
-        kept = np.stack([xs[m][rows] for m, rows in enumerate(kept_rows)])
+        kept = np.stack([pool[m][rows] for m, rows in enumerate(kept_rows)])
         tail = max(1, losses.shape[1] // 10)
         gm = {"generation": g, "generated": generated,
               "kept": _evaluate_all(problem, kept), "loss": losses[:, -tail:].mean(1).tolist(),
@@ -380,7 +396,7 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
             gm["restart"] = [repaired.get(m) for m in range(f * r)]
         if rcfg.num_candidates - rcfg.num_keep >= MIN_REMOVED:
             # What each filter dropped: its precision (for "none", the unused tail: a random set).
-            gm["removed"] = _evaluate_all(problem, [np.delete(xs[m], rows, axis=0)
+            gm["removed"] = _evaluate_all(problem, [np.delete(pool[m], rows, axis=0)
                                                     for m, rows in enumerate(kept_rows)])
         log(f"generation {g} done in {seconds:.0f}s; peak memory so far "
             f"{gm['peak_rss_mib'] or float('nan'):,.0f} MiB")

@@ -31,11 +31,12 @@ def _row_mean_dot(x):
 
 
 def _row_mean_for_training(x):
-    """`_row_mean` as the training path computes it. On CPU a matrix-vector product: XLA:CPU's
-    dot kernel streams a (10 000, 128) batch faster than its row reduction (+10 % training
-    steps/s of the toy MLP; in the sampler's 2 048-row tiles the reduction is the faster one,
-    so plain evaluation keeps it: BUILD_NOTES.md, issue 18). Elsewhere the reduction (GPUs fuse
-    it). The two agree up to float rounding (summation order)."""
+    """`_row_mean` as the differentiated path (training) computes it. On CPU a matrix-vector
+    product: XLA:CPU's dot kernel streams a (10 000, 128) batch faster than its row reduction
+    (+5-9 % training steps/s of the toy MLP; in the sampler's 2 048-row tiles the reduction is
+    the faster one, so plain evaluation keeps it: BUILD_NOTES.md, issue 18; observers that
+    differentiate the network, curvature and FLIPD, take this path too). Elsewhere the
+    reduction (GPUs fuse it). The two agree up to float rounding (summation order)."""
     return jax.lax.platform_dependent(x, cpu=_row_mean_dot, default=_row_mean)
 
 
