@@ -263,6 +263,19 @@ def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig,
             {k: np.concatenate(v) for k, v in scores.items()}, time.perf_counter() - t0, params)
 
 
+def check_restart(rcfg: RecursionConfig, num_steps: int, window, respaced: bool) -> None:
+    """With a restart filter: the sampler must visit every training timestep, restart_t lie
+    below T, and the restarted chain (t = restart_t ... 0) reach the variance window."""
+    if "restart" not in rcfg.filters:
+        return
+    check(not respaced, "filters", ",".join(rcfg.filters),
+          "restart needs a sampler over every training timestep (no respacing)")
+    check(rcfg.restart_t < num_steps, "restart_t", rcfg.restart_t, f"must be below T={num_steps}")
+    check(window[1] <= rcfg.restart_t + 1, "restart_t", rcfg.restart_t,
+          f"must reach the variance window {tuple(window)} (window hi <= restart_t + 1), else "
+          "the restarted chain cannot re-score a candidate")
+
+
 def _restart_flagged(training: Training, rcfg: RecursionConfig, params, x, scores, finite,
                      key) -> tuple[np.ndarray, dict]:
     """The restart filter for one model: the candidates the variance filter would drop re-noised
@@ -328,14 +341,8 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
     check(real.shape[1:] == (rcfg.num_train,) + tuple(problem.shape), "real", real.shape[1:],
           f"must be (num_train={rcfg.num_train}, *{tuple(problem.shape)})")
     real_m = real[np.asarray([m % r for m in range(f * r)])]
-    if "restart" in rcfg.filters:
-        check(training.sampling_schedule is None, "filters", "restart",
-              "needs a sampler that visits every training timestep (no respacing)")
-        check(rcfg.restart_t < training.schedule.num_steps, "restart_t", rcfg.restart_t,
-              f"must be below T={training.schedule.num_steps}")
-        check(training.window[1] <= rcfg.restart_t + 1, "restart_t", rcfg.restart_t,
-              f"must reach the variance window {tuple(training.window)} (window hi <= "
-              "restart_t + 1), else the restarted chain cannot re-score a candidate")
+    check_restart(rcfg, training.schedule.num_steps, training.window,
+                  training.sampling_schedule is not None)
     root = None if workdir is None else Path(workdir)
     metrics, kept_history = [], []
     t_start = time.perf_counter()
@@ -415,4 +422,5 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
 
 
 __all__ = ["RecursionConfig", "Problem", "Training", "RecursionResult", "run_recursion", "select",
+           "check_restart",
            "BUILTIN_FILTERS", "DETECTOR_PREFIX"]

@@ -193,16 +193,7 @@ def validate(cfg: Config) -> None:
         if cfg.restart_t is not None and "restart" not in rcfg.filters:
             raise InputError(f"restart_t={cfg.restart_t}: only the restart filter uses it "
                              f"(filters={d['filters']})")
-        if "restart" in rcfg.filters:
-            if d["hal_window"][1] > rcfg.restart_t + 1:
-                raise InputError(f"restart_t={rcfg.restart_t}: the restarted chain must reach "
-                                 f"the variance window (hal_window={d['hal_window'][0]},"
-                                 f"{d['hal_window'][1]}: hi <= restart_t + 1) ({name})")
-            if _sampling_timesteps(d) is not None:
-                raise InputError(f"filters={d['filters']}: restart needs a sampler over every "
-                                 f"timestep (sampling_steps=T={d['T']}, no dense_steps) ({name})")
-            if rcfg.restart_t >= d["T"]:
-                raise InputError(f"restart_t={rcfg.restart_t}: must be below T={d['T']} ({name})")
+        rec.check_restart(rcfg, d["T"], d["hal_window"], _sampling_timesteps(d) is not None)
         if name == "shapes" and 64 % d["resolution"]:
             raise InputError(f"resolution={d['resolution']}: must divide 64 (shapes)")
         if name == "digits":
