@@ -9,8 +9,8 @@ The public API (each symbol documented where it is defined; README "Library API"
                oracle_eps, oracle_score, oracle_x0 (the exact Gaussian-mixture score)
     nets:      Network, make_mlp, make_unet, take_model
     sampling:  sample, sample_network, SampleResult, DDPM, DDIM, observers (WindowVariance,
-               PreemptiveFlag, Record, FinalEpsNorm, JacobianTrace, window_variance, preemptive_flag,
-               record, jacobian_trace),
+               RegionMeanVariance, PreemptiveFlag, Record, FinalEpsNorm, JacobianTrace,
+               window_variance, region_mean_variance, preemptive_flag, record, jacobian_trace),
                reverse (one jittable chunk)
     training:  TrainConfig, TrainState, init_state, train, eps_loss
     sweeps:    Grid, Config, train_grid, sample_grid, train_models, sample_models, sample_oracle
@@ -31,8 +31,9 @@ from mi_jax.nets import Network, make_mlp, make_unet, take_model
 from mi_jax.sampling.chain import reverse
 from mi_jax.sampling.ddpm import SampleResult, sample, sample_network
 from mi_jax.sampling.observers import (FinalEpsNorm, JacobianTrace, PreemptiveFlag, Record,
-                                       StepView, WindowVariance, jacobian_trace, preemptive_flag,
-                                       record, window_variance)
+                                       RegionMeanVariance, StepView, WindowVariance,
+                                       jacobian_trace, preemptive_flag, record,
+                                       region_mean_variance, window_variance)
 from mi_jax.sampling.solvers import DDIM, DDPM
 from mi_jax.sweeps import (Config, Grid, sample_grid, sample_models, sample_oracle, train_grid,
                            train_models)
@@ -49,7 +50,7 @@ __all__ = [
     "linear_schedule", "make_schedule", "quadratic_schedule", "respace", "strided_timesteps",
     "Network", "make_mlp", "make_unet", "take_model", "reverse", "SampleResult", "sample",
     "sample_network", "FinalEpsNorm", "JacobianTrace", "PreemptiveFlag", "Record", "StepView",
-    "WindowVariance", "jacobian_trace", "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
+    "WindowVariance", "RegionMeanVariance", "region_mean_variance", "jacobian_trace", "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
     "sample_grid", "sample_models", "sample_oracle", "train_grid", "train_models", "TrainConfig", "TrainState", "init_state",
     "train", "InputError", "__version__",
 ]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -120,7 +121,7 @@ def test_gmm1d_runs_one_mixture_with_the_official_batches(tmp_path):
     ("shapes", "--resolution=48"), ("shapes", "--mults=1,2,2,2,2,2,2,2"),
     ("shapes", "--sampling_steps=2000"), ("shapes", "--images_dir=/no/such/dir"),
     ("shapes", "--hal_window=0,200"), ("shapes", "--batch_size=100000"),
-    ("shapes", "--compute_dtype=float16"),
+    ("shapes", "--compute_dtype=float16"), ("shapes", "--snapshot_steps=2000"),
 ])
 def test_bad_flags_fail_in_one_line(module, flag):
     """In-process: the line the entry point prints before it touches its work directory."""
@@ -152,7 +153,7 @@ SHAPES_TINY = ["--steps=2", "--train_chunk=1", "--batch_size=8", "--num_train=64
 def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     from mi_jax.data import images, shapes
 
-    out = run("shapes", f"--workdir={tmp_path / 'shapes'}", *SHAPES_TINY)
+    out = run("shapes", f"--workdir={tmp_path / 'shapes'}", *SHAPES_TINY, "--snapshot_steps=1")
     assert out.returncode == 0, out.stderr[-3000:]
     work = tmp_path / "shapes"
     for name in ("fig5_samples.png", "fig7_variance.png", "embedding_bottleneck.png",
@@ -167,9 +168,18 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     # Detection by kind, region and window on fresh samples of the trained model (dense tail).
     det = tmp_path / "det"
     out = run("shapes_detection", f"--workdir={det}", f"--models_from={work}", "--num_samples=12",
-              "--chunk_size=12", "--dense_steps=6", "--strided_steps=4", "--windows=0:5,0:2,5:60")
+              "--chunk_size=12", "--dense_steps=6", "--strided_steps=4", "--windows=0:5,0:2,5:60",
+              "--snapshots")
     assert out.returncode == 0, out.stderr[-3000:]
     dmet = json.loads((det / "metrics.json").read_text())
+    # The snapshot after step 1 is evaluated beside the final state (step 2), as its own model.
+    assert {n: r["train_steps"] for n, r in dmet["sources"].items()} == {"shapes@1": 1, "shapes": 2}
+    from mi_jax.studies import shapes_detection as sd
+    snap = sd.load_models(work, work / "snapshots" / "step_1.msgpack")[3]
+    final = sd.load_models(work)[3]
+    assert int(snap.step[0]) == 1 and int(final.step[0]) == 2
+    flat = [np.concatenate([np.ravel(a) for a in jax.tree.leaves(s.params)]) for s in (snap, final)]
+    assert not np.allclose(*flat)
     src = dmet["sources"]["shapes"]
     assert src["sampling_steps"] == 10 and src["seeds"] == [0]
     assert sum(np.mean(v) for v in src["composition"].values()) == pytest.approx(1.0)
@@ -177,6 +187,8 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     assert [r["window"] for r in rows] == [[0, 5], [0, 2], [5, 60]]
     assert rows[0]["pooled"]["all"]["num"] == 12
     assert (det / "samples_shapes.png").stat().st_size > 0
+    assert (det / "compute_curve.png").stat().st_size > 0
+    assert set(src["detection"]) == {"whole_image", "column_max", "square_column", "column_ink_max"}
     # The detector benchmark on the same UNet: duplicates and all hallucinations, every detector.
     bench = tmp_path / "bench"
     out = run("detectors", f"--workdir={bench}", f"--models_from={work}", "--num_images=12",

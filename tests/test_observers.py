@@ -249,3 +249,26 @@ def test_jacobian_trace_is_exact_for_a_single_gaussian():
                             observers={"tr": mj.jacobian_trace((0, 5))})
     assert out.observed["tr"].shape == (8,) and np.isfinite(out.observed["tr"]).all()
 
+
+
+def test_region_mean_variance_is_the_variance_of_each_regions_mean_over_the_window():
+    grid = mj.grid_2d(size=3)
+    full, rs, ts = _strided(1000, 100)
+    n, windows = 64, [(0, 100), (200, 400)]
+    regions = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 3.0]])  # x, y, a weighted mix
+    observers = {"rmv": mj.region_mean_variance(windows, regions), "rec": mj.record(n),
+                 "pix": mj.window_variance(windows, regions=regions)}
+    out = mj.sample(mj.oracle_eps(grid, full), rs, jax.random.key(3), n, (2,), net_timesteps=ts,
+                    observers=observers).observed
+    traj = np.asarray(out["rec"]["x0"], np.float64)  # (steps, n, 2)
+    means = traj @ (regions / regions.sum(1, keepdims=True)).T  # (steps, n, R)
+    for w, (lo, hi) in enumerate(windows):
+        steps = np.flatnonzero((ts >= lo) & (ts < hi))
+        np.testing.assert_allclose(out["rmv"][w], np.var(means[steps], axis=0), rtol=2e-3,
+                                   atol=1e-9)
+    # One coordinate per region: the mean is the coordinate, so both observers agree there.
+    np.testing.assert_allclose(out["rmv"][..., :2], out["pix"].var_regions[..., :2], rtol=1e-4)
+    # Mixed regions differ: the variance of a mean is not the mean of variances.
+    assert not np.allclose(out["rmv"][..., 2], out["pix"].var_regions[..., 2], rtol=1e-2)
+    with pytest.raises(InputError, match="regions"):
+        mj.region_mean_variance(windows, -regions)

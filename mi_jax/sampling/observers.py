@@ -143,6 +143,41 @@ class WindowVariance:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class RegionMeanVariance:
+    """Variance over each window's steps of the weighted mean of x0_hat (or x_t, eps_hat) over
+    each region: for 0/1 column masks, how much a column's total ink moves, whatever pixels it
+    sits in. Where `WindowVariance` averages per-pixel variances (the paper's Hal, which a shape
+    shifting a pixel already raises), this one sees only changes in the amount (a second shape
+    appearing). Output (W, n, R). Build with `region_mean_variance`."""
+
+    windows: Any
+    regions: Any
+    quantity: str = _static("x0")
+    clock: str = _static("train")
+    sample_axis = 1
+
+    def init(self, n, shape, dtype, num_steps):
+        zeros = jnp.zeros((self.windows.shape[0], n, self.regions.shape[0]), dtype)
+        return jnp.zeros((self.windows.shape[0],), jnp.int32), zeros, zeros
+
+    def update(self, state, view: StepView):
+        count, mean, m2 = state
+        value = view.quantity(self.quantity)
+        weights = jnp.asarray(self.regions, value.dtype).reshape(self.regions.shape[0], -1)
+        region_means = value.reshape(value.shape[0], -1) @ (weights / weights.sum(1, keepdims=True)).T
+        tt = _clock_time(view, self.clock)
+        inside = (tt >= self.windows[:, 0]) & (tt < self.windows[:, 1])
+        mean, m2 = _welford(mean, m2, region_means[None], count.reshape(-1, 1, 1),
+                            inside.reshape(-1, 1, 1))
+        return count + inside.astype(jnp.int32), mean, m2
+
+    def finalize(self, state) -> jax.Array:
+        count, _, m2 = state
+        return m2 / count.astype(m2.dtype).reshape(-1, 1, 1)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class PreemptiveFlag:
     """Pre-emptive detection: per sample, the first timestep (on the observer's clock) at which
     the running x0_hat variance over `window`'s steps so far (at least 2) exceeds `threshold`:
@@ -306,6 +341,21 @@ def window_variance(windows, quantity: str = "x0", *, regions=None,
                           None if regions is None else jnp.asarray(regions), quantity, clock)
 
 
+def region_mean_variance(windows, regions, quantity: str = "x0", *,
+                         clock: str = "train") -> RegionMeanVariance:
+    """A validated `RegionMeanVariance`. regions: (R, *shape) non-negative weights, each region
+    with a positive sum (e.g. `shape_counter.column_masks`)."""
+    check(quantity in QUANTITIES, "quantity", quantity, f"must be one of {QUANTITIES}")
+    check(clock in CLOCKS, "clock", clock, f"must be one of {CLOCKS}")
+    arr = np.asarray(regions, np.float64)
+    flat = arr.reshape(arr.shape[0], -1) if arr.ndim >= 2 else arr[None]
+    check(arr.ndim >= 2 and bool(np.all(flat >= 0)) and bool(np.all(flat.sum(1) > 0)), "regions",
+          f"array of shape {arr.shape}", "must be (R, *shape) non-negative weights, each region "
+          "with a positive sum")
+    return RegionMeanVariance(jnp.asarray(windows_array(windows)), jnp.asarray(arr, jnp.float32),
+                              quantity, clock)
+
+
 def preemptive_flag(window, threshold, *, clock: str = "train") -> PreemptiveFlag:
     """A validated `PreemptiveFlag`. threshold: finite, >= 0; a scalar or one per model."""
     check(clock in CLOCKS, "clock", clock, f"must be one of {CLOCKS}")
@@ -333,8 +383,8 @@ def stacked_axes(observers: dict) -> dict:
             for name, obs in observers.items()}
 
 
-__all__ = ["StepView", "WindowVariance", "WindowStats", "PreemptiveFlag", "Record",
-           "FinalEpsNorm", "window_variance", "preemptive_flag", "record", "windows_array",
+__all__ = ["StepView", "WindowVariance", "WindowStats", "RegionMeanVariance", "PreemptiveFlag",
+           "Record", "FinalEpsNorm", "window_variance", "region_mean_variance", "preemptive_flag", "record", "windows_array",
            "stacked_axes", "QUANTITIES", "CLOCKS"]
 
 

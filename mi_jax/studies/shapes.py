@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mi_jax import config
-from mi_jax import plots, sweeps
+from mi_jax import checkpoint, plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import images as imgs
 from mi_jax.data import shape_counter as sc
@@ -55,6 +56,9 @@ OPTIONS = tuple(o for o in config.COMMON if o.name in _COMMON) + (
                   high=0.9999, default=None),
     config.Option("lr_warmup", "int", "Linear learning-rate warm-up over this many steps before "
                   "the schedule (unset or 0: none).", low=0, default=None),
+    config.Option("snapshot_steps", "ints", "Also save the training state at these steps (in "
+                  "snapshots/; experiments.shapes_detection --snapshots evaluates each): a "
+                  "training-compute curve from one run. Unset: none.", low=1, default=None),
     config.Option("images_dir", "str", "Train on the PNGs of this folder instead of SIMPLE SHAPES.",
                   default=None),
     config.Option("grid", "int", "Side of the sample grid figure.", low=2, high=32),
@@ -89,6 +93,10 @@ def validate(cfg: Config) -> None:
                                 cfg.sampling_steps, cfg.T, cfg.hal_window)
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise InputError(f"seeds={','.join(map(str, cfg.seeds))}: must be distinct")
+    for step in cfg.snapshot_steps or ():
+        if step >= cfg.steps or step % cfg.train_chunk:
+            raise InputError(f"snapshot_steps={step}: must be below steps={cfg.steps} and a "
+                             f"multiple of train_chunk={cfg.train_chunk}")
     if cfg.images_dir:
         imgs.load_png_folder(cfg.images_dir, cfg.resolution, limit=1)
 
@@ -121,14 +129,29 @@ def train_models(cfg, network, schedule, data, workdir, log=print):
 
     on_cpu = jax.default_backend() == "cpu"
 
+    snapshots = set(cfg.snapshot_steps or ())
+
     def run(st, on_chunk):
+        def after_chunk(s, step, chunk_losses):
+            on_chunk(s, step, chunk_losses)
+            if step in snapshots:
+                checkpoint.save(snapshot_path(workdir, step), s)
+
         # On CPU the conv weight gradient is ~30x slower inside a loop: straight-line steps.
         return sweeps.train_models(network, schedule, train_cfg, st, stacked, n_valid,
                                    cfg.steps, chunk_steps=cfg.train_chunk,
-                                   progress=tr.print_progress(every_s=20), on_chunk=on_chunk,
+                                   progress=tr.print_progress(every_s=20), on_chunk=after_chunk,
                                    unroll=on_cpu)
 
     return tr.train_resumable(run, state, workdir, log, every_s=30.0 if on_cpu else 0.0)
+
+
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_path(workdir, step: int) -> Path:
+    """Where `--snapshot_steps` keeps the (stacked) TrainState after `step` training steps."""
+    return Path(workdir) / SNAPSHOT_DIR / f"step_{step}.msgpack"
 
 
 def sampling_schedule(cfg, schedule):

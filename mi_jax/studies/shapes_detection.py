@@ -8,7 +8,11 @@ fresh images with a sampler that is strided early and dense late (every training
 (t = 9..0) is computed step by step, and reports, per seed and pooled: AUROC and hallucinations
 removed at 96 % of in-support kept, for each kind of hallucination against in-support images
 (duplicate = mode interpolation; wrong shape, malformed, empty) and all together, on the whole
-image, the max over the three columns and the square column, for every window of `--windows`.
+image, the max over the three columns and the square column, for every window of `--windows`;
+beside the paper's statistic (per-pixel variances averaged over a region), the variance of each
+column's mean ink (`region_mean_variance`), max over columns. With --snapshots, every training
+snapshot of a source is evaluated too, and `compute_curve.png` plots composition and detection
+against training steps.
 
 Command line: `python -m experiments.shapes_detection` (every flag and preset: `--help`).
 """
@@ -32,12 +36,17 @@ from mi_jax.training import train as tr
 from mi_jax.validation import InputError
 
 PHASE_DETECTION = 4  # the sampling key phase of this analysis (shapes uses 1..3)
-REGIONS = ("whole_image", "column_max", "square_column")
+# column_ink_max: the variance of each column's mean x0_hat (its ink), max over columns -- not the
+# paper's statistic (a mean of per-pixel variances), measured beside it.
+REGIONS = ("whole_image", "column_max", "square_column", "column_ink_max")
 
 OPTIONS = (
     config.Option("preset", "choice", "Settings to start from.", choices=("quick", "paper")),
     config.Option("models_from", "str", "Comma-separated finished experiments.shapes work "
                   "directories (all their seeds are used).", default=None),
+    config.Option("snapshots", "bool", "Also evaluate every training snapshot of each source "
+                  "(experiments.shapes --snapshot_steps): detection and composition against "
+                  "training steps."),
     config.Option("num_samples", "int", "Fresh images per model.", low=10),
     config.Option("chunk_size", "int", "Images per sampler call.", low=1),
     config.Option("dense_steps", "int", "Sample every training timestep below this one.", low=1),
@@ -52,9 +61,9 @@ _WINDOWS = [(0, 10), (0, 5), (0, 20), (0, 50), (10, 50), (50, 100), (0, 100), (1
             (0, 200), (200, 400)]
 PRESETS = {
     # 100 sampling steps (the shapes quick preset's count), every one of the last 50.
-    "quick": dict(num_samples=1000, chunk_size=500, dense_steps=50, strided_steps=50,
+    "quick": dict(snapshots=False, num_samples=1000, chunk_size=500, dense_steps=50, strided_steps=50,
                   windows=_WINDOWS),
-    "paper": dict(num_samples=10_000, chunk_size=1000, dense_steps=200, strided_steps=200,
+    "paper": dict(snapshots=False, num_samples=10_000, chunk_size=1000, dense_steps=200, strided_steps=200,
                   windows=_WINDOWS),
 }
 
@@ -64,6 +73,24 @@ def _sources(cfg) -> list:
         raise InputError("models_from=: must name at least one experiments.shapes "
                          "work directory")
     return [Path(p) for p in cfg.models_from.split(",")]
+
+
+def _snapshot_steps(path: Path) -> list:
+    return sorted(int(f.stem.split("_")[1])
+                  for f in (path / shapes.SNAPSHOT_DIR).glob("step_*.msgpack"))
+
+
+def _models(cfg) -> list:
+    """(name, source directory, checkpoint file, training steps) of every model stack to
+    evaluate: each source's final state and, with --snapshots, its snapshots (name@step)."""
+    out = []
+    for path in _sources(cfg):
+        steps = saved_shapes_config(path).steps
+        if cfg.snapshots:
+            out += [(f"{path.name}@{s}", path, shapes.snapshot_path(path, s), s)
+                    for s in _snapshot_steps(path)]
+        out.append((path.name, path, path / tr.TRAIN_CHECKPOINT, steps))
+    return out
 
 
 def saved_shapes_config(path: Path):
@@ -78,6 +105,9 @@ def validate(cfg: Config) -> None:
         if scfg.images_dir:
             raise InputError(f"models_from={path}: trained on images_dir (no shape "
                              "counter ground truth)")
+        if cfg.snapshots and not _snapshot_steps(path):
+            raise InputError(f"snapshots=True: models_from={path} has no training snapshots "
+                             "(train with experiments.shapes --snapshot_steps)")
         if cfg.dense_steps + cfg.strided_steps > scfg.T or cfg.dense_steps >= scfg.T:
             raise InputError(f"dense_steps={cfg.dense_steps}: with strided_steps="
                              f"{cfg.strided_steps} must fit in T={scfg.T}")
@@ -86,26 +116,31 @@ def validate(cfg: Config) -> None:
                 raise InputError(f"windows={lo}:{hi}: must lie inside [0, T={scfg.T})")
 
 
-def load_models(path: Path):
-    """(shapes config, network, schedule, stacked TrainState) of a finished shapes run."""
+def load_models(path: Path, checkpoint_file: Path | None = None):
+    """(shapes config, network, schedule, stacked TrainState) of a finished shapes run, from its
+    final state or from `checkpoint_file` (a snapshot of the same run)."""
     scfg = saved_shapes_config(path)
     network = shapes.make_network(scfg)
     schedule = mj.linear_schedule(scfg.T, scfg.beta_start, scfg.beta_end)
     train_cfg = shapes.train_config(scfg)
     like = jax.vmap(lambda k: tr.init_state(network, train_cfg, k))(
         sweeps.seed_keys(scfg.seeds, shapes.PHASE_INIT))
-    return scfg, network, schedule, checkpoint.load(path / tr.TRAIN_CHECKPOINT, like)
+    return scfg, network, schedule, checkpoint.load(checkpoint_file or path / tr.TRAIN_CHECKPOINT,
+                                                    like)
 
 
-def evaluate_source(path: Path, cfg: Config, log=print) -> tuple[dict, dict]:
-    scfg, network, schedule, state = load_models(path)
+def evaluate_source(path: Path, cfg: Config, log=print, checkpoint_file: Path | None = None,
+                    train_steps: int | None = None) -> tuple[dict, dict]:
+    scfg, network, schedule, state = load_models(path, checkpoint_file)
     res_px, seeds = scfg.resolution, scfg.seeds
     steps = mj.dense_tail_timesteps(scfg.T, cfg.strided_steps, cfg.dense_steps)
     sample_sched, ts_net = mj.respace(np.asarray(schedule.betas), steps)
-    log(f"[shapes_detection] {path}: {len(seeds)} model(s), {cfg.num_samples} images each, "
+    log(f"[shapes_detection] {checkpoint_file or path}: {len(seeds)} model(s), "
+        f"{cfg.num_samples} images each, "
         f"{len(steps)} sampling steps (every t < {cfg.dense_steps})")
-    observers = {"hal": mj.window_variance([tuple(w) for w in cfg.windows],
-                                           regions=sc.column_masks(res_px))}
+    windows, columns = [tuple(w) for w in cfg.windows], sc.column_masks(res_px)
+    observers = {"hal": mj.window_variance(windows, regions=columns),
+                 "ink": mj.region_mean_variance(windows, columns)}
     out = mj.sample(network, sample_sched, sweeps.seed_keys(seeds, PHASE_DETECTION),
                     cfg.num_samples, (res_px, res_px, 1), params=state.eval_params, stacked=True,
                     observers=observers, net_timesteps=ts_net, chunk_size=cfg.chunk_size,
@@ -113,8 +148,9 @@ def evaluate_source(path: Path, cfg: Config, log=print) -> tuple[dict, dict]:
     var, var_regions = out.observed["hal"].var, out.observed["hal"].var_regions  # (M,W,n),(M,W,n,3)
     counts = [sc.count_shapes(out.x[m], res_px) for m in range(len(seeds))]
     primary = np.stack([c.primary for c in counts])  # (M, n): -1 in support, else a category
+    ink = out.observed["ink"]  # (M, W, n, 3)
     region_scores = {"whole_image": var, "column_max": var_regions.max(-1),
-                     "square_column": var_regions[..., 1]}
+                     "square_column": var_regions[..., 1], "column_ink_max": ink.max(-1)}
     table = {}
     for region, scores in region_scores.items():
         table[region] = []
@@ -126,11 +162,11 @@ def evaluate_source(path: Path, cfg: Config, log=print) -> tuple[dict, dict]:
                                   "pooled": pooled})
     composition = {c: [float(np.mean(p == i)) for p in primary] for i, c in enumerate(sc.CATEGORIES)}
     composition["in_support"] = [float(np.mean(p < 0)) for p in primary]
-    result = {"source": str(path), "seeds": seeds, "sampling_steps": int(len(steps)),
+    result = {"source": str(path), "train_steps": int(train_steps or scfg.steps), "seeds": seeds, "sampling_steps": int(len(steps)),
               "composition": composition, "detection": table,
               "sample_seconds": out.seconds, "num_nonfinite": out.num_nonfinite}
     arrays = {"samples": out.x[:, :400].astype(np.float16), "var": var,
-              "var_regions": var_regions, "primary": primary}
+              "var_regions": var_regions, "ink_var": ink, "primary": primary}
     return result, arrays
 
 
@@ -207,19 +243,49 @@ def _figures(workdir: Path, cfg: Config, results: dict, arrays: dict) -> list:
     return names
 
 
+def _compute_curve(workdir: Path, results: dict, head: dict) -> list:
+    """Composition and duplicate AUROC against training steps, one line per source."""
+    by_source = {}
+    for name, r in results.items():
+        by_source.setdefault(r["source"], []).append((r["train_steps"], name))
+    fig, axes = plots.figure(ncols=2, width=5.0, height=3.6)
+    for src, entries in by_source.items():
+        entries.sort()
+        steps = [s for s, _ in entries]
+        label = Path(src).name
+        for kind, ls in (("in_support", "-"), ("duplicate", "--"), ("empty", ":")):
+            axes[0, 0].plot(steps, [head[n]["composition"][kind] for _, n in entries], ls=ls,
+                            marker="o", label=f"{label}: {kind}")
+        for key, ls in (("column_max_official", "-"), ("column_max_best", "--"),
+                        ("column_ink_max_best", ":")):
+            axes[0, 1].plot(steps, [head[n][key]["duplicate_auroc"] for _, n in entries], ls=ls,
+                            marker="o", label=f"{label}: {key}")
+    axes[0, 0].set_ylabel("share of generated images")
+    axes[0, 1].set_ylabel("AUROC, duplicates vs in-support")
+    axes[0, 1].axhline(0.85, color="grey", lw=0.5, ls=":")
+    for ax in axes[0]:
+        ax.set_xlabel("training steps")
+        ax.legend(fontsize=6)
+    wd.save_figure(fig, workdir / "compute_curve.png")
+    return ["compute_curve.png"]
+
+
 def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     results, arrays = {}, {}
-    for path in _sources(cfg):
-        name = path.name
-        results[name], arrays[name] = evaluate_source(path, cfg, log)
+    for name, path, ckpt, steps in _models(cfg):
+        results[name], arrays[name] = evaluate_source(path, cfg, log, ckpt, steps)
     metrics = {"experiment": "shapes_detection", "sources": results,
                "headline": headline(results), "provenance": wd.provenance()}
     metrics["figures"] = _figures(Path(workdir), cfg, results, arrays)
+    if cfg.snapshots:
+        metrics["figures"] += _compute_curve(Path(workdir), results, metrics["headline"])
     for name, h in metrics["headline"].items():
-        o, b = h["column_max_official"], h["column_max_best"]
-        log(f"{name}: duplicates vs in-support, column max: official window {o['window']} AUROC "
-            f"{o['duplicate_auroc']:.3f}; best window {b['window']} AUROC {b['duplicate_auroc']:.3f}")
+        o, b, k = h["column_max_official"], h["column_max_best"], h["column_ink_max_best"]
+        log(f"{name} ({results[name]['train_steps']} steps): duplicates vs in-support, column "
+            f"max: official window {o['window']} AUROC {o['duplicate_auroc']:.3f}; best window "
+            f"{b['window']} AUROC {b['duplicate_auroc']:.3f}; column ink, best window "
+            f"{k['window']} AUROC {k['duplicate_auroc']:.3f}")
     wd.write_npz(Path(workdir) / "arrays.npz",
                  **{f"{n}__{k}": v for n, a in arrays.items() for k, v in a.items()})
     wd.write_json(Path(workdir) / wd.METRICS_FILE, metrics)
