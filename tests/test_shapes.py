@@ -175,3 +175,23 @@ def test_png_folder_round_trip_and_errors(tmp_path):
     with pytest.raises(InputError, match="one size"):
         imgs.load_png_folder(tmp_path, 16)
 
+
+
+def test_heldout_best_window_is_chosen_on_one_half_and_scored_on_the_other():
+    from mi_jax.studies.shapes_detection import heldout_best_window
+
+    rng = np.random.default_rng(0)
+    n = 400
+    primary = np.where(rng.random((1, n)) < 0.3, sc.CATEGORIES.index("duplicate"), -1)
+    dup = (primary == sc.CATEGORIES.index("duplicate")).astype(float)
+    noise = rng.random((1, n))
+    odd = (np.arange(n) % 2 == 1)[None]
+    # Window 0: random. Window 1: separates on every image. Window 2: perfect on the even
+    # (fitting) half and reversed on the odd half -- chosen only if selected on the test half.
+    scores = np.stack([noise, dup + 0.5 * noise, np.where(odd, -dup, dup) + 0.5 * noise], axis=1)
+    out = heldout_best_window(scores, primary, [(0, 10), (10, 20), (20, 30)])
+    assert out["window"] == [10, 20] and out["fit_auroc"] == 1.0 and out["test_auroc"] == 1.0
+    # With window 1 gone, the over-fitted window 2 is chosen and its held-out AUROC shows it.
+    out = heldout_best_window(scores[:, [0, 2]], primary, [(0, 10), (20, 30)])
+    assert out["window"] == [20, 30] and out["fit_auroc"] == 1.0 and out["test_auroc"] == 0.0
+    assert out["test_positives"] == int(dup[0, 1::2].sum())
