@@ -384,8 +384,8 @@ def stacked_axes(observers: dict) -> dict:
 
 
 __all__ = ["StepView", "WindowVariance", "WindowStats", "RegionMeanVariance", "PreemptiveFlag",
-           "Record", "FinalEpsNorm", "window_variance", "region_mean_variance", "preemptive_flag", "record", "windows_array",
-           "stacked_axes", "QUANTITIES", "CLOCKS"]
+           "Record", "FinalEpsNorm", "window_variance", "region_mean_variance", "preemptive_flag",
+           "record", "windows_array", "stacked_axes", "QUANTITIES", "CLOCKS"]
 
 
 def jacobian_trace(window, probes: int = 1, seed: int = 0, *,

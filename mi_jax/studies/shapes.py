@@ -154,6 +154,12 @@ def snapshot_path(workdir, step: int) -> Path:
     return Path(workdir) / SNAPSHOT_DIR / f"step_{step}.msgpack"
 
 
+def saved_snapshot_steps(workdir) -> list:
+    """The steps of the snapshots a run saved (`snapshot_path`), ascending."""
+    return sorted(int(f.stem.split("_")[1])
+                  for f in (Path(workdir) / SNAPSHOT_DIR).glob("step_*.msgpack"))
+
+
 def sampling_schedule(cfg, schedule):
     if cfg.sampling_steps == cfg.T:
         return schedule, np.arange(cfg.T)

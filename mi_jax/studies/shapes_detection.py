@@ -61,10 +61,10 @@ _WINDOWS = [(0, 10), (0, 5), (0, 20), (0, 50), (10, 50), (50, 100), (0, 100), (1
             (0, 200), (200, 400)]
 PRESETS = {
     # 100 sampling steps (the shapes quick preset's count), every one of the last 50.
-    "quick": dict(snapshots=False, num_samples=1000, chunk_size=500, dense_steps=50, strided_steps=50,
-                  windows=_WINDOWS),
-    "paper": dict(snapshots=False, num_samples=10_000, chunk_size=1000, dense_steps=200, strided_steps=200,
-                  windows=_WINDOWS),
+    "quick": dict(snapshots=False, num_samples=1000, chunk_size=500, dense_steps=50,
+                  strided_steps=50, windows=_WINDOWS),
+    "paper": dict(snapshots=False, num_samples=10_000, chunk_size=1000, dense_steps=200,
+                  strided_steps=200, windows=_WINDOWS),
 }
 
 
@@ -75,11 +75,6 @@ def _sources(cfg) -> list:
     return [Path(p) for p in cfg.models_from.split(",")]
 
 
-def _snapshot_steps(path: Path) -> list:
-    return sorted(int(f.stem.split("_")[1])
-                  for f in (path / shapes.SNAPSHOT_DIR).glob("step_*.msgpack"))
-
-
 def _models(cfg) -> list:
     """(name, source directory, checkpoint file, training steps) of every model stack to
     evaluate: each source's final state and, with --snapshots, its snapshots (name@step)."""
@@ -88,7 +83,7 @@ def _models(cfg) -> list:
         steps = saved_shapes_config(path).steps
         if cfg.snapshots:
             out += [(f"{path.name}@{s}", path, shapes.snapshot_path(path, s), s)
-                    for s in _snapshot_steps(path)]
+                    for s in shapes.saved_snapshot_steps(path)]
         out.append((path.name, path, path / tr.TRAIN_CHECKPOINT, steps))
     return out
 
@@ -105,7 +100,7 @@ def validate(cfg: Config) -> None:
         if scfg.images_dir:
             raise InputError(f"models_from={path}: trained on images_dir (no shape "
                              "counter ground truth)")
-        if cfg.snapshots and not _snapshot_steps(path):
+        if cfg.snapshots and not shapes.saved_snapshot_steps(path):
             raise InputError(f"snapshots=True: models_from={path} has no training snapshots "
                              "(train with experiments.shapes --snapshot_steps)")
         if cfg.dense_steps + cfg.strided_steps > scfg.T or cfg.dense_steps >= scfg.T:
@@ -164,7 +159,8 @@ def evaluate_source(path: Path, cfg: Config, log=print, checkpoint_file: Path | 
                for region, scores in region_scores.items()}
     composition = {c: [float(np.mean(p == i)) for p in primary] for i, c in enumerate(sc.CATEGORIES)}
     composition["in_support"] = [float(np.mean(p < 0)) for p in primary]
-    result = {"source": str(path), "train_steps": int(train_steps or scfg.steps), "seeds": seeds, "sampling_steps": int(len(steps)),
+    result = {"source": str(path), "train_steps": int(train_steps or scfg.steps), "seeds": seeds,
+              "sampling_steps": int(len(steps)),
               "composition": composition, "detection": table, "heldout_best": heldout,
               "sample_seconds": out.seconds, "num_nonfinite": out.num_nonfinite}
     arrays = {"samples": out.x[:, :400].astype(np.float16), "var": var,
