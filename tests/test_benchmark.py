@@ -87,8 +87,11 @@ def test_fusion_beats_its_inputs_when_they_carry_independent_signal():
     positive = rng.random(n) < 0.05
     a = np.exp(positive * 1.0 + rng.normal(size=n))   # a variance-like, log-normal score
     b = positive * 1.0 + rng.normal(size=n)          # a signed score
-    scores = {"var_x0 0:10": a, "curvature": np.exp(b), "random": rng.random(n)}
+    # window 0:5 carries no signal: the fusion must take the window best on the fit half
+    scores = {"var_x0 0:5": np.exp(rng.normal(size=n)), "var_x0 0:10": a,
+              "curvature": np.exp(b), "random": rng.random(n)}
     fit = bm.fit_split(n, 3)
     out = bm.evaluate_task(scores, positive, fit, bm.fusion_inputs(list(scores)))
     assert out[bm.FUSED]["inputs"] == ["var_x0 0:10", "curvature"]
+    assert bm.fusion_inputs(["curvature", "flipd"]) == ["curvature", "flipd"]
     assert out[bm.FUSED]["auroc"] > max(out["var_x0 0:10"]["auroc"], out["curvature"]["auroc"]) + 0.03

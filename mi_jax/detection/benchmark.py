@@ -29,9 +29,10 @@ from mi_jax.validation import check, check_float
 
 RANDOM, BEST_WINDOW, FUSED = "random", "var_x0 best window", "fused (logistic)"
 WINDOW_PREFIX = "var_x0 "
-# Scores the logistic fusion combines (when present): the official variance, the curvature,
-# the final |eps_hat| and FLIPD -- one per kind of signal, so the fit has few weights.
-FUSION_INPUTS = ("official", "curvature", "eps_norm_last", "flipd")
+# Scores the logistic fusion combines (when present): the x0_hat variance at the window best on
+# the fit half (BEST_WINDOW, resolved in `evaluate_task`), the curvature, the final |eps_hat|
+# and FLIPD -- one per kind of signal, so the fit has few weights.
+FUSION_INPUTS = (BEST_WINDOW, "curvature", "eps_norm_last", "flipd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +164,8 @@ def evaluate_task(scores: dict, positive: np.ndarray, fit_mask: np.ndarray,
 
     scores: {name: (n,)} over the task's samples (positives and negatives only); the best
     x0_hat window (by AUROC on the fit half) and the logistic fusion of `fusion_inputs`
-    (fitted on the fit half) are added. Needs a positive and a negative in each half, else the
-    fitted detectors are left out."""
+    (fitted on the fit half; the name BEST_WINDOW stands for that chosen window) are added.
+    Needs a positive and a negative in each half, else the fitted detectors are left out."""
     positive = np.asarray(positive, bool)
     test = ~fit_mask
     big = np.finfo(np.float64).max
@@ -177,10 +178,13 @@ def evaluate_task(scores: dict, positive: np.ndarray, fit_mask: np.ndarray,
     if not both:
         return out
     windows = [n for n in scores if n.startswith(WINDOW_PREFIX) and ":" in n.split()[-1]]
+    best = None
     if windows:
         fit_auroc = [summary(scores[n], fit_mask)["auroc"] for n in windows]
         best = windows[int(np.nanargmax(fit_auroc))]
         out[BEST_WINDOW] = {**out[best], "window": best}
+    fusion_inputs = [best if n == BEST_WINDOW else n for n in fusion_inputs
+                     if n != BEST_WINDOW or best is not None]
     if fusion_inputs:
         feats = _features([scores[n] for n in fusion_inputs])
         fit = fit_logistic(feats[fit_mask], positive[fit_mask])
@@ -190,11 +194,10 @@ def evaluate_task(scores: dict, positive: np.ndarray, fit_mask: np.ndarray,
 
 
 def fusion_inputs(names: Sequence[str]) -> list:
-    """The fusion's inputs among the detectors present (`FUSION_INPUTS`, 'official' = the first
-    variance window)."""
-    windows = [n for n in names if n.startswith(WINDOW_PREFIX)]
-    lookup = {"official": windows[0] if windows else None}
-    return [lookup.get(n, n) for n in FUSION_INPUTS if lookup.get(n, n) in names]
+    """The fusion's inputs among the detectors present (`FUSION_INPUTS`; BEST_WINDOW is kept
+    when any variance window is present and resolved per task by `evaluate_task`)."""
+    has_window = any(n.startswith(WINDOW_PREFIX) for n in names)
+    return [n for n in FUSION_INPUTS if n in names or (n == BEST_WINDOW and has_window)]
 
 
 __all__ = ["Detector", "standard_detectors", "merged_observers", "model_slice", "score_all",
