@@ -95,3 +95,17 @@ def test_fusion_beats_its_inputs_when_they_carry_independent_signal():
     assert out[bm.FUSED]["inputs"] == ["var_x0 0:10", "curvature"]
     assert bm.fusion_inputs(["curvature", "flipd"]) == ["curvature", "flipd"]
     assert out[bm.FUSED]["auroc"] > max(out["var_x0 0:10"]["auroc"], out["curvature"]["auroc"]) + 0.03
+
+
+def test_sample_seed_draws_an_independent_set_and_zero_keeps_the_default():
+    from mi_jax import sweeps
+    from mi_jax.studies.detectors import sample_keys
+
+    def data(keys):
+        return np.asarray(jax.vmap(lambda k: jax.random.normal(k, (4,)))(keys))
+
+    default = data(sweeps.seed_keys([0, 1], 5))
+    np.testing.assert_array_equal(data(sample_keys(2, 5)), default)
+    other = data(sample_keys(2, 5, sample_seed=1))
+    assert other.shape == default.shape and not np.allclose(other, default)
+    assert not np.allclose(other[0], other[1])  # still one stream per model

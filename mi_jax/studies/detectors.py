@@ -67,13 +67,18 @@ OPTIONS = (
     config.Option("cost_samples", "int", "Mixture samples timed for the cost column.", low=10),
     config.Option("cost_images", "int", "Images timed for the cost column.", low=1),
     config.Option("split_seed", "int", "Seed of the fit / test split.", low=0),
+    config.Option("sample_seed", "int", "Seed of the fresh samples (0: the default draw; another "
+                  "value gives an independent set, e.g. to confirm a setting chosen on a table).",
+                  low=0),
+    config.Option("cost_repeats", "int", "Timed rounds of the cost column (median; variants "
+                  "alternate within a round).", low=1),
 )
 Config = config.config_class("DetectorsConfig", OPTIONS)
 
 _WINDOWS = [(0, 10), (0, 3), (0, 5), (0, 20), (0, 50), (10, 50), (50, 100), (100, 200),
             (200, 400)]
 _BASE = dict(windows=_WINDOWS, trace_window=[0, 10], probes=1, t0=5, k=support.DEFAULT_K,
-             dense_steps=50, strided_steps=50, split_seed=0)
+             dense_steps=50, strided_steps=50, split_seed=0, sample_seed=0, cost_repeats=3)
 PRESETS = {
     "quick": dict(_BASE, num_samples=8000, num_images=1000, chunk_size=8000, cost_samples=4000,
                   cost_images=100),
@@ -120,6 +125,13 @@ def validate(cfg: Config) -> None:
 # ----------------------------------------------------------------------------------------
 
 
+def sample_keys(num_models: int, key_phase: int, sample_seed: int = 0) -> jax.Array:
+    """One sampling key per model; sample_seed 0 is the default draw, any other value an
+    independent one (folded in after the phase)."""
+    path = (key_phase,) + ((sample_seed,) if sample_seed else ())
+    return sweeps.seed_keys(list(range(num_models)), *path)
+
+
 class _Source:
     """What the benchmark needs of one work directory: stacked params, their network, the
     sampling schedule and its training timesteps, the shape, task labels per model."""
@@ -148,6 +160,7 @@ class _Source:
             self.num = cfg.num_samples
             self.regions = None
         self.num_models = len(self.names)
+        self.sample_seed = cfg.sample_seed
         self._flipd = jax.jit(lambda p, x, t0, k, probes: flipd(
             self.network.eps_fn(p), self.train_schedule, x, t0, k, probes),
             static_argnames=("t0", "probes"))
@@ -165,7 +178,7 @@ class _Source:
 
     def sample(self, observers: dict, num: int, chunk: int, key_phase: int, params=None,
                stacked=True):
-        keys = sweeps.seed_keys(list(range(self.num_models)), key_phase)
+        keys = sample_keys(self.num_models, key_phase, self.sample_seed)
         return mj.sample(self.network, self.schedule, keys if stacked else keys[0], num,
                          self.shape, params=self.params if params is None else params,
                          stacked=stacked, observers=observers, net_timesteps=self.ts,
@@ -175,11 +188,18 @@ class _Source:
         return np.asarray(self._flipd(params, x, t0=t0, k=key, probes=probes))
 
 
-def _timed(fn) -> float:
-    fn()  # compile
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def _median_times(fns: dict, repeats: int) -> dict:
+    """Median seconds of each compiled call; the calls alternate within every round, so a slow
+    spell of a shared machine hits every variant alike instead of one."""
+    for fn in fns.values():
+        fn()  # compile
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()  # returns host arrays: the work is done when it returns
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _costs(src: _Source, detectors, cfg: Config, n: int) -> dict:
@@ -193,21 +213,23 @@ def _costs(src: _Source, detectors, cfg: Config, n: int) -> dict:
         return lambda: src.sample(observers, n, chunk, PHASE_BENCHMARK, params0, stacked=False)
 
     official = detectors[0]
-    plain = _timed(run(official.observers))
     x = jnp.asarray(run(official.observers)().x)
     key = jax.random.key(cfg.split_seed)
-    after = _timed(lambda: src.flipd(params0, x, cfg.t0, cfg.probes, key))
     trajectory = bm.merged_observers([d for d in detectors if d.name != "curvature"])
-    seconds = {"plain": plain, "trajectory statistics": _timed(run(trajectory)),
-               "curvature": _timed(run(bm.merged_observers(
-                   [official] + [d for d in detectors if d.name == "curvature"]))),
-               "everything": _timed(run(bm.merged_observers(detectors))), "flipd_after": after}
+    curvature = bm.merged_observers([official] + [d for d in detectors if d.name == "curvature"])
+    seconds = _median_times({
+        "plain": run(official.observers), "trajectory statistics": run(trajectory),
+        "curvature": run(curvature), "everything": run(bm.merged_observers(detectors)),
+        "flipd_after": lambda: src.flipd(params0, x, cfg.t0, cfg.probes, key)},
+        cfg.cost_repeats)
+    plain, after = seconds["plain"], seconds["flipd_after"]
     out = {d.name: seconds["trajectory statistics"] / plain for d in detectors}
     out.update({detectors[0].name: 1.0, "curvature": seconds["curvature"] / plain,
                 "flipd": (plain + after) / plain, bm.RANDOM: 1.0,
                 bm.BEST_WINDOW: seconds["trajectory statistics"] / plain,
                 bm.FUSED: (seconds["everything"] + after) / plain})
-    return {"multiple_of_plain": out, "seconds": seconds, "samples": n}
+    return {"multiple_of_plain": out, "seconds": seconds, "samples": n,
+            "repeats": cfg.cost_repeats}
 
 
 def evaluate_source(src: _Source, cfg: Config, log=print) -> tuple[dict, dict]:
