@@ -74,6 +74,26 @@ def test_mixture_quality_on_true_samples_and_on_a_collapsed_set():
     assert q["bridge_rate"] + q["blur_rate"] == pytest.approx(q["hallucination_rate"], abs=1e-9)
 
 
+def test_mode_shares_find_the_lost_mode_on_a_shifted_grid():
+    from mi_jax.studies.mode_mass import mode_shares, share_summary
+
+    m = mx.grid_2d("square", size=3, shift=2.0)  # a whole spacing: a corner mode on x = 0
+    means = np.asarray(m.means, np.float64)
+    x = np.asarray(m.sample(jax.random.key(0), 45_000))
+    share = mode_shares(x, m, support.DEFAULT_K)
+    # True samples: every share 1 within 4 binomial standard errors (5 000 per mode).
+    np.testing.assert_allclose(share, 1.0, atol=4 * np.sqrt(1 / 5000))
+    # Drop 70 % of the grid's centre mode (here not the mode on the input origin).
+    centre = int(np.argmin(np.linalg.norm(means - means.mean(0), axis=1)))
+    near = np.asarray(support.nearest_mode(x, m))
+    drop = (near == centre) & (np.arange(len(x)) % 10 < 7)
+    summary = share_summary(mode_shares(x[~drop], m, support.DEFAULT_K) * (~drop).mean(), means)
+    assert summary["min_mode"] == pytest.approx(means[centre].tolist())
+    assert summary["grid_centre_share"] == pytest.approx(0.3, abs=0.03)
+    assert summary["origin_mode_share"] == pytest.approx(1.0, abs=0.06)
+    assert summary["share_by_ring"]["0.000"] == pytest.approx(summary["grid_centre_share"])
+
+
 def test_rendered_digits_are_seeded_balanced_and_in_range():
     a, b = dg.render(3, 200, 16), dg.render(3, 200, 16)
     np.testing.assert_array_equal(a.images, b.images)

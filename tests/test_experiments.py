@@ -223,6 +223,8 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
      ["fig11_ablations.png"]),
     ("detectors", ["--num_samples=200", "--chunk_size=200", "--windows=0:10,0:3,20:40", "--t0=2",
                    "--cost_samples=50"], ["roc_gmm1d.png", "roc_gmm2d.png", "table.md"]),
+    ("mode_mass", ["--num_samples=300", "--chunk_size=300"],
+     ["mode_share_gmm1d.png", "mode_share_gmm2d.png", "arrays.npz"]),
 ])
 def test_analyses_end_to_end(tmp_path, tiny_models, module, extra, outputs):
     sources = f"{tiny_models / 'gmm1d'},{tiny_models / 'gmm2d'}"
@@ -253,6 +255,7 @@ def test_analyses_end_to_end(tmp_path, tiny_models, module, extra, outputs):
     ("score_analysis", "--timesteps=0,,5"), ("ablations", "--checkpoints=20,10"),
     ("ablations", "--imbalance=0.5"), ("detectors", "--trace_window=5"),
     ("detectors", "--split_seed=-1"), ("detectors", "--models_from=/nonexistent/dir"),
+    ("mode_mass", "--chunk_size=0"),
 ])
 def test_analysis_bad_flags(module, flag):
     line = cli.check_args(runner.load(module), ["prog", "--workdir=w", flag])

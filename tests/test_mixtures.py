@@ -121,6 +121,17 @@ def test_presets_match_official_code():
     assert w.sum() == pytest.approx(1.0) and w.max() / w.min() == pytest.approx(10.0)
 
 
+def test_shifted_grid_moves_every_mode_and_keeps_the_geometry():
+    sq, moved = mx.grid_2d("square"), mx.grid_2d("square", shift=1.0)
+    delta = np.asarray(moved.means) - np.asarray(sq.means)
+    np.testing.assert_allclose(delta, np.full_like(delta, 1 / 2.82887), rtol=1e-6)
+    # No mode on the input origin any more: the nearest ones sit at a cell's corners.
+    radii = np.linalg.norm(np.asarray(moved.means), axis=1)
+    assert np.sum(np.isclose(radii, radii.min())) == 4
+    assert radii.min() == pytest.approx(np.sqrt(2) / 2.82887, rel=1e-5)
+    assert mx.min_mode_distance(moved) == pytest.approx(mx.min_mode_distance(sq), rel=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, name", [
     (dict(means=[1, 2], stds=0.0), "stds"),
     (dict(means=[1, 2], stds=-1.0), "stds"),

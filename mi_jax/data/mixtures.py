@@ -292,14 +292,18 @@ def grid_means(layout: str = "square", size: int = 5) -> np.ndarray:
 
 
 def grid_2d(layout: str = "square", std: float = OFFICIAL_STD, weights=None,
-            size: int = 5) -> GaussianMixture:
+            size: int = 5, shift: float = 0.0) -> GaussianMixture:
     """The official `Gaussian25` / `Gaussian25_Rotated`, normalised exactly as the official code.
+
+    shift: added to both raw coordinates of every centre before the normalisation (0: the
+    official grid, its centre mode on the input origin; 1: the square grid's origin at the middle
+    of a cell, no mode on it).
 
     The official code draws N(mu, 0.05^2) around the raw centres and then divides every sample by
     2.82887, so the normalised per-mode std is 0.05 / 2.82887 (about 0.0177). Other grid sizes keep
     that normaliser, hence the same spacing and mode width (only the number of modes changes).
     """
-    means = grid_means(layout, size) / OFFICIAL_GRID_NORMALISER
+    means = (grid_means(layout, size) + float(shift)) / OFFICIAL_GRID_NORMALISER
     return GaussianMixture(means, std / OFFICIAL_GRID_NORMALISER, weights)
 
 

@@ -25,6 +25,10 @@ OPTIONS = config.COMMON + (
     config.Option("num_train", "int", "Training-set size.", low=1),
     config.Option("grid_size", "int", "Modes per side (5 = the official 25-mode grid).", low=2,
                   high=15, default=5),
+    config.Option("grid_shift", "float", "Added to both raw coordinates of every mode (0: the "
+                  "official grid centred on the input origin; 1: the square grid's origin in the "
+                  "middle of a cell) -- a control for where in input space a mode sits.",
+                  default=0.0),
 )
 Config = config.config_class("Gmm2dConfig", OPTIONS)
 
@@ -55,7 +59,8 @@ def validate(cfg: Config) -> None:
 
 def build_configs(cfg: Config) -> list:
     layouts = ("square", "rotated") if cfg.layout == "both" else (cfg.layout,)
-    return [sweeps.Config(layout, mx.grid_2d(layout, cfg.std, size=cfg.grid_size),
+    return [sweeps.Config(layout, mx.grid_2d(layout, cfg.std, size=cfg.grid_size,
+                                             shift=cfg.grid_shift),
                           cfg.num_train) for layout in layouts]
 
 
