@@ -272,6 +272,8 @@ COMMON = (
            default=None),
     Option("between_t_max", "int", "The between-points term's timesteps: t < this (unset: 50).",
            low=1, default=None),
+    Option("input_bias", "bool", "Give the MLP's input layer a bias (the official one has none, "
+           "which blinds it to |x| near x = 0: see mode_mass).", default=False),
 )
 
 # The mixture studies' training recipe: what a finished gmm1d/gmm2d directory needs to rebuild
@@ -279,5 +281,5 @@ COMMON = (
 RECIPE = pick(COMMON, "seeds", "steps", "batch_size", "lr", "lr_schedule", "T", "beta_start",
               "beta_end", "width", "tied", "focus_steps", "focus_prob", "ema_decay", "epochs",
               "batch_order", "jacobian_weight", "jacobian_t_max", "between_weight",
-              "between_t_max")
+              "between_t_max", "input_bias")
 RecipeConfig = config_class("RecipeConfig", RECIPE, "The training recipe of a mixture study.")

@@ -42,6 +42,31 @@ def test_parameter_counts_match_official_decoder():
     assert untied.num_params(untied.init(jax.random.key(0))) == 166_658
 
 
+def test_the_official_input_layer_blinds_the_net_to_the_scale_of_x_near_the_origin():
+    """Without an input bias the first LayerNorm sees W x, so the first block's normalised input
+    is the same at x and at 2 x once |W x| is well above LayerNorm's epsilon (here |x| ~ 0.3; at
+    |x| ~ 0.01 the epsilon still passes the scale); the residual path is the only route for |x|.
+    With a bias the first block sees |x| too. (The mode on x = 0: BUILD_NOTES.md, mode_mass.)"""
+    from mi_jax.nets.mlp import layer_norm
+
+    x = 0.3 * np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    bias_value = np.random.default_rng(1).normal(0, 0.1, 32).astype(np.float32)  # a trained one
+    for input_bias, invariant in ((False, True), (True, False)):
+        net = make_mlp(2, 32, input_bias=input_bias)
+        params = net.init(jax.random.key(0))
+        flat = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(params)}
+        kernel = [v for p, v in flat.items() if "in_fc" in p and "kernel" in p][0]
+        bias = [v for p, v in flat.items() if "in_fc" in p and "bias" in p]
+        assert len(bias) == int(input_bias)
+        b = bias_value[None] if input_bias else 0.0
+        one = layer_norm(x @ kernel + b, jnp.ones(32), jnp.zeros(32))
+        two = layer_norm(2 * x @ kernel + b, jnp.ones(32), jnp.zeros(32))
+        change = float(jnp.max(jnp.abs(one - two)) / jnp.max(jnp.abs(one)))
+        assert (change < 0.05) if invariant else (change > 0.2), change
+    assert make_mlp(2, input_bias=True).num_params(make_mlp(2, input_bias=True).init(
+        jax.random.key(0))) == 67_074 + 128
+
+
 def test_embedding_matches_reference():
     t = np.array([0, 1, 9, 500, 999])
     np.testing.assert_allclose(sinusoidal_embedding(jnp.asarray(t), 128), np_embedding(t, 128),

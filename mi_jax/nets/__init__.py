@@ -96,23 +96,29 @@ _MLP_CACHE: dict = {}
 
 
 def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
-             num_timesteps: int = 0) -> Network:
+             num_timesteps: int = 0, input_bias: bool = False) -> Network:
     """The paper's toy MLP (width 128, 3 residual blocks, weight-tied by default).
 
     num_timesteps: the T of the schedule it is trained on, if known; batches of integer t longer
     than T then run the time path once per timestep instead of once per sample (training at
-    batch 10 000, T = 1 000). Same params, same function: only for speed."""
+    batch 10 000, T = 1 000). Same params, same function: only for speed.
+    input_bias: give the input layer a bias. The official one has none, so the first LayerNorm
+    sees W x and the network cannot tell |x| near x = 0 (LayerNorm is scale-invariant): the
+    mode on the input origin is under-sampled (BUILD_NOTES.md, mode_mass)."""
     check_int(dim, "dim", low=1)
     check_int(width, "width", low=2)
     check_int(num_blocks, "num_blocks", low=1)
     check(isinstance(tied, bool), "tied", tied, "must be a bool")
     check_int(num_timesteps, "num_timesteps", low=0)
-    spec = ("mlp", dim, width, num_blocks, tied, num_timesteps)
+    check(isinstance(input_bias, bool), "input_bias", input_bias, "must be a bool")
+    spec = ("mlp", dim, width, num_blocks, tied, num_timesteps, input_bias)
     if spec not in _MLP_CACHE:  # building one costs an abstract init; equal specs hash equal
         name = (f"mlp(dim={dim},width={width},blocks={num_blocks},{'tied' if tied else 'untied'}"
-                + (f",T={num_timesteps}" if num_timesteps else "") + ")")
+                + (f",T={num_timesteps}" if num_timesteps else "")
+                + (",input_bias" if input_bias else "") + ")")
         _MLP_CACHE[spec] = from_nnx(
-            name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, num_timesteps, rngs=rngs),
+            name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, num_timesteps, input_bias,
+                                      rngs=rngs),
             spec=spec)
     return _MLP_CACHE[spec]
 

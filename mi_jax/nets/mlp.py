@@ -112,11 +112,11 @@ class TemporalBlock(nnx.Module):
 
 class ToyMLP(nnx.Module):
     def __init__(self, dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
-                 num_timesteps: int = 0, *, rngs: nnx.Rngs):
+                 num_timesteps: int = 0, input_bias: bool = False, *, rngs: nnx.Rngs):
         self.width = width
         self.num_blocks = num_blocks
         self.num_timesteps = num_timesteps  # 0: unknown (no timestep table)
-        self.in_fc = _linear(dim, width, rngs, bias=False)
+        self.in_fc = _linear(dim, width, rngs, bias=input_bias)  # official: no bias
         self.t_proj = _linear(width, width, rngs)
         if tied:
             self.blocks = nnx.List([TemporalBlock(width, rngs)])

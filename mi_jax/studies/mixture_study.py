@@ -198,7 +198,8 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
     grid = Grid(list(configs), list(cfg.seeds))
     schedule = schedule_from_config(cfg)
     dim = configs[0].mixture.dim
-    network = make_mlp(dim, cfg.width, 3, cfg.tied, num_timesteps=cfg.T)
+    network = make_mlp(dim, cfg.width, 3, cfg.tied, num_timesteps=cfg.T,
+                       input_bias=cfg.input_bias)
     train_cfg = train_config_from(cfg)
     seconds = {}
     log(f"training {grid.num_models} models ({len(grid.configs)} configurations x "
@@ -370,7 +371,7 @@ def load_models(workdir) -> TrainedModels:
             configs.append(Config(str(name), m, int(f["num_train"][c])))
         grid = Grid(configs, [int(s) for s in f["seeds"]])
     network = make_mlp(configs[0].mixture.dim, cfg.width, 3, cfg.tied,
-                       num_timesteps=cfg.T)
+                       num_timesteps=cfg.T, input_bias=cfg.input_bias)
     train_cfg = train_config_from(cfg)
     state = checkpoint.load(workdir / TRAIN_CHECKPOINT, init_grid(network, train_cfg, grid))
     return TrainedModels(grid, network, state.eval_params, schedule_from_config(cfg), cfg,

@@ -83,10 +83,13 @@ OPTIONS = (
                   f"of experiments.smoothness at this weight (t < {tr.DEFAULT_BETWEEN_T_MAX}; unset: the "
                   "plain objective).",
                   low=0),
+    config.Option("input_bias", "bool", "gmm2d: give the MLP's input layer a bias (unset: none, as "
+                  "the official network; see experiments.mode_mass)."),
 )
 DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",
                    "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
-                   "resolution", "mnist_dir", "grid_size", "between_weight")
+                   "resolution", "mnist_dir", "grid_size", "between_weight",
+                   "input_bias")
 # Unset per-dataset options mean "the dataset's own preset" (DATASET_PRESETS).
 OPTIONS = tuple(dataclasses.replace(o, default=None) if o.name in DATASET_OPTIONS else o
                 for o in OPTIONS)
@@ -275,7 +278,8 @@ def gmm2d_problem(d: dict):
                           lambda x: mixture_quality(x, mixture, reference, d["k"]))
     info = {"mixture": mixture, "source": f"{d['grid_size']}x{d['grid_size']} square grid of "
                                           f"Gaussians, k = {d['k']:g}"}
-    return problem, _training(d, make_mlp(2, d["width"], 3, True, d["T"])), info
+    network = make_mlp(2, d["width"], 3, True, d["T"], input_bias=bool(d.get("input_bias")))
+    return problem, _training(d, network), info
 
 
 def digits_problem(d: dict, log=print):
