@@ -63,6 +63,14 @@ def test_the_official_input_layer_blinds_the_net_to_the_scale_of_x_near_the_orig
         two = layer_norm(2 * x @ kernel + b, jnp.ones(32), jnp.zeros(32))
         change = float(jnp.max(jnp.abs(one - two)) / jnp.max(jnp.abs(one)))
         assert (change < 0.05) if invariant else (change > 0.2), change
+    # The bias is wired into the forward pass: setting it changes the network's output.
+    net = make_mlp(2, 32, input_bias=True)
+    params = net.init(jax.random.key(0))
+    shifted = jax.tree_util.tree_map_with_path(
+        lambda p, v: v + bias_value if "in_fc" in jax.tree_util.keystr(p)
+        and "bias" in jax.tree_util.keystr(p) else v, params)
+    t = jnp.full((8,), 3, jnp.int32)
+    assert not np.allclose(net.apply(params, x, t), net.apply(shifted, x, t), atol=1e-3)
     assert make_mlp(2, input_bias=True).num_params(make_mlp(2, input_bias=True).init(
         jax.random.key(0))) == 67_074 + 128
 
