@@ -288,14 +288,21 @@ def test_recipe_ab_runs_and_skips_finished_recipes(tmp_path):
 def test_repair_end_to_end_and_refuses_1d_models(tmp_path, tiny_models):
     out = run("repair", f"--workdir={tmp_path / 'rep'}", f"--models_from={tiny_models / 'gmm2d'}",
               "--num_samples=200", "--chunk_size=200", "--restart_t=10", "--guidance_weights=0.5",
-              "--guidance_t_max=20", "--window=0,5")
+              "--guidance_t_max=20", "--window=0,5", "--flag_fractions=0.04,0.2")
     assert out.returncode == 0, out.stderr[-3000:]
     table = json.loads((tmp_path / "rep" / "metrics.json").read_text())["table"]
     assert set(table) == {"square", "rotated"}
     for arms in table.values():
-        assert set(arms) == {"plain", "filter", "restart t'=10", "guided w=0.5"}
+        assert set(arms) == {"plain", "filter f=0.04", "filter f=0.2", "restart t'=10 f=0.04",
+                             "restart t'=10 f=0.2", "guided w=0.5"}
         assert arms["plain"]["compute"]["mean"] == 1.0
-        assert arms["restart t'=10"]["compute"]["mean"] > 1.0
+        # Flagging 5x more restarts ~5x more samples: compute over plain grows with f.
+        small, large = (arms[f"restart t'=10 f={f}"]["compute"]["mean"] - 1 for f in ("0.04", "0.2"))
+        assert 0 < small < large
+        assert arms["filter f=0.2"]["compute"]["mean"] == pytest.approx(1 / 0.8, rel=0.02)
+    head = json.loads((tmp_path / "rep" / "metrics.json").read_text())["headline"]
+    assert head["square"]["best_repair"].startswith("restart")
+    assert head["square"]["filter_at_same_fraction"].startswith("filter f=")
     assert (tmp_path / "rep" / "repair.png").stat().st_size > 0
     bad = run("repair", f"--workdir={tmp_path / 'bad'}", f"--models_from={tiny_models / 'gmm1d'}")
     assert bad.returncode == 2 and "not a 2D mixture run" in bad.stderr
