@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -115,6 +117,15 @@ def save_study_losses(study, path) -> None:
                 zip(study.grid.config_index, study.grid.model_seeds)])
     axes[0, 0].legend(fontsize=6)
     save_figure(fig, path)
+
+
+def save_training_figures(study, workdir, curve_every: int, curve_samples: int) -> None:
+    """A mixture study's `losses.png`, and `convergence.png` if it measured a curve."""
+    save_study_losses(study, Path(workdir) / "losses.png")
+    if study.convergence:
+        save_convergence(study.convergence, Path(workdir) / "convergence.png",
+                         f"every {curve_every} steps, {curve_samples} samples per model "
+                         "(mean +- std over seeds)")
 
 
 def variance_histogram(ax, hal, positive, title: str, bins: int = 60) -> None:

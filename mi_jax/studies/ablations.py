@@ -27,22 +27,17 @@ from mi_jax.diffusion.schedule import respace, strided_timesteps
 from mi_jax.nets import make_mlp
 from mi_jax.sampling.ddpm import sample_network
 from mi_jax.studies import mixture_study
-from mi_jax.studies.runner import check_models_from, model_sources
+from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError
 
-OPTIONS = (
-    config.Option("preset", "choice", "quick or paper.", choices=("quick", "paper")),
-    config.Option("models_from", "str", "Comma-separated gmm1d/gmm2d work directories.",
-                  default=None),
+OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Samples per model and sampler.", low=10),
     config.Option("sampling_steps", "ints", "Strided sampler lengths T' (< T).", low=2),
     config.Option("imbalance", "float", "Largest / smallest mode weight of the imbalanced grid.",
                   low=1),
     config.Option("checkpoints", "ints", "Training steps at which the training-length run is sampled.",
                   low=1),
-    config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
-                  low_open=True),
 )
 Config = config.config_class("AblationsConfig", OPTIONS)
 PRESETS = {

@@ -22,19 +22,13 @@ from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.detection import evaluate
 from mi_jax.studies import mixture_study
-from mi_jax.studies.runner import check_models_from, model_sources
+from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
-OPTIONS = (
-    config.Option("preset", "choice", "quick or paper (also the preset of models trained here).",
-                  choices=("quick", "paper")),
-    config.Option("models_from", "str", "Comma-separated gmm1d/gmm2d work directories to analyse.",
-                  default=None),
+OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per model.", low=10),
     config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
     config.Option("windows", "windows", "Trajectory-variance windows lo:hi; the first is the one "
                   "compared across detectors (0:10 = the official filter).", low=0),
-    config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
-                  low_open=True),
     config.Option("t0", "int", "Timestep at which FLIPD evaluates the score.", low=0),
     config.Option("probes", "int", "Hutchinson probes for FLIPD's trace.", low=1),
     config.Option("keep", "float", "Fraction kept by the fraction filter / calibration.", low=0,

@@ -40,16 +40,12 @@ from mi_jax.detection.detectors import flipd
 from mi_jax.detection.evaluate import summarise_seeds
 from mi_jax.sampling.ddpm import print_progress
 from mi_jax.studies import mixture_study, shapes_detection
-from mi_jax.studies.runner import model_sources
+from mi_jax.studies.runner import analysis_options, model_sources
 from mi_jax.validation import InputError
 
 PHASE_BENCHMARK = 5  # sampling key phase (shapes_detection uses 4)
 
-OPTIONS = (
-    config.Option("preset", "choice", "quick or paper (also the preset of models trained here).",
-                  choices=("quick", "paper")),
-    config.Option("models_from", "str", "Comma-separated finished gmm1d / gmm2d / shapes work "
-                  "directories.", default=None),
+OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per mixture model.", low=10),
     config.Option("num_images", "int", "Fresh images per SIMPLE SHAPES model.", low=10),
     config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
@@ -58,8 +54,6 @@ OPTIONS = (
     config.Option("trace_window", "window", "Window lo,hi of the curvature score.", low=0),
     config.Option("probes", "int", "Hutchinson probes (curvature and FLIPD).", low=1),
     config.Option("t0", "int", "Timestep at which FLIPD evaluates the score.", low=0),
-    config.Option("k", "float", "In-support radius in mode standard deviations (mixtures).",
-                  low=0, low_open=True),
     config.Option("dense_steps", "int", "Images: sample every training timestep below this.",
                   low=1),
     config.Option("strided_steps", "int", "Images: evenly spaced steps above --dense_steps.",
@@ -72,6 +66,7 @@ OPTIONS = (
                   low=0),
     config.Option("cost_repeats", "int", "Timed rounds of the cost column (median; variants "
                   "alternate within a round).", low=1),
+    sources="gmm1d / gmm2d / shapes",
 )
 Config = config.config_class("DetectorsConfig", OPTIONS)
 

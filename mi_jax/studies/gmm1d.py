@@ -227,11 +227,7 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
         plots.density_1d(ax, hists[first_seed[c]], edges, study.grid.configs[c].mixture, name)
     wd.save_figure(fig, workdir / "appendix_c_density.png")
 
-    plots.save_study_losses(study, workdir / "losses.png")
-    if study.convergence:
-        plots.save_convergence(study.convergence, workdir / "convergence.png",
-                               f"every {cfg.curve_every} steps, {cfg.curve_samples} samples "
-                               "per model (mean +- std over seeds)")
+    plots.save_training_figures(study, workdir, cfg.curve_every, cfg.curve_samples)
 
     fig, axes = plots.figure(ncols=len(built["panels"]["fig2"]))
     for ax, name in zip(axes[0], built["panels"]["fig2"]):

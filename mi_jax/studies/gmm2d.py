@@ -152,11 +152,7 @@ def _figures(workdir, cfg, study, metrics) -> None:
                      f"{100 * o['blur']:.2f}%")
     axes[0, 0].legend(fontsize=7, loc="lower left", markerscale=4)
     wd.save_figure(fig, workdir / "fig3_scatter.png")
-    plots.save_study_losses(study, workdir / "losses.png")
-    if study.convergence:
-        plots.save_convergence(study.convergence, workdir / "convergence.png",
-                               f"every {cfg.curve_every} steps, {cfg.curve_samples} samples "
-                               "per model (mean +- std over seeds)")
+    plots.save_training_figures(study, workdir, cfg.curve_every, cfg.curve_samples)
 
     fig, axes = plots.figure(ncols=len(configs))
     for c, conf in enumerate(configs):

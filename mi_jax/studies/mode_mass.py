@@ -24,20 +24,15 @@ from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.sampling.ddpm import print_progress, sample_network
 from mi_jax.studies import mixture_study
-from mi_jax.studies.runner import check_models_from, model_sources
+from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 from mi_jax.validation import InputError
 
 PHASE_MASS = 6  # sampling key phase of this analysis (its own stream)
 
-OPTIONS = (
-    config.Option("preset", "choice", "quick or paper.", choices=("quick", "paper")),
-    config.Option("models_from", "str", "Comma-separated gmm1d/gmm2d work directories.",
-                  default=None),
+OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per model (and per exact-score run).",
                   low=10),
     config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
-    config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
-                  low_open=True),
 )
 Config = config.config_class("ModeMassConfig", OPTIONS)
 PRESETS = {

@@ -38,16 +38,12 @@ from mi_jax.data import support
 from mi_jax.evaluation.mixture import mode_quality
 from mi_jax.sampling import repair
 from mi_jax.studies import mixture_study
-from mi_jax.studies.runner import run_or_reuse
+from mi_jax.studies.runner import analysis_options, run_or_reuse
 from mi_jax.validation import InputError
 
 PHASE_REPAIR = 6
 
-OPTIONS = (
-    config.Option("preset", "choice", "quick or paper (also the preset of models trained here).",
-                  choices=("quick", "paper")),
-    config.Option("models_from", "str", "Comma-separated finished gmm2d work directories.",
-                  default=None),
+OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per model.", low=100),
     config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
     config.Option("window", "window", "The detector: x0_hat variance over lo,hi (timesteps).",
@@ -61,8 +57,7 @@ OPTIONS = (
     config.Option("guidance_weights", "floats", "Mode-guidance weights w in [0, 1] (0: none, 1: the "
                   "mode's exact denoiser below --guidance_t_max).", low=0, high=1),
     config.Option("guidance_t_max", "int", "Guide at every t below this.", low=1),
-    config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
-                  low_open=True),
+    sources="gmm2d",
 )
 Config = config.config_class("RepairConfig", OPTIONS)
 

@@ -51,6 +51,20 @@ def model_sources(cfg, workdir: Path) -> list:
     return sources
 
 
+def analysis_options(*specific: config.Option, sources: str = "gmm1d/gmm2d") -> tuple:
+    """The options of an analysis of trained models: `--preset`, `--models_from` (finished
+    `sources` work directories), the analysis's own `specific` options, then `--k`."""
+    return (
+        config.Option("preset", "choice", "quick or paper (also the preset of models trained "
+                      "here).", choices=("quick", "paper")),
+        config.Option("models_from", "str", f"Comma-separated finished {sources} work "
+                      "directories.", default=None),
+        *specific,
+        config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
+                      low_open=True),
+    )
+
+
 def check_models_from(cfg) -> None:
     """Every `models_from` directory must hold a finished gmm1d/gmm2d run (one-line error)."""
     if cfg.models_from:

@@ -26,17 +26,12 @@ from mi_jax.data import support
 from mi_jax.diffusion.forward import predict_x0
 from mi_jax.diffusion.oracle import oracle_score, oracle_x0
 from mi_jax.studies import mixture_study
-from mi_jax.studies.runner import check_models_from, model_sources
+from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
-OPTIONS = (
-    config.Option("preset", "choice", "quick or paper.", choices=("quick", "paper")),
-    config.Option("models_from", "str", "Comma-separated gmm1d/gmm2d work directories.",
-                  default=None),
+OPTIONS = analysis_options(
     config.Option("timesteps", "ints", "Timesteps to analyse (t = 0 is the last reverse step).",
                   low=0),
     config.Option("grid_points", "int", "Points per axis of the x_t grid.", low=10),
-    config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
-                  low_open=True),
 )
 Config = config.config_class("ScoreAnalysisConfig", OPTIONS)
 PRESETS = {

@@ -18,17 +18,12 @@ from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.sampling.ddpm import sample_network
 from mi_jax.studies import mixture_study
-from mi_jax.studies.runner import check_models_from, model_sources
+from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
-OPTIONS = (
-    config.Option("preset", "choice", "quick or paper.", choices=("quick", "paper")),
-    config.Option("models_from", "str", "Comma-separated gmm1d/gmm2d work directories.",
-                  default=None),
+OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Recorded samples per model.", low=2),
     config.Option("per_class", "int", "Trajectories drawn per class and panel.", low=1),
     config.Option("t_max", "int", "Plot timesteps t < t_max.", low=2),
-    config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,
-                  low_open=True),
 )
 Config = config.config_class("TrajectoriesConfig", OPTIONS)
 PRESETS = {
