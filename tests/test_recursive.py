@@ -17,6 +17,7 @@ from mi_jax import recursive as rec
 from mi_jax.data import mixtures as mx
 from mi_jax.diffusion.schedule import linear_schedule
 from mi_jax.nets import make_mlp
+from mi_jax.studies import recursive as recursive_study
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError
 
@@ -269,6 +270,12 @@ def _strip(metrics):
     return metrics
 
 
+def test_min_mode_share_is_the_smallest_mass_over_weight_per_model():
+    mass = [[0.5, 0.25, 0.25], [0.2, 0.2, 0.1]]  # model 1 lost part of mode 3 (and 50 % halluc.)
+    share = recursive_study.min_mode_share(mass, [0.5, 0.25, 0.25])
+    np.testing.assert_allclose(share, [1.0, 0.4])
+
+
 @pytest.fixture(scope="module")
 def gmm_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("gmm") / "w"
@@ -281,6 +288,7 @@ def gmm_run(tmp_path_factory):
 def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
     sub = gmm_run / "gmm2d"
     for name in ("fig8_recursive.png", "metrics.json", "gmm2d/generations.png", "gmm2d/curves.png",
+                 "gmm2d/mass_curves.png",
                  "gmm2d/gen_2/kept.npz", "gmm2d/gen_2/train_state.msgpack"):
         assert (gmm_run / name).exists(), name
     m = json.loads((sub / "metrics.json").read_text())
@@ -299,6 +307,9 @@ def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
     assert [r[1] for r in rows] == ["none", "random", "variance"]
     assert rows[0][2].split(" +- ")[0] == f"{100 * rate['none']['mean'][2]:.2f}"
     share = [min(np.asarray(mass) * 9) for mass in m["per_generation"][2]["kept"]["mode_mass"][4:]]
+    np.testing.assert_allclose(
+        recursive_study.min_mode_share(m["per_generation"][2]["kept"]["mode_mass"][4:],
+                                       np.full(9, 1 / 9)), share, rtol=1e-12)
     assert rows[2][-1].rstrip(" |").split(" +- ")[0] == f"{np.mean(share):.2f}"
     top = json.loads((gmm_run / "metrics.json").read_text())
     assert top["headline"]["gmm2d"]["metric"] == "hallucination_rate"

@@ -411,6 +411,41 @@ TABLE_METRICS = {"gmm2d": ("hallucination_rate", "bridge_rate", "blur_rate", "mo
                  "shapes": ("hallucination_rate",), "digits": ("frechet",)}
 
 
+def min_mode_share(mode_mass, true_weights) -> np.ndarray:
+    """Per model, the smallest per-mode in-support mass relative to the mode's true weight:
+    mode_mass (models, modes), true_weights (modes,) -> (models,); 1 = every mode at its
+    weight, 0 = a mode lost."""
+    mass = np.asarray(mode_mass, np.float64)
+    return np.min(mass / np.asarray(true_weights, np.float64), axis=-1)
+
+
+def mass_curves_figure(path: Path, metrics: dict, true_weights) -> None:
+    """gmm2d: bridge rate (generated candidates and the kept training set) and the smallest
+    mode share of the generated candidates per generation, one line per filter (mean +- std
+    over seeds): the two quantities of a bridge-and-mass target."""
+    r, gens = len(metrics["seeds"]), metrics["per_generation"]
+    panels = [("bridge_rate", "generated", "bridge % (generated candidates)"),
+              ("bridge_rate", "kept", "bridge % (kept: next training set)"),
+              ("min_mode_share", "generated", "smallest mode share (generated)")]
+    fig, axes = plots.figure(ncols=len(panels), width=3.8, height=3.0)
+    for ax, (name, which, title) in zip(axes[0], panels):
+        for i, f in enumerate(metrics["filters"]):
+            per_gen = [min_mode_share(g[which]["mode_mass"], true_weights)[i * r:(i + 1) * r]
+                       if name == "min_mode_share" else
+                       100.0 * np.asarray(g[which][name][i * r:(i + 1) * r], np.float64)
+                       for g in gens]
+            mean = np.asarray([v.mean() for v in per_gen])
+            std = np.nan_to_num(np.asarray([sweeps.seed_std(v) for v in per_gen]))
+            x = [g["generation"] for g in gens]
+            ax.plot(x, mean, marker="o", label=f)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        ax.set_xlabel("generation")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    wd.save_figure(fig, path)
+
+
 def recursion_table(metrics: dict, true_weights=None) -> str:
     """Markdown, one row per generation and filter: the generated and the kept candidates'
     metrics (TABLE_METRICS; rates in %), mean +- std over seeds. With `true_weights` (the valid
@@ -425,9 +460,7 @@ def recursion_table(metrics: dict, true_weights=None) -> str:
 
     def cell(gen: dict, which: str, name: str, f: int) -> str:
         if name == "min_mode_share":
-            w = np.asarray(true_weights, np.float64)
-            vals = [float(np.min(np.asarray(m, np.float64) / w))
-                    for m in gen[which]["mode_mass"][f * r:(f + 1) * r]]
+            vals = min_mode_share(gen[which]["mode_mass"][f * r:(f + 1) * r], true_weights)
         else:
             vals = np.asarray(gen[which][name][f * r:(f + 1) * r], np.float64)
         scale = 100.0 if name.endswith("_rate") else 1.0
@@ -539,6 +572,8 @@ def run(cfg: Config, workdir, log=print) -> dict:
     for name, m in results.items():  # also for finished runs: the table is cheap
         weights = _true_weights(name, dataset_config(cfg, name))
         wd.write_text(workdir / name / "table.md", recursion_table(m, weights))
+        if weights is not None:
+            mass_curves_figure(workdir / name / "mass_curves.png", m, weights)
     fig, axes = plots.figure(ncols=len(results), width=4.2, height=3.6)
     for i, m in enumerate(results.values()):
         curve_panel(axes[0, i], m)
