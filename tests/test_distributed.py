@@ -50,7 +50,8 @@ def _free_port() -> int:
 def _env(**extra):
     return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra,
                 XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
-                + " --xla_force_host_platform_device_count=2")
+                + " --xla_force_host_platform_device_count=2"
+                + " --xla_cpu_collective_call_terminate_timeout_seconds=600")  # busy 2-core CI
 
 
 def _launch(args, num_processes: int = 2, timeout: int = 600):

@@ -276,6 +276,19 @@ def test_min_mode_share_is_the_smallest_mass_over_weight_per_model():
     np.testing.assert_allclose(share, [1.0, 0.4])
 
 
+def test_curve_panel_draws_a_one_seed_run_read_back_from_json():
+    # json writes a one-seed run's NaN std as null; a rerun of the finished run reads it back.
+    from mi_jax import plots
+
+    curve = {"mean": [0.1, 0.2], "std": [None, None], "per_seed": [[0.1], [0.2]]}
+    metrics = json.loads(json.dumps({
+        "dataset": "gmm2d", "headline_metric": "hallucination_rate", "filters": ["none"],
+        "seeds": [2], "curves": {"generated": {"hallucination_rate": {"none": curve}}}}))
+    fig, axes = plots.figure()
+    recursive_study.curve_panel(axes[0, 0], metrics)
+    np.testing.assert_allclose(axes[0, 0].lines[0].get_ydata(), [10.0, 20.0])
+
+
 @pytest.fixture(scope="module")
 def gmm_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("gmm") / "w"

@@ -439,6 +439,11 @@ def mass_curves_figure(path: Path, metrics: dict, true_weights) -> None:
             x = [g["generation"] for g in gens]
             ax.plot(x, mean, marker="o", label=f)
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        if which == "generated":  # the reference lines of a bridge-and-mass target
+            first = np.asarray(gens[0]["generated"]["bridge_rate"][:r], np.float64).mean()
+            level, text = ((0.5, "half the true mass") if name == "min_mode_share" else
+                           (150.0 * first, "1.5x generation 0"))
+            ax.axhline(level, color="grey", ls="--", lw=0.8, label=text)
         ax.set_xlabel("generation")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
@@ -493,7 +498,9 @@ def curve_panel(ax, metrics: dict, which: str = "generated") -> None:
     for f in metrics["filters"]:
         c = metrics["curves"][which][metric][f]
         gens = np.arange(len(c["mean"]))
-        mean, std = np.asarray(c["mean"]) * scale, np.asarray(c["std"]) * scale
+        # One seed: std is NaN, and null once read back from metrics.json (a finished run).
+        mean = np.asarray(c["mean"], np.float64) * scale
+        std = np.nan_to_num(np.asarray(c["std"], np.float64)) * scale
         ax.plot(gens, mean, marker="o", label=f)
         ax.fill_between(gens, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("generation")
