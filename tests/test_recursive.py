@@ -271,7 +271,7 @@ def _strip(metrics):
 
 
 def test_min_mode_share_is_the_smallest_mass_over_weight_per_model():
-    mass = [[0.5, 0.25, 0.25], [0.2, 0.2, 0.1]]  # model 1 lost part of mode 3 (and 50 % halluc.)
+    mass = [[0.5, 0.25, 0.25], [0.2, 0.2, 0.1]]  # model 1: modes 1 and 3 at 0.4 of their weight
     share = recursive_study.min_mode_share(mass, [0.5, 0.25, 0.25])
     np.testing.assert_allclose(share, [1.0, 0.4])
 
