@@ -31,6 +31,27 @@ def test_auroc_extremes():
     assert np.isnan(dm.auroc(s, np.zeros(10, bool)))
 
 
+def test_stratified_auroc_counts_only_pairs_within_a_stratum():
+    rng = np.random.default_rng(4)
+    strata = rng.integers(0, 3, 600)
+    p = rng.random(600) < 0.15 + 0.25 * strata  # positives more common in high strata
+    s = np.round(rng.normal(size=600) + 0.8 * p, 1)
+    want_num = want_pairs = 0.0
+    for k in range(3):
+        sel = strata == k
+        pairs = p[sel].sum() * (~p[sel]).sum()
+        want_num += brute_auroc(s[sel], p[sel]) * pairs
+        want_pairs += pairs
+    assert dm.stratified_auroc(s, p, strata) == pytest.approx(want_num / want_pairs, abs=1e-12)
+    assert dm.stratified_auroc(s, p, np.zeros(600)) == pytest.approx(dm.auroc(s, p), abs=1e-12)
+    # A score that is the confounder itself ranks positives high overall but not within strata.
+    assert dm.auroc(strata.astype(float), p) > 0.7
+    assert dm.stratified_auroc(strata.astype(float), p, strata) == 0.5
+    assert np.isnan(dm.stratified_auroc(s, p, np.where(p, 0, 1)))  # no stratum holds both
+    with pytest.raises(InputError, match="strata"):
+        dm.stratified_auroc(s, p, strata[:10])
+
+
 def test_operating_points_by_brute_force():
     rng = np.random.default_rng(3)
     p = rng.random(2000) < 0.1

@@ -189,6 +189,12 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     assert (det / "samples_shapes.png").stat().st_size > 0
     assert (det / "compute_curve.png").stat().st_size > 0
     assert set(src["detection"]) == {"whole_image", "column_max", "square_column", "column_ink_max"}
+    assert len(src["controls"]["stratified"]["whole_image"]) == 3
+    ink_auroc = dmet["headline"]["shapes"]["controls"]["final_ink_column_max"]
+    # None (JSON's NaN) when none of the 12 images is a duplicate, or none is in support.
+    assert (ink_auroc is None) == (0.0 in (src["composition"]["duplicate"][0],
+                                           src["composition"]["in_support"][0]))
+    assert ink_auroc is None or 0.0 <= ink_auroc <= 1.0
     # The detector benchmark on the same UNet: duplicates and all hallucinations, every detector.
     bench = tmp_path / "bench"
     out = run("detectors", f"--workdir={bench}", f"--models_from={work}", "--num_images=12",

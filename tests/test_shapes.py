@@ -195,3 +195,27 @@ def test_heldout_best_window_is_chosen_on_one_half_and_scored_on_the_other():
     out = heldout_best_window(scores[:, [0, 2]], primary, [(0, 10), (20, 30)])
     assert out["window"] == [20, 30] and out["fit_auroc"] == 1.0 and out["test_auroc"] == 0.0
     assert out["test_positives"] == int(dup[0, 1::2].sum())
+
+
+def test_content_controls_see_through_a_score_that_only_counts_shapes():
+    from mi_jax.studies.shapes_detection import content_controls
+
+    rng = np.random.default_rng(1)
+    n, res = 300, 32
+    dup = sc.CATEGORIES.index("duplicate")
+    primary = np.where(rng.random((1, n)) < 0.3, dup, -1)
+    totals = rng.integers(1, 3, (1, n)) + (primary == dup)  # duplicates hold one shape more
+    columns = sc.column_masks(res)
+    # Final images: the left column's ink is 0.1 per shape (a duplicate's column holds two).
+    images = -np.ones((1, n, res, res, 1))
+    left = columns[0].astype(bool)
+    images[0][:, left] = (-1 + 2 * 0.1 * np.where(primary[0] == dup, 2, 1))[:, None]
+    counting = totals[:, None].astype(float)  # (M, W=1, n): a score = the number of shapes
+    informed = counting + 2.0 * (primary == dup)[:, None]  # ... plus the truth
+    scores = {"whole_image": np.concatenate([counting, informed], 1),
+              "column_max": np.concatenate([counting, informed], 1)}
+    out = content_controls(scores, images, primary, totals, columns, [(0, 10), (10, 20)])
+    assert out["final_ink_column_max"] == 1.0  # the ink alone separates them
+    assert out["stratified"]["whole_image"][0] == 0.5  # counting shapes: nothing beyond
+    assert out["stratified"]["column_max"][1] == 1.0
+    assert sum(pos for pos, _ in out["stratum_sizes"].values()) == int(np.sum(primary == dup))

@@ -42,6 +42,25 @@ def auroc(scores, positive) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def stratified_auroc(scores, positive, strata) -> float:
+    """AUROC over the (positive, negative) pairs of the same stratum only: P(score of a positive >
+    score of a negative with the same stratum value), ties 1/2. With strata = a confounder (e.g.
+    the number of shapes in an image), what a score ranks beyond that confounder; one stratum
+    gives `auroc`. NaN when no stratum holds both classes."""
+    scores, positive = _prepare(scores, positive)
+    strata = np.asarray(strata).ravel()
+    check(strata.shape == scores.shape, "strata", strata.shape,
+          f"must have the shape of scores {scores.shape}")
+    concordant, pairs = 0.0, 0
+    for value in np.unique(strata):
+        sel = strata == value
+        n_pos, n_neg = int(positive[sel].sum()), int((~positive[sel]).sum())
+        if n_pos and n_neg:
+            concordant += auroc(scores[sel], positive[sel]) * n_pos * n_neg
+            pairs += n_pos * n_neg
+    return float(concordant / pairs) if pairs else float("nan")
+
+
 def roc_curve(scores, positive):
     """(false-positive rate, true-positive rate, thresholds), flagging score >= threshold."""
     scores, positive = _prepare(scores, positive)

@@ -10,7 +10,10 @@ removed at 96 % of in-support kept, for each kind of hallucination against in-su
 (duplicate = mode interpolation; wrong shape, malformed, empty) and all together, on the whole
 image, the max over the three columns and the square column, for every window of `--windows`;
 beside the paper's statistic (per-pixel variances averaged over a region), the variance of each
-column's mean ink (`region_mean_variance`), max over columns. With --snapshots, every training
+column's mean ink (`region_mean_variance`), max over columns; and content controls
+(`content_controls`): the final image's column ink alone, and each score's AUROC among images
+with the same number of shapes (how much of a window's AUROC is the amount of ink it sees
+forming rather than the model's uncertainty). With --snapshots, every training
 snapshot of a source is evaluated too, and `compute_curve.png` plots composition and detection
 against training steps.
 
@@ -57,8 +60,10 @@ OPTIONS = (
 )
 Config = config.config_class("ShapesDetectionConfig", OPTIONS)
 
+# Wide windows last: from t ~ 400 on, x0_hat starts near the data mean, so a window reaching
+# that far measures how much ink forms in it (see `content_controls`).
 _WINDOWS = [(0, 10), (0, 5), (0, 20), (0, 50), (10, 50), (50, 100), (0, 100), (100, 200),
-            (0, 200), (200, 400)]
+            (0, 200), (200, 400), (400, 600), (0, 400), (200, 600), (0, 600), (0, 1000)]
 PRESETS = {
     # 100 sampling steps (the shapes quick preset's count), every one of the last 50.
     "quick": dict(snapshots=False, num_samples=1000, chunk_size=500, dense_steps=50,
@@ -157,15 +162,47 @@ def evaluate_source(path: Path, cfg: Config, log=print, checkpoint_file: Path | 
                                   "pooled": pooled})
     heldout = {region: heldout_best_window(scores, primary, cfg.windows)
                for region, scores in region_scores.items()}
+    controls = content_controls(region_scores, out.x, primary,
+                                np.stack([c.counts.reshape(len(c.primary), -1).sum(1)
+                                          for c in counts]), columns, cfg.windows)
     composition = {c: [float(np.mean(p == i)) for p in primary] for i, c in enumerate(sc.CATEGORIES)}
     composition["in_support"] = [float(np.mean(p < 0)) for p in primary]
     result = {"source": str(path), "train_steps": int(train_steps or scfg.steps), "seeds": seeds,
               "sampling_steps": int(len(steps)),
               "composition": composition, "detection": table, "heldout_best": heldout,
+              "controls": controls,
               "sample_seconds": out.seconds, "num_nonfinite": out.num_nonfinite}
     arrays = {"samples": out.x[:, :400].astype(np.float16), "var": var,
               "var_regions": var_regions, "ink_var": ink, "primary": primary}
     return result, arrays
+
+
+def content_controls(region_scores: dict, images, primary, shape_totals, columns, windows,
+                     kind: str = "duplicate") -> dict:
+    """How much of a variance score's AUROC (kind vs in-support) is the amount of content: a
+    duplicate column holds two shapes' ink, so any score that grows with ink ranks it high.
+
+    final_ink_column_max: AUROC of the final image's ink, max over columns (no trajectory: the
+    shape counter's own signal). stratified: per region and window, the AUROC over pairs of
+    images with the same number of shapes (`metrics.stratified_auroc`; strata also split by
+    model), i.e. what the variance ranks beyond how many shapes formed. images (M, n, R, R, 1) in
+    [-1, 1]; primary, shape_totals (M, n)."""
+    k = sc.CATEGORIES.index(kind)
+    ink = (np.clip(np.asarray(images, np.float64), -1, 1) + 1) / 2
+    col = np.asarray(columns, np.float64).reshape(len(columns), -1)
+    column_ink = ink.reshape(*ink.shape[:2], -1) @ (col / col.sum(1, keepdims=True)).T  # (M,n,3)
+    sel = (primary < 0) | (primary == k)
+    positive = primary[sel] == k
+    strata = (np.arange(len(primary))[:, None] * 1000 + shape_totals)[sel]
+    return {"kind": kind,
+            "final_ink_column_max": dm.auroc(column_ink.max(-1)[sel], positive),
+            "stratified": {region: [dm.stratified_auroc(region_scores[region][:, w][sel],
+                                                        positive, strata)
+                                    for w in range(len(windows))]
+                           for region in ("whole_image", "column_max")},
+            "stratum_sizes": {int(t): [int(np.sum(positive[shape_totals[sel] == t])),
+                                       int(np.sum(~positive[shape_totals[sel] == t]))]
+                              for t in np.unique(shape_totals[sel])}}
 
 
 def heldout_best_window(scores, primary, windows, kind: str = "duplicate") -> dict:
@@ -209,6 +246,13 @@ def headline(results: dict) -> dict:
                                             **{f"{k}_auroc": rows[i]["pooled"][k]["auroc"]
                                                for k in ("empty", "malformed", "all")}}
         out["heldout_best"] = r["heldout_best"]
+        ctl = r["controls"]
+        out["controls"] = {"final_ink_column_max": ctl["final_ink_column_max"]}
+        for region, vals in ctl["stratified"].items():
+            best = int(np.nanargmax(vals)) if np.any(np.isfinite(vals)) else 0
+            out["controls"][f"{region}_stratified"] = {
+                "official": vals[0], "best": vals[best],
+                "best_window": r["detection"][region][best]["window"]}
         head[name] = out
     return head
 
@@ -226,6 +270,12 @@ def _figures(workdir: Path, cfg: Config, results: dict, arrays: dict) -> list:
             for region in REGIONS:
                 vals = [row["pooled"][kind]["auroc"] for row in r["detection"][region]]
                 ax.plot(range(len(vals)), vals, marker="o", label=region)
+            if kind == "duplicate":
+                for region, vals in r["controls"]["stratified"].items():
+                    ax.plot(range(len(vals)), vals, marker="x", ls="--",
+                            label=f"{region}, same shape count")
+                ax.axhline(r["controls"]["final_ink_column_max"], color="k", lw=0.8, ls="-.",
+                           label="final column ink (no trajectory)")
             ax.axhline(0.5, color="grey", lw=0.5, ls=":")
             ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
             ax.set_xlabel("window [lo, hi) in training timesteps")
@@ -311,6 +361,13 @@ def run(cfg: Config, workdir, log=print) -> dict:
             ho = h["heldout_best"][region]
             log(f"    {region}: window chosen on half the images {ho['window']}, AUROC on the "
                 f"other half {ho['test_auroc']:.3f} ({ho['test_positives']} duplicates)")
+        c = h["controls"]
+        log(f"    content controls: final column ink alone AUROC {c['final_ink_column_max']:.3f}; "
+            "same number of shapes only: " + "; ".join(
+                f"{region} official {c[f'{region}_stratified']['official']:.3f}, best "
+                f"{c[f'{region}_stratified']['best_window']} "
+                f"{c[f'{region}_stratified']['best']:.3f}"
+                for region in ("whole_image", "column_max")))
     wd.write_npz(Path(workdir) / "arrays.npz",
                  **{f"{n}__{k}": v for n, a in arrays.items() for k, v in a.items()})
     wd.write_json(Path(workdir) / wd.METRICS_FILE, metrics)
