@@ -52,6 +52,18 @@ def test_stratified_auroc_counts_only_pairs_within_a_stratum():
         dm.stratified_auroc(s, p, strata[:10])
 
 
+def test_rank_correlation():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=200)
+    assert dm.rank_correlation(a, np.exp(3 * a)) == pytest.approx(1.0)  # any increasing map
+    assert dm.rank_correlation(a, -a) == pytest.approx(-1.0)
+    b = np.round(a + rng.normal(size=200), 0)  # ties
+    ra, rb = dm.average_ranks(a), dm.average_ranks(b)
+    assert dm.rank_correlation(a, b) == pytest.approx(np.corrcoef(ra, rb)[0, 1], abs=1e-12)
+    assert dm.average_ranks([3.0, 1.0, 3.0]).tolist() == [2.5, 1.0, 2.5]
+    assert np.isnan(dm.rank_correlation(a, np.ones(200)))
+
+
 def test_operating_points_by_brute_force():
     rng = np.random.default_rng(3)
     p = rng.random(2000) < 0.1

@@ -214,8 +214,14 @@ def test_content_controls_see_through_a_score_that_only_counts_shapes():
     informed = counting + 2.0 * (primary == dup)[:, None]  # ... plus the truth
     scores = {"whole_image": np.concatenate([counting, informed], 1),
               "column_max": np.concatenate([counting, informed], 1)}
-    out = content_controls(scores, images, primary, totals, columns, [(0, 10), (10, 20)])
+    column_ink = (images[0][:, left].mean(1) + 1) / 2  # the left column's ink, per image
+    per_column = np.zeros((1, 2, n, 3))
+    per_column[0, 0, :, 0] = column_ink  # window 0 tracks the left column's ink ...
+    per_column[0, 1] = rng.random((n, 3))  # ... window 1 does not
+    out = content_controls(scores, per_column, images, primary, totals, columns,
+                           [(0, 10), (10, 20)])
     assert out["final_ink_column_max"] == 1.0  # the ink alone separates them
     assert out["stratified"]["whole_image"][0] == 0.5  # counting shapes: nothing beyond
     assert out["stratified"]["column_max"][1] == 1.0
     assert sum(pos for pos, _ in out["stratum_sizes"].values()) == int(np.sum(primary == dup))
+    assert out["ink_correlation"][0] > 0.5 > abs(out["ink_correlation"][1])

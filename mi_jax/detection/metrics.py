@@ -21,6 +21,29 @@ def _prepare(scores, positive):
     return scores, positive
 
 
+def average_ranks(values) -> np.ndarray:
+    """1-based ranks of a 1D array, tied values sharing their average rank."""
+    values = np.asarray(values, np.float64).ravel()
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends - 1) / 2.0 + 1.0, ends - starts)
+    return ranks
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rank correlation of two equal-length arrays (average ranks for ties); NaN when
+    either is constant."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    check(a.shape == b.shape, "b", b.shape, f"must have the shape of a {a.shape}")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = np.sqrt(np.sum(ra ** 2) * np.sum(rb ** 2))
+    return float(np.sum(ra * rb) / denom) if denom > 0 else float("nan")
+
+
 def auroc(scores, positive) -> float:
     """P(score of a random positive > score of a random negative), ties counting 1/2 (Mann-Whitney).
 
@@ -30,14 +53,7 @@ def auroc(scores, positive) -> float:
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    avg = (starts + ends - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, ends - starts)
+    ranks = average_ranks(scores)
     u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
 

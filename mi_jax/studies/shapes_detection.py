@@ -162,7 +162,7 @@ def evaluate_source(path: Path, cfg: Config, log=print, checkpoint_file: Path | 
                                   "pooled": pooled})
     heldout = {region: heldout_best_window(scores, primary, cfg.windows)
                for region, scores in region_scores.items()}
-    controls = content_controls(region_scores, out.x, primary,
+    controls = content_controls(region_scores, var_regions, out.x, primary,
                                 np.stack([c.counts.reshape(len(c.primary), -1).sum(1)
                                           for c in counts]), columns, cfg.windows)
     composition = {c: [float(np.mean(p == i)) for p in primary] for i, c in enumerate(sc.CATEGORIES)}
@@ -177,16 +177,18 @@ def evaluate_source(path: Path, cfg: Config, log=print, checkpoint_file: Path | 
     return result, arrays
 
 
-def content_controls(region_scores: dict, images, primary, shape_totals, columns, windows,
-                     kind: str = "duplicate") -> dict:
+def content_controls(region_scores: dict, column_scores, images, primary, shape_totals, columns,
+                     windows, kind: str = "duplicate") -> dict:
     """How much of a variance score's AUROC (kind vs in-support) is the amount of content: a
     duplicate column holds two shapes' ink, so any score that grows with ink ranks it high.
 
     final_ink_column_max: AUROC of the final image's ink, max over columns (no trajectory: the
     shape counter's own signal). stratified: per region and window, the AUROC over pairs of
     images with the same number of shapes (`metrics.stratified_auroc`; strata also split by
-    model), i.e. what the variance ranks beyond how many shapes formed. images (M, n, R, R, 1) in
-    [-1, 1]; primary, shape_totals (M, n)."""
+    model), i.e. what the variance ranks beyond how many shapes formed. ink_correlation: per
+    window, the rank correlation of every column's variance (column_scores (M, W, n, 3)) with
+    that column's final ink, over all images. images (M, n, R, R, 1) in [-1, 1]; primary,
+    shape_totals (M, n)."""
     k = sc.CATEGORIES.index(kind)
     ink = (np.clip(np.asarray(images, np.float64), -1, 1) + 1) / 2
     col = np.asarray(columns, np.float64).reshape(len(columns), -1)
@@ -200,6 +202,8 @@ def content_controls(region_scores: dict, images, primary, shape_totals, columns
                                                         positive, strata)
                                     for w in range(len(windows))]
                            for region in ("whole_image", "column_max")},
+            "ink_correlation": [dm.rank_correlation(column_scores[:, w], column_ink)
+                                for w in range(len(windows))],
             "stratum_sizes": {int(t): [int(np.sum(positive[shape_totals[sel] == t])),
                                        int(np.sum(~positive[shape_totals[sel] == t]))]
                               for t in np.unique(shape_totals[sel])}}
@@ -247,7 +251,12 @@ def headline(results: dict) -> dict:
                                                for k in ("empty", "malformed", "all")}}
         out["heldout_best"] = r["heldout_best"]
         ctl = r["controls"]
-        out["controls"] = {"final_ink_column_max": ctl["final_ink_column_max"]}
+        out["controls"] = {"final_ink_column_max": ctl["final_ink_column_max"],
+                           "ink_correlation_official": ctl["ink_correlation"][0],
+                           "ink_correlation": dict(zip(
+                               [f"{lo}:{hi}" for lo, hi in (row["window"] for row in
+                                                            r["detection"]["column_max"])],
+                               ctl["ink_correlation"]))}
         for region, vals in ctl["stratified"].items():
             best = int(np.nanargmax(vals)) if np.any(np.isfinite(vals)) else 0
             out["controls"][f"{region}_stratified"] = {
@@ -264,7 +273,7 @@ def _figures(workdir: Path, cfg: Config, results: dict, arrays: dict) -> list:
     for name, r in results.items():
         a = arrays[name]
         rows = r["detection"]["column_max"]
-        fig, axes = plots.figure(ncols=2, width=5.2, height=3.6)
+        fig, axes = plots.figure(ncols=3, width=5.2, height=3.6)
         labels = [f"{lo}:{hi}" for lo, hi in cfg.windows]
         for ax, kind in zip(axes[0], ("duplicate", "empty")):
             for region in REGIONS:
@@ -281,6 +290,11 @@ def _figures(workdir: Path, cfg: Config, results: dict, arrays: dict) -> list:
             ax.set_xlabel("window [lo, hi) in training timesteps")
             ax.set_ylabel(f"AUROC, {kind} vs in-support")
             ax.legend(fontsize=7)
+        corr = r["controls"]["ink_correlation"]
+        axes[0, 2].plot(range(len(corr)), corr, marker="o", color="k")
+        axes[0, 2].set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+        axes[0, 2].set_xlabel("window [lo, hi) in training timesteps")
+        axes[0, 2].set_ylabel("rank correlation: column variance vs final column ink")
         wd.save_figure(fig, workdir / f"windows_{name}.png")
         # Generated images of the first model, outlined by kind, titled with their variance.
         g = 8
@@ -368,6 +382,8 @@ def run(cfg: Config, workdir, log=print) -> dict:
                 f"{c[f'{region}_stratified']['best_window']} "
                 f"{c[f'{region}_stratified']['best']:.3f}"
                 for region in ("whole_image", "column_max")))
+        log("    rank correlation of a column's variance with its final ink: " + ", ".join(
+            f"{w} {v:.2f}" for w, v in c["ink_correlation"].items()))
     wd.write_npz(Path(workdir) / "arrays.npz",
                  **{f"{n}__{k}": v for n, a in arrays.items() for k, v in a.items()})
     wd.write_json(Path(workdir) / wd.METRICS_FILE, metrics)
