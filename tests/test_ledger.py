@@ -73,7 +73,7 @@ def test_ledger_rows_from_hand_made_metrics(tmp_path):
     assert rows["control"]["n"] == 3
     assert rows["smooth_x0"]["verdict"] == ledger.REPRODUCED and rows["smooth_x0"]["n"] == 4
     assert rows["smooth_x0"]["mean"] == pytest.approx(np.mean([10, 6, 14, 7.6]))
-    for key in ("shapes_duplicates", "shapes_detect", "recursive_2d",
+    for key in ("shapes_duplicates", "shapes_detect", "shapes_detect_controlled", "recursive_2d",
                 "recursive_shapes", "recursive_digits"):
         assert rows[key]["verdict"] == ledger.NOT_MEASURED, key
     assert "EMA 0.999" in rows["interpolation_2d"]["protocol"]
@@ -108,6 +108,31 @@ def test_ledger_reads_shapes_and_recursive_metrics():
     assert rows["recursive_digits"]["verdict"] == ledger.NOT_REPRODUCED  # filter is worse
     assert rows["recursive_shapes"]["verdict"] == ledger.NOT_MEASURED
     assert rows["interpolation_1d"]["verdict"] == ledger.NOT_MEASURED
+
+
+def test_ledger_grades_shapes_detection_at_the_official_window_and_beyond_content():
+    row = lambda window, per_seed: {
+        "window": window, "pooled": {"duplicate": {"auroc": float(np.mean(per_seed))}},
+        "per_seed": [{"duplicate": {"auroc": a}} for a in per_seed]}
+    windows = [[0, 10], [200, 400], [0, 600]]
+    src = {"detection": {
+        "column_max": [row(windows[0], [0.56, 0.61]), row(windows[1], [0.78, 0.73]),
+                       row(windows[2], [0.95, 0.93])],
+        "whole_image": [row(w, [0.5, 0.5]) for w in windows]},
+        "controls": {"final_ink_column_max": 1.0, "ink_correlation": [0.3, 0.6, 0.78],
+                     "stratified": {"whole_image": [0.52, 0.66, None],
+                                    "column_max": [0.65, 0.76, 0.95]}}}
+    results = {"shapes_detection": {"metrics": {"sources": {"a": src, "b": src}},
+                                    "config": {"num_samples": 1000, "dense_steps": 50}}}
+    rows = {r["key"]: r for r in ledger.ledger(results)}
+    # The paper's window per seed, not the wide window whose AUROC is the ink it sees forming.
+    assert rows["shapes_detect"]["per_seed"] == [0.56, 0.61, 0.56, 0.61]
+    assert rows["shapes_detect"]["verdict"] == ledger.NOT_REPRODUCED
+    assert "t in [0, 600] 0.940" in rows["shapes_detect"]["note"]
+    assert "ink alone 1.000" in rows["shapes_detect"]["note"]
+    assert rows["shapes_detect_controlled"]["per_seed"] == [0.66, 0.66]
+    assert rows["shapes_detect_controlled"]["verdict"] == ledger.PARTLY
+    assert "t in [200, 400] 0.660" in rows["shapes_detect_controlled"]["note"]
 
 
 def test_a_single_seed_has_no_spread_rather_than_zero():
