@@ -12,8 +12,9 @@ image, the max over the three columns and the square column, for every window of
 beside the paper's statistic (per-pixel variances averaged over a region), the variance of each
 column's mean ink (`region_mean_variance`), max over columns; and content controls
 (`content_controls`): the final image's column ink alone, and each score's AUROC among images
-with the same number of shapes (how much of a window's AUROC is the amount of ink it sees
-forming rather than the model's uncertainty). With --snapshots, every training
+with the same number of shapes, and each window's rank correlation of a column's variance with
+that column's final ink (how much of a window's AUROC is the amount of ink it sees forming
+rather than the model's uncertainty). With --snapshots, every training
 snapshot of a source is evaluated too, and `compute_curve.png` plots composition and detection
 against training steps.
 
@@ -252,7 +253,6 @@ def headline(results: dict) -> dict:
         out["heldout_best"] = r["heldout_best"]
         ctl = r["controls"]
         out["controls"] = {"final_ink_column_max": ctl["final_ink_column_max"],
-                           "ink_correlation_official": ctl["ink_correlation"][0],
                            "ink_correlation": dict(zip(
                                [f"{lo}:{hi}" for lo, hi in (row["window"] for row in
                                                             r["detection"]["column_max"])],
