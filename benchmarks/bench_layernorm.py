@@ -1,10 +1,10 @@
-r"""The toy MLP's LayerNorm on CPU: row means as a reduction or as a dot, and what the norms and
-activations cost a training step (issue 18; BUILD_NOTES.md).
+r"""The toy MLP's LayerNorm on CPU: the row means folded into centred kernels or computed, and what
+the norms and activations cost a training step (issue 18; BUILD_NOTES.md).
 
     python -m benchmarks.bench_layernorm                 # ~5 min on 2 cores
     python -m benchmarks.bench_layernorm --rounds=10
 
-`ab`: the variants compiled side by side in one process (networks with distinct specs, so jit
+`ab`: `mlp.FOLD_MEANS` on ("folded") and off ("plain"), compiled side by side in one process (networks with distinct specs, so jit
 keeps one program each) and timed in alternating rounds, so machine drift hits every variant
 alike; training = `bench_core.case_train`'s setup (2D, batch 10 000, 20 steps per round),
 sampling = 10 000 samples with the trajectory variance. `pieces`: training with the LayerNorms
@@ -23,16 +23,11 @@ import time
 from benchmarks.common import print_table, run_case
 
 
-def _row_means():
-    import jax.numpy as jnp
-
-    from mi_jax.nets import mlp
-
-    return {"dot": mlp._row_mean_for_training, "reduction": lambda v: jnp.mean(v, -1, keepdims=True)}
+VARIANTS = {"folded": True, "plain": False}  # name -> mlp.FOLD_MEANS
 
 
 def case_ab(what: str, rounds: int) -> dict:
-    """Alternating rounds of each row-mean variant; `what` is 'train' or 'sample'."""
+    """Alternating rounds of each variant; `what` is 'train' or 'sample'."""
     import jax
 
     import mi_jax as mj
@@ -40,12 +35,9 @@ def case_ab(what: str, rounds: int) -> dict:
     from mi_jax.nets import mlp
     from mi_jax.training import train as tr
 
-    schedule, variants, original = mj.linear_schedule(), {}, mlp._row_mean_for_training
-    for name, fn in _row_means().items():
-        if what == "sample":  # plain evaluation takes `_ln_stats`' default: patch that one
-            mlp._ln_stats.__defaults__ = (fn,)
-        else:
-            mlp._row_mean_for_training = fn  # read at trace time by the custom VJP's rules
+    schedule, variants = mj.linear_schedule(), {}
+    for name, fold in VARIANTS.items():
+        mlp.FOLD_MEANS = fold  # read at trace time: the first call below traces this variant
         net = mj.make_mlp(2, num_timesteps=schedule.num_steps)
         net = dataclasses.replace(net, spec=(net.spec, name))  # its own jit cache entry
         if what == "train":
@@ -59,7 +51,7 @@ def case_ab(what: str, rounds: int) -> dict:
             mj.sample_network(net, params, schedule, jax.random.key(1), 10_000, (2,),
                               chunk_size=10_000)
             variants[name] = [net, params]
-    mlp._row_mean_for_training, mlp._ln_stats.__defaults__ = original, (mlp._row_mean,)
+    mlp.FOLD_MEANS = True
     rates = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):
@@ -86,7 +78,7 @@ def case_pieces(variant: str) -> dict:
     from mi_jax.nets import mlp
 
     if "no_norm" in variant:
-        mlp.LayerNorm.__call__ = lambda self, x: x
+        mlp.LayerNorm.__call__ = lambda self, x, zero_mean_rows=False: x
     if "no_act" in variant:
         mlp._act = lambda x: x
     return {"steps_per_s": bench_core.case_train(2, 10_000, 40)["steps_per_s"]}
@@ -108,10 +100,9 @@ def main():
     rows = []
     for what, unit in (("train", "steps/s"), ("sample", "samples/s")):
         rates = run_case("benchmarks.bench_layernorm", f"--case=ab:{what}", f"--rounds={args.rounds}")
-        dot, red = statistics.median(rates["dot"]), statistics.median(rates["reduction"])
-        rows.append([f"{what} ({unit}), dot vs reduction", f"{dot:,.1f}", f"{red:,.1f}",
-                     f"{dot / red:.3f}"])
-    print_table(["A/B (medians of alternating rounds)", "dot", "reduction", "dot / reduction"],
+        fold, plain = statistics.median(rates["folded"]), statistics.median(rates["plain"])
+        rows.append([f"{what} ({unit})", f"{fold:,.1f}", f"{plain:,.1f}", f"{fold / plain:.3f}"])
+    print_table(["A/B (medians of alternating rounds)", "folded", "plain", "folded / plain"],
                 rows)
     print()
     pieces = [[v, f"{run_case('benchmarks.bench_layernorm', f'--case=pieces:{v}')['steps_per_s']:.1f}"]
