@@ -97,6 +97,14 @@ def test_forward_matches_numpy_reference():
         np.testing.assert_allclose(out, np_decoder(params, x, t), rtol=2e-4, atol=2e-4)
 
 
+def _norm_case(seed, offset):
+    """A LayerNorm input (2, 33, 128), non-trivial scale and bias, and a cotangent."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+    x = 3.0 * jax.random.normal(k1, (2, 33, 128)) + offset
+    scale, bias = 1 + 0.3 * jax.random.normal(k2, (128,)), jax.random.normal(k3, (128,))
+    return x, scale, bias, jax.random.normal(k4, x.shape)
+
+
 def test_layer_norm_closed_form_vjp_equals_autodiff():
     from mi_jax.nets.mlp import layer_norm
 
@@ -105,10 +113,7 @@ def test_layer_norm_closed_form_vjp_equals_autodiff():
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
         return (x - mu) / jnp.sqrt(var + 1e-5) * scale.reshape(1, 1, -1) + bias.reshape(1, 1, -1)
 
-    k1, k2, k3, k4 = jax.random.split(jax.random.key(6), 4)
-    x = 3.0 * jax.random.normal(k1, (2, 33, 128)) + 1.0
-    scale, bias = 1 + 0.3 * jax.random.normal(k2, (128,)), jax.random.normal(k3, (128,))
-    cot = jax.random.normal(k4, x.shape)
+    x, scale, bias, cot = _norm_case(6, offset=1.0)
     out, vjp = jax.vjp(layer_norm, x, scale, bias)
     ref_out, ref_vjp = jax.vjp(plain, x, scale, bias)
     # The differentiated path computes its row means as dots on CPU, the plain call as
@@ -153,11 +158,8 @@ def test_folded_means_give_the_same_function_and_gradients(monkeypatch, tied, in
 def test_norm_of_centred_rows_vjp_equals_layer_norm():
     from mi_jax.nets.mlp import _norm_of_centred, layer_norm
 
-    k1, k2, k3, k4 = jax.random.split(jax.random.key(7), 4)
-    x = 3.0 * jax.random.normal(k1, (2, 33, 128))
+    x, scale, bias, cot = _norm_case(7, offset=0.0)
     x = x - x.mean(-1, keepdims=True)  # its precondition: zero-mean rows
-    scale, bias = 1 + 0.3 * jax.random.normal(k2, (128,)), jax.random.normal(k3, (128,))
-    cot = jax.random.normal(k4, x.shape)
     out, vjp = jax.vjp(_norm_of_centred, x, scale, bias)
     ref_out, ref_vjp = jax.vjp(layer_norm, x, scale, bias)
     np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-4)
