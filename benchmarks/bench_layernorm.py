@@ -4,8 +4,8 @@ the norms and activations cost a training step (issue 18; BUILD_NOTES.md).
     python -m benchmarks.bench_layernorm                 # ~5 min on 2 cores
     python -m benchmarks.bench_layernorm --rounds=10
 
-`ab`: `mlp.FOLD_MEANS` on ("folded") and off ("plain"), compiled side by side in one process (networks with distinct specs, so jit
-keeps one program each) and timed in alternating rounds, so machine drift hits every variant
+`ab`: `mlp.FOLD_MEANS` on ("folded") and off ("plain"), compiled side by side in one process
+(networks with distinct specs, so jit keeps one program each) and timed in alternating rounds, so machine drift hits every variant
 alike; training = `bench_core.case_train`'s setup (2D, batch 10 000, 20 steps per round),
 sampling = 10 000 samples with the trajectory variance. `pieces`: training with the LayerNorms
 and/or the LeakyReLUs replaced by the identity, each in a fresh process (not a valid model; only

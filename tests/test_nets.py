@@ -136,7 +136,7 @@ def test_folded_means_give_the_same_function_and_gradients(monkeypatch, tied, in
     with jax.enable_x64(True):
         x = 3.0 * jax.random.normal(jax.random.key(1), (1200, 2), jnp.float64) + 1.0
         t = jax.random.randint(jax.random.key(2), (1200,), 0, 1000)
-        results = []
+        results, programs = [], []
         for fold in (True, False):
             monkeypatch.setattr(mlp, "FOLD_MEANS", fold)
             net = make_mlp(2, tied=tied, num_timesteps=1000, input_bias=input_bias)
@@ -147,7 +147,9 @@ def test_folded_means_give_the_same_function_and_gradients(monkeypatch, tied, in
             params = jax.tree.unflatten(treedef, [a + 0.2 * jax.random.normal(k, a.shape, a.dtype)
                                                   for a, k in zip(leaves, keys)])
             loss = lambda p: jnp.sum(jnp.sin(net.apply(p, x, t)))
+            programs.append(str(jax.make_jaxpr(jax.grad(loss))(params)))
             results.append((*jax.value_and_grad(loss)(params), net.apply(params, x[:7], 5)))
+    assert programs[0] != programs[1]  # the switch reached the trace: two different programs
     (v_fold, g_fold, s_fold), (v_plain, g_plain, s_plain) = results
     np.testing.assert_allclose(v_fold, v_plain, rtol=1e-12)
     np.testing.assert_allclose(s_fold, s_plain, rtol=1e-10, atol=1e-12)

@@ -10,8 +10,9 @@ residual stream or into a LayerNorm's input uses its kernel (and bias) with the 
 outputs removed, `_centred`, so its output rows sum to zero and LayerNorm's mean subtraction is
 the identity. The norms then compute only the mean of squares (`_norm_of_centred`): the same
 function of the same params and the same gradients in real arithmetic (float rounding aside),
-one row reduction fewer per norm forward and backward (+10-14 % training, +8 % sampling steps/s
-on CPU; BUILD_NOTES.md, issue 18). `FOLD_MEANS = False` restores the plain form (benchmarks).
+one row reduction fewer per norm forward and backward (CPU, side-by-side A/B: +10-14 % training,
++8 % sampling; within the spread of same-run pairs against the official code: BUILD_NOTES.md,
+issue 18). `FOLD_MEANS = False` restores the plain form (benchmarks, tests).
 """
 
 from __future__ import annotations
