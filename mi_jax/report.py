@@ -173,8 +173,9 @@ def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None
                   "| region | window | duplicates vs in-support | removed at 96 % kept | empty | "
                   "malformed | all |", "|---|---|---|---|---|---|---|"]
         for h in results["shapes_detection"]["headline"].values():
+            # A region x window row has a window; composition, held-out and controls do not.
             for key, row in h.items():
-                if key == "composition":
+                if not (isinstance(row, dict) and "window" in row):
                     continue
                 lines.append(f"| {key} | {row['window']} | {_auroc(row['duplicate_auroc'])} | "
                              f"{_pct(row['duplicate_removed_at_96_kept'])} | "
@@ -182,6 +183,13 @@ def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None
                              f"{_auroc(row['all_auroc'])} |")
             lines += ["", "Composition: " + ", ".join(f"{k} {_pct(v)}"
                                                      for k, v in h["composition"].items())]
+            held = h.get("heldout_best", {})
+            if held:
+                lines += ["", "Best window chosen on the even-numbered images, AUROC on the "
+                          "odd-numbered ones (duplicates vs in-support): " + ", ".join(
+                              f"{region} {_auroc(r['test_auroc'])} at t in "
+                              f"[{r['window'][0]}, {r['window'][1]})"
+                              for region, r in held.items())]
         lines += ["", "![windows](shapes_detection/windows_shapes.png)", "",
                   "![samples](shapes_detection/samples_shapes.png)", ""]
     if "recursive" in results:

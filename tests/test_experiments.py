@@ -195,6 +195,15 @@ def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     assert (ink_auroc is None) == (0.0 in (src["composition"]["duplicate"][0],
                                            src["composition"]["in_support"][0]))
     assert ink_auroc is None or 0.0 <= ink_auroc <= 1.0
+    # The main job's summary renders this headline: one row per region and window (official,
+    # best), none for the composition / held-out / controls entries, and the held-out line.
+    from mi_jax import report
+    text = report.summary_markdown({"shapes_detection": dmet}, "quick")
+    regions = ("whole_image", "column_max", "square_column", "column_ink_max")
+    rows = [ln for ln in text.splitlines() if ln.startswith(tuple(f"| {r}_" for r in regions))]
+    assert len(rows) == 2 * len(regions) * len(dmet["headline"])  # sources: snapshot, final
+    assert "| column_max_official | [0, 5] |" in text
+    assert "AUROC on the odd-numbered ones" in text
     # The detector benchmark on the same UNet: duplicates and all hallucinations, every detector.
     bench = tmp_path / "bench"
     out = run("detectors", f"--workdir={bench}", f"--models_from={work}", "--num_images=12",
