@@ -5,9 +5,9 @@ the norms and activations cost a training step (issue 18; BUILD_NOTES.md).
     python -m benchmarks.bench_layernorm --rounds=10
 
 `ab`: `mlp.FOLD_MEANS` on ("folded") and off ("plain"), compiled side by side in one process
-(networks with distinct specs, so jit keeps one program each) and timed in alternating rounds, so machine drift hits every variant
-alike; training = `bench_core.case_train`'s setup (2D, batch 10 000, 20 steps per round),
-sampling = 10 000 samples with the trajectory variance. `pieces`: training with the LayerNorms
+(networks with distinct specs, so jit keeps one program each) and timed in alternating rounds,
+so machine drift hits every variant alike; training = `bench_core.case_train`'s setup (2D,
+batch 10 000, 20 steps per round), sampling = 10 000 samples with the trajectory variance. `pieces`: training with the LayerNorms
 and/or the LeakyReLUs replaced by the identity, each in a fresh process (not a valid model; only
 its speed is of interest).
 """
@@ -35,7 +35,7 @@ def case_ab(what: str, rounds: int) -> dict:
     from mi_jax.nets import mlp
     from mi_jax.training import train as tr
 
-    schedule, variants = mj.linear_schedule(), {}
+    schedule, variants, original = mj.linear_schedule(), {}, mlp.FOLD_MEANS
     for name, fold in VARIANTS.items():
         mlp.FOLD_MEANS = fold  # read at trace time: the first call below traces this variant
         net = mj.make_mlp(2, num_timesteps=schedule.num_steps)
@@ -51,7 +51,7 @@ def case_ab(what: str, rounds: int) -> dict:
             mj.sample_network(net, params, schedule, jax.random.key(1), 10_000, (2,),
                               chunk_size=10_000)
             variants[name] = [net, params]
-    mlp.FOLD_MEANS = True
+    mlp.FOLD_MEANS = original
     rates = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):
