@@ -333,6 +333,97 @@ def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
     assert f"| 2 | {100 * none_g2:.2f}%" in text and "recursive/fig8_recursive.png" in text
 
 
+def _part_of_run(run: Path, seeds: list, filters: list) -> tuple:
+    """(config, metrics) of finished gmm2d run `run` cut down to some of its seeds and filters,
+    as a run made with only those would record them."""
+    cfg = json.loads((run / "gmm2d" / "config.json").read_text())
+    m = json.loads((run / "gmm2d" / "metrics.json").read_text())
+    cols = [m["seeds"].index(s) for s in seeds]
+    cfg["seeds"], cfg["filters"] = list(seeds), ",".join(filters)
+    m["seeds"], m["filters"] = list(seeds), list(filters)
+    for which in m["curves"].values():
+        for name, per_filter in which.items():
+            which[name] = {f: {"per_seed": [[v[j] for j in cols] for v in per_filter[f]["per_seed"]]}
+                           for f in filters}
+    return cfg, m
+
+
+def _write_run(dest: Path, cfg: dict, m: dict) -> Path:
+    (dest / "gmm2d").mkdir(parents=True)
+    (dest / "gmm2d" / "config.json").write_text(json.dumps(cfg))
+    (dest / "gmm2d" / "metrics.json").write_text(json.dumps(m))
+    return dest
+
+
+def test_pooling_two_one_seed_runs_gives_the_two_seed_run(tmp_path, gmm_run):
+    filters = ["none", "random", "variance"]
+    a = _write_run(tmp_path / "a", *_part_of_run(gmm_run, [0], filters))
+    b = _write_run(tmp_path / "b", *_part_of_run(gmm_run, [1], filters))
+    work = tmp_path / "pooled"
+    out = subprocess.run(_cmd(work, "--datasets=gmm2d", f"--pool_from={a},{b}"), cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    whole = json.loads((gmm_run / "gmm2d" / "metrics.json").read_text())["curves"]
+    pooled = json.loads((work / "gmm2d" / "metrics.json").read_text())
+    assert pooled["filter_seeds"] == {f: [0, 1] for f in filters}
+    assert pooled["sources"]["none"] == [str(a), str(b)]
+    for which, per_name in whole.items():
+        for name, per_filter in per_name.items():
+            for f, c in per_filter.items():
+                got = pooled["curves"][which][name][f]
+                assert got["per_seed"] == c["per_seed"], (which, name, f)
+                np.testing.assert_allclose(got["mean"], c["mean"], rtol=1e-12)
+                np.testing.assert_allclose(got["std"], c["std"], rtol=1e-12)
+    # table.md: every seed's value and the mean of the generated candidates' rate.
+    rate = whole["generated"]["hallucination_rate"]["variance"]
+    row = next(line for line in (work / "gmm2d" / "table.md").read_text().splitlines()
+               if line.startswith("| 2 | variance | 0,1 | "))
+    per_seed = " / ".join(f"{100 * v:.1f}" for v in rate["per_seed"][2])
+    assert row.split(" | ")[3] == f"{per_seed} ({100 * rate['mean'][2]:.1f} +- {100 * rate['std'][2]:.1f})"
+    top = json.loads((work / "metrics.json").read_text())
+    assert top["headline"]["gmm2d"]["last_generation"]["none"] == pytest.approx(
+        whole["generated"]["hallucination_rate"]["none"]["mean"][-1], rel=1e-12)
+    assert (work / "fig8_recursive.png").exists() and (work / "gmm2d" / "curves.png").exists()
+
+
+def test_pooled_filters_may_hold_different_seeds(gmm_run):
+    from mi_jax import plots
+
+    runs = [("r01", *_part_of_run(gmm_run, [0, 1], ["random"])),
+            ("r1", *_part_of_run(gmm_run, [1], ["none", "variance"]))]
+    m = recursive_study.pool_metrics(runs)
+    assert m["filters"] == ["random", "none", "variance"] and m["seeds"] == [0, 1]
+    assert m["filter_seeds"] == {"random": [0, 1], "none": [1], "variance": [1]}
+    rate = m["curves"]["generated"]["hallucination_rate"]
+    assert np.isnan(rate["none"]["std"]).all() and np.isfinite(rate["random"]["std"]).all()
+    table = recursive_study.pooled_table(m)
+    assert "| 0 | none | 1 | " in table and "seed 1 from r1" in table
+    fig, axes = plots.figure()
+    recursive_study.curve_panel(axes[0, 0], m)
+    labels = [t.get_text() for t in axes[0, 0].get_legend().get_texts()]
+    assert labels == ["random (2 seeds)", "none (1 seed)", "variance (1 seed)"]
+
+
+def test_bad_pools_fail_in_one_line_before_anything_is_written(tmp_path, gmm_run):
+    from mi_jax import cli
+
+    filters = ["none", "random", "variance"]
+    a = _write_run(tmp_path / "a", *_part_of_run(gmm_run, [0], filters))
+    a2 = _write_run(tmp_path / "a2", *_part_of_run(gmm_run, [0], filters))
+    cfg, m = _part_of_run(gmm_run, [1], filters)
+    other = _write_run(tmp_path / "other", dict(cfg, steps=cfg["steps"] + 1), m)
+    cases = {f"{a},{a2}": "filter none seed 0 is in", f"{a},{other}": "differ in steps",
+             f"{a},{tmp_path / 'nothing'}": "holds no finished recursive/gmm2d run",
+             str(a): "needs at least two"}
+    for pool, why in cases.items():
+        line = cli.check_args(recursive_study, ["prog", "--workdir=w", "--datasets=gmm2d",
+                                                f"--pool_from={pool}"])
+        assert line.startswith(f"error: --pool_from={pool}: ") and why in line, line
+    line = cli.check_args(recursive_study, ["prog", "--workdir=w", "--datasets=gmm2d",
+                                            f"--pool_from={a},{a2}", "--seeds=3,4"])
+    assert line.startswith("error: --seeds=3,4: not used with --pool_from"), line
+
+
 def test_sigkill_during_a_generation_then_resume_matches_uninterrupted(tmp_path, gmm_run):
     killed = tmp_path / "killed"
     # 3 checkpoints per generation (30 steps, chunks of 10): the 5th is generation 1 at step 20.

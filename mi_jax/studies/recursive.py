@@ -15,6 +15,10 @@ The per-dataset flags (--steps, --seeds, --num_train, ...) override the preset o
 dataset; SIMPLE SHAPES is not in the quick default (a UNet that draws clean shapes costs tens of
 minutes per model on 2 CPU cores, and the study trains one per generation, filter and seed).
 
+--pool_from=DIR,DIR,... trains nothing: it pools finished runs that differ only in seeds or
+filters (each the study's usual work directory) into one table and Fig. 8 per dataset, so the
+seeds of a study too long for one sitting can run apart.
+
 Command line: `python -m experiments.recursive` (every flag and preset: `--help`).
 """
 
@@ -85,6 +89,10 @@ OPTIONS = (
                   low=0),
     config.Option("input_bias", "bool", "gmm2d: give the MLP's input layer a bias (unset: none, as "
                   "the official network; see experiments.mode_mass)."),
+    config.Option("pool_from", "str", "Comma-separated work directories of finished runs of this "
+                  "study with the same settings but other seeds (or filters): train nothing, pool "
+                  "their curves per filter over every seed into this workdir's table and Fig. 8.",
+                  default=None),
 )
 DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",
                    "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
@@ -181,6 +189,16 @@ def recursion_config(dcfg: dict) -> rec.RecursionConfig:
 
 def validate(cfg: Config) -> None:
     names = _names(cfg.datasets, "datasets", DATASETS)
+    if cfg.pool_from is not None:
+        for key in DATASET_OPTIONS + ("restart_t",):
+            value = getattr(cfg, key)
+            if value is not None:
+                shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                raise InputError(f"{key}={shown}: not used with --pool_from (the pooled runs' "
+                                 "own settings are reported)")
+        for name in names:
+            pool_metrics(_pool_inputs(cfg, name))  # InputError "pool_from=...: why"
+        return
     if cfg.grid_size is not None and "gmm2d" not in names:
         raise InputError(f"grid_size={cfg.grid_size}: only the gmm2d dataset has a grid "
                          f"(datasets={cfg.datasets})")
@@ -409,6 +427,9 @@ def run_dataset(name: str, d: dict, workdir: Path, log=print) -> dict:
 TABLE_METRICS = {"gmm2d": ("hallucination_rate", "bridge_rate", "blur_rate", "modes_covered",
                            "hist_kl"),
                  "shapes": ("hallucination_rate",), "digits": ("frechet",)}
+# The pooled table also splits SIMPLE SHAPES' rate by category (the recursion table's per-model
+# columns do not fit three seeds per cell).
+POOLED_EXTRA = {"shapes": ("duplicate", "empty", "malformed")}
 
 
 def min_mode_share(mode_mass, true_weights) -> np.ndarray:
@@ -484,6 +505,122 @@ def recursion_table(metrics: dict, true_weights=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Settings that change how work is batched, not what is computed (float rounding at most), and
+# the two axes a pool adds runs along.
+POOL_FREE_KEYS = ("seeds", "filters", "chunk_size", "train_chunk")
+
+
+def _pool_dirs(text: str) -> list:
+    dirs = _names(text, "pool_from")
+    if len(dirs) < 2:
+        raise InputError(f"pool_from={text}: needs at least two work directories")
+    return [Path(d) for d in dirs]
+
+
+def _pool_inputs(cfg: Config, name: str) -> list:
+    """(label, dataset config, dataset metrics) of every finished run named by --pool_from."""
+    runs = []
+    for d in _pool_dirs(cfg.pool_from):
+        sub = d / name
+        try:
+            runs.append((str(d), wd.read_json(sub / wd.CONFIG_FILE),
+                         wd.read_json(sub / wd.METRICS_FILE)))
+        except (OSError, ValueError):
+            raise InputError(f"pool_from={cfg.pool_from}: {d} holds no finished recursive/{name} "
+                             f"run ({sub / wd.METRICS_FILE})") from None
+    return runs
+
+
+def pool_metrics(runs: list) -> dict:
+    """Pool finished runs of one dataset that differ only in seeds, filters or batching.
+
+    runs: (label, dataset config, dataset metrics) per run. Every (filter, seed) chain must come
+    from one run only. Returns the dataset's metrics with curves pooled per filter: per_seed
+    (generations, seeds of that filter), their mean and sample std, `filter_seeds` and, per
+    chain, the run it came from (`sources`)."""
+    label0, cfg0, m0 = runs[0]
+    text = ",".join(label for label, _, _ in runs)
+    fixed = lambda c: {k: v for k, v in c.items() if k not in POOL_FREE_KEYS}  # noqa: E731
+    for label, cfg, m in runs[1:]:
+        a, b = fixed(cfg0), fixed(cfg)
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                raise InputError(f"pool_from={text}: the runs differ in {key} ({label0}: "
+                                 f"{a.get(key)}, {label}: {b.get(key)})")
+    whichs = [w for w in m0["curves"] if all(w in m["curves"] for _, _, m in runs)]
+    names = [n for n in m0["curves"]["generated"]
+             if all(n in m["curves"][w] for _, _, m in runs for w in whichs)]
+    filters, filter_seeds, sources = [], {}, {}
+    columns = {}  # (which, name, filter) -> per-generation lists of per-seed values
+    for label, _, m in runs:
+        for f in m["filters"]:
+            if f not in filters:
+                filters.append(f)
+                filter_seeds[f], sources[f] = [], []
+            for j, seed in enumerate(m["seeds"]):
+                if seed in filter_seeds[f]:
+                    raise InputError(f"pool_from={text}: filter {f} seed {seed} is in "
+                                     f"{sources[f][filter_seeds[f].index(seed)]} and {label}")
+                filter_seeds[f].append(seed)
+                sources[f].append(label)
+                for w in whichs:
+                    for n in names:
+                        per_seed = m["curves"][w][n][f]["per_seed"]
+                        col = columns.setdefault((w, n, f), [[] for _ in per_seed])
+                        for g, values in enumerate(per_seed):
+                            col[g].append(values[j])
+    curves = {w: {n: {} for n in names} for w in whichs}
+    for (w, n, f), per_seed in columns.items():
+        c = np.asarray(per_seed, np.float64)  # (G, seeds of f)
+        curves[w][n][f] = {"mean": c.mean(-1).tolist(), "std": sweeps.seed_std(c).tolist(),
+                           "per_seed": c.tolist()}
+    metric = m0["headline_metric"]
+    seeds = sorted({s for f in filters for s in filter_seeds[f]})
+    return {"experiment": "recursive", "dataset": m0["dataset"], "filters": filters,
+            "seeds": seeds, "filter_seeds": filter_seeds, "sources": sources,
+            "generations": m0["generations"], "num_train": m0["num_train"],
+            "num_candidates": m0["num_candidates"], "num_keep": m0["num_keep"],
+            "headline_metric": metric, "curves": curves, "info": m0["info"],
+            "pooled_from": [label for label, _, _ in runs], "provenance": wd.provenance(),
+            "headline": {"metric": metric,
+                         "first_generation": curves["generated"][metric][filters[0]]["mean"][0],
+                         "last_generation": {f: curves["generated"][metric][f]["mean"][-1]
+                                             for f in filters}}}
+
+
+def pooled_table(metrics: dict) -> str:
+    """Markdown for pooled curves: per generation and filter, each table metric of the generated
+    and the kept candidates as every seed's value and mean +- std (rates in %)."""
+    name = metrics["dataset"]
+    wanted = TABLE_METRICS[name] + POOLED_EXTRA.get(name, ())
+    whichs = [w for w in ("generated", "kept") if w in metrics["curves"]]
+    names = [n for n in wanted if n in metrics["curves"]["generated"]]
+    percent = lambda n: name == "shapes" or n.endswith("_rate")  # noqa: E731
+
+    def cell(c: dict, g: int, n: str) -> str:
+        scale = 100.0 if percent(n) else 1.0
+        vals = scale * np.asarray(c["per_seed"][g], np.float64)
+        spread = sweeps.seed_std(vals)
+        return (" / ".join(f"{v:.1f}" for v in vals) + f" ({vals.mean():.1f}"
+                + ("" if np.isnan(spread) else f" +- {spread:.1f}") + ")")
+
+    label = lambda n: n.replace("_rate", "").replace("_", " ") + (" %" if percent(n) else "")  # noqa: E731
+    head = ["gen", "filter", "seeds"] + [f"{w}: {label(n)}" for w in whichs for n in names]
+    lines = [f"# {name}: recursive retraining pooled from {len(metrics['pooled_from'])} runs "
+             "(per seed, in the order of the seeds column; mean +- std)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in range(metrics["generations"]):
+        for f in metrics["filters"]:
+            seeds = ",".join(map(str, metrics["filter_seeds"][f]))
+            lines.append("| " + " | ".join([str(g), f, seeds] + [
+                cell(metrics["curves"][w][n][f], g, n) for w in whichs for n in names]) + " |")
+    lines += ["", "Runs: " + "; ".join(f"{f}: " + ", ".join(
+        f"seed {s} from {src}" for s, src in zip(metrics["filter_seeds"][f],
+                                                 metrics["sources"][f]))
+        for f in metrics["filters"])]
+    return "\n".join(lines) + "\n"
+
+
 def _true_weights(name: str, d: dict):
     if name != "gmm2d":
         return None
@@ -495,18 +632,21 @@ def _true_weights(name: str, d: dict):
 def curve_panel(ax, metrics: dict, which: str = "generated") -> None:
     name, metric = metrics["dataset"], metrics["headline_metric"]
     scale = 100.0 if metric == "hallucination_rate" else 1.0
+    # A pooled run's filters may hold different numbers of seeds.
+    counts = {f: len(metrics.get("filter_seeds", {}).get(f, metrics["seeds"]))
+              for f in metrics["filters"]}
     for f in metrics["filters"]:
         c = metrics["curves"][which][metric][f]
         gens = np.arange(len(c["mean"]))
         # One seed: std is NaN, and null once read back from metrics.json (a finished run).
         mean = np.asarray(c["mean"], np.float64) * scale
         std = np.nan_to_num(np.asarray(c["std"], np.float64)) * scale
-        ax.plot(gens, mean, marker="o", label=f)
+        ax.plot(gens, mean, marker="o", label=f"{f} ({counts[f]} seed{'s' * (counts[f] > 1)})")
         ax.fill_between(gens, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("generation")
     ax.set_ylabel("hallucinated %" if scale == 100.0 else
                   "Frechet distance (classifier features)")
-    ax.set_title(f"{name} ({len(metrics['seeds'])} seeds, mean +- std)", fontsize=9)
+    ax.set_title(f"{name} (mean +- std over seeds)", fontsize=9)
     ax.legend(fontsize=7)
 
 
@@ -530,16 +670,20 @@ def _dataset_figures(name, workdir, metrics, info, d) -> None:
                 plots.image_grid(ax, x.reshape(-1, side, side)[:36], 6)
                 ax.set_title(f"{f}, gen {g}", fontsize=8)
     wd.save_figure(fig, workdir / "generations.png")
+    _curves_figure(workdir / "curves.png", metrics)
+    if name != "gmm2d" and "variance" in filters:
+        _removed_figure(workdir, samples[0], d, filters.index("variance") * r)
+
+
+def _curves_figure(path: Path, metrics: dict) -> None:
     panels = [("generated", "generated candidates"), ("kept", "kept by the filter (next "
               "training set)"), ("removed", "dropped by the filter")]
     panels = [p for p in panels if p[0] in metrics["curves"]]
     fig, axes = plots.figure(ncols=len(panels))
     for ax, (which, title) in zip(axes[0], panels):
         curve_panel(ax, metrics, which)
-        ax.set_title(f"{name}: {title}", fontsize=9)
-    wd.save_figure(fig, workdir / "curves.png")
-    if name != "gmm2d" and "variance" in filters:
-        _removed_figure(workdir, samples[0], d, filters.index("variance") * r)
+        ax.set_title(f"{metrics['dataset']}: {title}", fontsize=9)
+    wd.save_figure(fig, path)
 
 
 def _removed_figure(workdir: Path, candidates: np.ndarray, d: dict, model: int) -> None:
@@ -561,9 +705,41 @@ def _removed_figure(workdir: Path, candidates: np.ndarray, d: dict, model: int) 
     wd.save_figure(fig, workdir / "removed.png")
 
 
+def run_pool(cfg: Config, workdir: Path, log=print) -> dict:
+    """--pool_from: each dataset's curves pooled over the named runs; nothing is trained."""
+    results = {}
+    for name in _names(cfg.datasets, "datasets", DATASETS):
+        m = pool_metrics(_pool_inputs(cfg, name))
+        sub = workdir / name
+        sub.mkdir(parents=True, exist_ok=True)
+        wd.write_text(sub / "table.md", pooled_table(m))
+        _curves_figure(sub / "curves.png", m)
+        wd.write_json(sub / wd.METRICS_FILE, m)
+        log(f"== recursive/{name}: pooled " + "; ".join(
+            f"{f} over {len(m['filter_seeds'][f])} seed(s)" for f in m["filters"]))
+        results[name] = m
+    return _write_fig8(workdir, results)
+
+
+def _write_fig8(workdir: Path, results: dict) -> dict:
+    fig, axes = plots.figure(ncols=len(results), width=4.2, height=3.6)
+    for i, m in enumerate(results.values()):
+        curve_panel(axes[0, i], m)
+    wd.save_figure(fig, workdir / "fig8_recursive.png")
+    metrics = {"experiment": "recursive", "datasets": list(results),
+               "headline": {n: m["headline"] for n, m in results.items()},
+               "results": {n: {"curves": m["curves"], "info": m["info"]}
+                           for n, m in results.items()},
+               "provenance": wd.provenance()}
+    wd.write_json(workdir / wd.METRICS_FILE, metrics)
+    return metrics
+
+
 def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     workdir = Path(workdir)
+    if cfg.pool_from is not None:
+        return run_pool(cfg, workdir, log)
     results = {}
     for name in _names(cfg.datasets, "datasets", DATASETS):
         d = dataset_config(cfg, name)
@@ -581,14 +757,4 @@ def run(cfg: Config, workdir, log=print) -> dict:
         wd.write_text(workdir / name / "table.md", recursion_table(m, weights))
         if weights is not None:
             mass_curves_figure(workdir / name / "mass_curves.png", m, weights)
-    fig, axes = plots.figure(ncols=len(results), width=4.2, height=3.6)
-    for i, m in enumerate(results.values()):
-        curve_panel(axes[0, i], m)
-    wd.save_figure(fig, workdir / "fig8_recursive.png")
-    metrics = {"experiment": "recursive", "datasets": list(results),
-               "headline": {n: m["headline"] for n, m in results.items()},
-               "results": {n: {"curves": m["curves"], "info": m["info"]}
-                           for n, m in results.items()},
-               "provenance": wd.provenance()}
-    wd.write_json(workdir / wd.METRICS_FILE, metrics)
-    return metrics
+    return _write_fig8(workdir, results)
