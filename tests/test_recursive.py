@@ -424,6 +424,39 @@ def test_bad_pools_fail_in_one_line_before_anything_is_written(tmp_path, gmm_run
     assert line.startswith("error: --seeds=3,4: not used with --pool_from"), line
 
 
+def test_committed_records_pool_with_a_later_seed():
+    """The finished runs committed under results/recursive/ (config + metrics of one work
+    directory each) stay poolable by --pool_from with a run of another seed, and each record's
+    curves agree with its own per-generation metrics."""
+    records = sorted((ROOT / "results" / "recursive").glob("*/*/metrics.json"))
+    assert records, "no committed records"
+    for path in records:
+        cfg = json.loads((path.parent / "config.json").read_text())
+        m = json.loads(path.read_text())
+        metric = m["headline_metric"]
+        r = len(m["seeds"])  # per generation, models are ordered filter-major (filter, seed)
+        for g, gen in enumerate(m["per_generation"]):
+            for i, f in enumerate(m["filters"]):
+                assert m["curves"]["generated"][metric][f]["per_seed"][g] == pytest.approx(
+                    gen["generated"][metric][i * r:(i + 1) * r]), (path, g, f)
+        # A one-seed run of a later seed, standing in with the record's first seed's values.
+        later = max(m["seeds"]) + 1
+        first = {w: {n: {f: {"per_seed": [row[:1] for row in c["per_seed"]]}
+                         for f, c in per_filter.items()} for n, per_filter in per_name.items()}
+                 for w, per_name in m["curves"].items()}
+        runs = [("committed", cfg, m),
+                ("later", dict(cfg, seeds=[later]), dict(m, seeds=[later], curves=first))]
+        pooled = recursive_study.pool_metrics(runs)
+        assert pooled["filter_seeds"] == {f: m["seeds"] + [later] for f in m["filters"]}
+        for f in m["filters"]:
+            got = pooled["curves"]["generated"][metric][f]
+            own = m["curves"]["generated"][metric][f]["per_seed"]
+            assert got["per_seed"] == [row + row[:1] for row in own]
+        table = recursive_study.pooled_table(pooled)
+        assert all(f"| {g} | {f} | " in table for g in range(m["generations"])
+                   for f in m["filters"])
+
+
 def test_sigkill_during_a_generation_then_resume_matches_uninterrupted(tmp_path, gmm_run):
     killed = tmp_path / "killed"
     # 3 checkpoints per generation (30 steps, chunks of 10): the 5th is generation 1 at step 20.
