@@ -96,7 +96,7 @@ def case_train(dim: int, batch: int, steps: int) -> dict:
             "flops_per_step": 3 * fwd * batch, "peak_rss_mib": peak_rss_mib()}
 
 
-def case_sample(dim: int, num: int, chunk: int) -> dict:
+def case_sample(dim: int, num: int, chunk: int, net_batch=None) -> dict:
     import jax
 
     import mi_jax as mj
@@ -106,10 +106,11 @@ def case_sample(dim: int, num: int, chunk: int) -> dict:
     params = net.init(jax.random.key(0))
     t0 = time.perf_counter()
     mj.sample_network(net, params, schedule, jax.random.key(1), min(chunk, num), (dim,),
-                      chunk_size=chunk)
+                      chunk_size=chunk, net_batch=net_batch)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = mj.sample_network(net, params, schedule, jax.random.key(2), num, (dim,), chunk_size=chunk)
+    res = mj.sample_network(net, params, schedule, jax.random.key(2), num, (dim,), chunk_size=chunk,
+                            net_batch=net_batch)
     sec = time.perf_counter() - t0
     assert res.hal.shape == (num,)
     return {"samples_per_s": num / sec, "first_call_s": first,
@@ -127,7 +128,8 @@ CASES = {
 def _child(name: str, args) -> dict:
     if name.startswith("sample_2d_"):
         num = int(name.split("_")[-1])
-        return case_sample(2, num, min(num, args.chunk))
+        return case_sample(2, num, min(num, args.chunk),
+                           None if args.net_batch < 0 else args.net_batch)
     return CASES[name](args)
 
 
@@ -152,6 +154,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10000,100000", help="sample counts to time (2D)")
     p.add_argument("--chunk", type=int, default=10_000, help="sampler chunk size")
+    p.add_argument("--net_batch", type=int, default=-1,
+                   help="sampler rows per network call (0: the whole chunk; -1: the library's "
+                        "default, 2 048 on CPU; whole chunks are faster on some hosts)")
     p.add_argument("--train_steps", type=int, default=20)
     p.add_argument("--reference_python", default="",
                    help="a Python with torch (e.g. .venv-torch/bin/python): also time the "
@@ -176,7 +181,7 @@ def main():
         pair = {}
         for name in names:
             mine = run_case("benchmarks.bench_core", f"--case={name}", f"--chunk={args.chunk}",
-                            f"--train_steps={args.train_steps}")
+                            f"--train_steps={args.train_steps}", f"--net_batch={args.net_batch}")
             ref = _reference_case(args, name) if args.reference_python else {}
             pair[name] = (mine, ref)
         pairs.append(pair)

@@ -404,7 +404,7 @@ def test_pooled_filters_may_hold_different_seeds(gmm_run):
     assert labels == ["random (2 seeds)", "none (1 seed)", "variance (1 seed)"]
 
 
-def test_bad_pools_fail_in_one_line_before_anything_is_written(tmp_path, gmm_run):
+def test_bad_pools_are_refused_in_one_line_at_validation(tmp_path, gmm_run):
     from mi_jax import cli
 
     filters = ["none", "random", "variance"]
