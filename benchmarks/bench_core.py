@@ -5,6 +5,7 @@ peak memory and compile time, beside the paper's own PyTorch code on this machin
     python -m benchmarks.bench_core --sizes=10000 --out=bench.json
     python -m benchmarks.bench_core --sizes=10000,100000 --reference_python=.venv-torch/bin/python \
         --reference_sample_steps=100 --pairs=3            # beside the official code, same machine
+    python -m benchmarks.bench_core ... --compute_dtype=bfloat16   # mi_jax's opt-in bf16 matmuls
 
 Each case runs in a fresh subprocess so its peak RSS (VmHWM) is its own. With
 `--reference_python` (a Python with torch; ../shared/official/README.md) every case runs as
@@ -72,7 +73,7 @@ def _net_flops(network, params, dim, n, scalar_t):
     return float(cost["flops"]) / n
 
 
-def case_train(dim: int, batch: int, steps: int) -> dict:
+def case_train(dim: int, batch: int, steps: int, compute_dtype: str = "float32") -> dict:
     import jax
 
     import mi_jax as mj
@@ -80,7 +81,7 @@ def case_train(dim: int, batch: int, steps: int) -> dict:
     from mi_jax.training import train as tr
 
     schedule = mj.linear_schedule()
-    net = mj.make_mlp(dim, num_timesteps=schedule.num_steps)
+    net = mj.make_mlp(dim, num_timesteps=schedule.num_steps, compute_dtype=compute_dtype)
     cfg = tr.TrainConfig(batch_size=batch)
     mixture = mx.grid_2d() if dim == 2 else mx.mixture_1d()
     data = mx.sample_stratified(mixture, jax.random.key(0), 100_000)
@@ -96,13 +97,14 @@ def case_train(dim: int, batch: int, steps: int) -> dict:
             "flops_per_step": 3 * fwd * batch, "peak_rss_mib": peak_rss_mib()}
 
 
-def case_sample(dim: int, num: int, chunk: int, net_batch=None) -> dict:
+def case_sample(dim: int, num: int, chunk: int, net_batch=None,
+                compute_dtype: str = "float32") -> dict:
     import jax
 
     import mi_jax as mj
 
     schedule = mj.linear_schedule()
-    net = mj.make_mlp(dim)
+    net = mj.make_mlp(dim, compute_dtype=compute_dtype)
     params = net.init(jax.random.key(0))
     t0 = time.perf_counter()
     mj.sample_network(net, params, schedule, jax.random.key(1), min(chunk, num), (dim,),
@@ -120,8 +122,8 @@ def case_sample(dim: int, num: int, chunk: int, net_batch=None) -> dict:
 
 CASES = {
     "matmul": lambda a: case_matmul(),
-    "train_1d": lambda a: case_train(1, 10_000, a.train_steps),
-    "train_2d": lambda a: case_train(2, 10_000, a.train_steps),
+    "train_1d": lambda a: case_train(1, 10_000, a.train_steps, a.compute_dtype),
+    "train_2d": lambda a: case_train(2, 10_000, a.train_steps, a.compute_dtype),
 }
 
 
@@ -129,7 +131,7 @@ def _child(name: str, args) -> dict:
     if name.startswith("sample_2d_"):
         num = int(name.split("_")[-1])
         return case_sample(2, num, min(num, args.chunk),
-                           None if args.net_batch < 0 else args.net_batch)
+                           None if args.net_batch < 0 else args.net_batch, args.compute_dtype)
     return CASES[name](args)
 
 
@@ -158,6 +160,9 @@ def main():
                    help="sampler rows per network call (0: the whole chunk; -1: the library's "
                         "default, 2 048 on CPU; whole chunks are faster on some hosts)")
     p.add_argument("--train_steps", type=int, default=20)
+    p.add_argument("--compute_dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="mi_jax's matmul precision (bfloat16: the opt-in mixed precision of "
+                        "make_mlp; the reference always runs float32)")
     p.add_argument("--reference_python", default="",
                    help="a Python with torch (e.g. .venv-torch/bin/python): also time the "
                         "reference on this machine, in alternating pairs")
@@ -181,7 +186,8 @@ def main():
         pair = {}
         for name in names:
             mine = run_case("benchmarks.bench_core", f"--case={name}", f"--chunk={args.chunk}",
-                            f"--train_steps={args.train_steps}", f"--net_batch={args.net_batch}")
+                            f"--train_steps={args.train_steps}", f"--net_batch={args.net_batch}",
+                            f"--compute_dtype={args.compute_dtype}")
             ref = _reference_case(args, name) if args.reference_python else {}
             pair[name] = (mine, ref)
         pairs.append(pair)
@@ -237,6 +243,7 @@ def main():
         results["reference_kind"] = "official"
     results["reference"] = REFERENCE
     results["reference_here"] = here
+    results["compute_dtype"] = args.compute_dtype
     results["reference_sample_steps"] = args.reference_sample_steps
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     write_results(args.out, results)

@@ -1,14 +1,21 @@
-r"""Mixed precision (bf16 matmuls) for the SIMPLE SHAPES UNet: speed and effect on hallucinations.
+r"""Mixed precision (bf16 matmuls): speed and effect on hallucinations and their detection.
 
     python -m benchmarks.bench_precision --workdir=runs/shapes_quick        # a finished shapes run
     python -m benchmarks.bench_precision --workdir=W --num_samples=2000     # on a GPU
+    python -m benchmarks.bench_precision --workdir=runs/gmm2d_quick --num_samples=10000 \
+        --chunk_size=10000 --out=benchmarks/results_precision_mlp.json     # a gmm1d/gmm2d run
 
-Loads the trained UNet(s) of a finished `experiments.shapes` work directory and samples the same
-images (same keys, same noise) with float32 and with bfloat16 convs and dense layers (float32
-params, norms and output). Reports images/s, the hallucination rate by category, the paired
-agreement (the share of images whose counter label is the same under both precisions) and the
-mean absolute pixel difference. This measures precision at sampling time; the effect of bf16 on
-training is `python -m experiments.shapes --compute_dtype=bfloat16` beside a float32 run.
+Loads the trained models of a finished work directory and samples the same points (same keys,
+same noise) with float32 and with bfloat16 matmuls (float32 params and norms; SIMPLE SHAPES: the
+UNet's convs and dense layers, float32 output conv; mixtures: the MLP's residual-block matmuls,
+float32 input and output layers). Reports the rate (images/s or samples/s) and, paired across the
+two precisions, how many samples keep their label. Images: the hallucination rate by category,
+the share with the same counter label and the mean absolute pixel difference. Mixtures: the
+hallucination rate (k-sigma rule, the run's k), the trajectory variance's detection in the
+run's window (AUROC, removed at 96 % kept) per precision, the share of samples with the same
+label, the mean distance between paired samples and the rank correlation of their variances.
+This measures precision at sampling time; the effect of bf16 on training is the study run with
+`--compute_dtype=bfloat16` beside a float32 run.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ def load_params(workdir: Path, cfg: dict):
     return checkpoint.load(workdir / tr.TRAIN_CHECKPOINT, template).params
 
 
-def run(workdir: Path, num: int, sampling_steps: int | None, chunk: int, seed: int) -> dict:
+def run_shapes(workdir: Path, num: int, sampling_steps: int | None, chunk: int,
+               seed: int) -> dict:
     cfg = json.loads((workdir / "config.json").read_text())
     res = cfg["resolution"]
     params = load_params(workdir, cfg)
@@ -79,21 +87,98 @@ def run(workdir: Path, num: int, sampling_steps: int | None, chunk: int, seed: i
     return result
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", default="runs/shapes_quick", type=Path)
-    p.add_argument("--num_samples", type=int, default=400)
-    p.add_argument("--sampling_steps", type=int, default=None, help="default: the run's")
-    p.add_argument("--chunk_size", type=int, default=200)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--out", default="benchmarks/results_precision.json")
-    a = p.parse_args()
-    if not (a.workdir / tr.TRAIN_CHECKPOINT).exists():
-        raise SystemExit(f"--workdir={a.workdir}: no {tr.TRAIN_CHECKPOINT} (run experiments.shapes)")
-    if a.num_samples < 1 or a.num_samples % a.chunk_size:
-        raise SystemExit(f"--num_samples={a.num_samples}: must be a positive multiple of "
-                         f"--chunk_size={a.chunk_size}")
-    r = run(a.workdir, a.num_samples, a.sampling_steps, a.chunk_size, a.seed)
+def _timed(fn):
+    fn()  # compile
+    t0 = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - t0
+
+
+def _rank_correlation(a, b) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def sample_mixture(workdir: Path, num: int, chunk: int) -> tuple[dict, object]:
+    """Every model of a finished gmm1d/gmm2d run, sampled with the run's keys and window under
+    each precision: per precision the rate, samples, variances, labels and detection."""
+    from mi_jax.detection.metrics import detection_summary
+    from mi_jax.studies import mixture_study as ms
+    from mi_jax.sweeps import sample_grid
+
+    rows = {}
+    for dtype in COMPUTE_DTYPES:
+        models = ms.load_models(workdir, compute_dtype=dtype)
+        cfg, grid = models.config, models.grid
+        dim = grid.configs[0].mixture.dim
+
+        def draw(n):
+            return sample_grid(models.network, models.params, models.schedule, grid, n, (dim,),
+                               window=tuple(cfg.hal_window), chunk_size=min(chunk, n))
+
+        draw(min(chunk, num))  # compile
+        out, seconds = _timed(lambda: draw(num))
+        x, hal = np.asarray(out.x), np.nan_to_num(np.asarray(out.hal),
+                                                  posinf=np.finfo(np.float32).max)
+        positive = ms.hallucination_labels(x, grid.mixtures(), cfg.k)
+        det = [detection_summary(hal[m], positive[m]) for m in range(grid.num_models)]
+        rows[dtype] = {"samples_per_s": num * grid.num_models / seconds, "seconds": seconds,
+                       "hallucination_rate": positive.mean(1).tolist(),
+                       "auroc": [d["auroc"] for d in det],
+                       "removed_at_96_kept": [d["removed_at_96_kept"] for d in det],
+                       "x": x, "hal": hal, "positive": positive}
+    return rows, models
+
+
+def run_mixture(workdir: Path, num: int, chunk: int) -> dict:
+    """`sample_mixture`, summarised: per model and precision, and paired across precisions."""
+    rows, models = sample_mixture(workdir, num, chunk)
+    cfg, grid = models.config, models.grid
+    a, b = rows["float32"], rows["bfloat16"]
+    result = {"workdir": str(workdir), "kind": "mixture", "num_samples_per_model": num,
+              "models": [f"{c.name} seed {s}" for c, s in zip(
+                  [grid.configs[i] for i in grid.config_index], grid.model_seeds)],
+              "window": list(cfg.hal_window), "k": cfg.k, "backend": jax.default_backend(),
+              "device": str(jax.devices()[0].device_kind),
+              "agreement_label": (a["positive"] == b["positive"]).mean(1).tolist(),
+              "mean_distance": np.linalg.norm(a["x"] - b["x"], axis=-1).mean(1).tolist(),
+              "variance_rank_correlation": [_rank_correlation(a["hal"][m], b["hal"][m])
+                                            for m in range(len(a["hal"]))]}
+    for dtype, r in rows.items():
+        result[dtype] = {k: r[k] for k in ("samples_per_s", "seconds", "hallucination_rate",
+                                           "auroc", "removed_at_96_kept")}
+    stored = Path(workdir) / "arrays.npz"
+    if stored.exists():  # the float32 arm redraws the run's own samples (same keys and chunks)
+        with np.load(stored) as f:
+            n = min(num, f["samples"].shape[1])
+            result["float32_max_diff_from_run_samples"] = float(
+                np.abs(a["x"][:, :n] - f["samples"][:, :n]).max())
+    return result
+
+
+def report_mixture(r: dict) -> None:
+    print(f"{len(r['models'])} model(s) x {r['num_samples_per_model']} samples, window "
+          f"{r['window']}, k = {r['k']:g}, {r['device']}")
+    rows = []
+    for m, name in enumerate(r["models"]):
+        a, b = r["float32"], r["bfloat16"]
+        pair = lambda key, f: f"{f(a[key][m])} / {f(b[key][m])}"
+        rows.append([name, pair("hallucination_rate", lambda v: f"{100 * v:.2f}"),
+                     pair("auroc", lambda v: f"{v:.3f}"),
+                     pair("removed_at_96_kept", lambda v: f"{100 * v:.1f}"),
+                     f"{100 * r['agreement_label'][m]:.2f}", f"{r['mean_distance'][m]:.2e}",
+                     f"{r['variance_rank_correlation'][m]:.3f}"])
+    print_table(["model", "hallucinated % (f32 / bf16)", "AUROC", "removed at 96 % kept, %",
+                 "same label %", "mean |x_bf16 - x_f32|", "variance rank corr."], rows)
+    if "float32_max_diff_from_run_samples" in r:
+        print("float32 arm vs the run's own samples: max |diff| = "
+              f"{r['float32_max_diff_from_run_samples']:.3g} (0: same noise, same chunks)")
+    print("samples/s (all models): " + ", ".join(
+        f"{dtype} {r[dtype]['samples_per_s']:,.0f}" for dtype in COMPUTE_DTYPES))
+
+
+def report_shapes(r: dict) -> None:
     print(f"{r['models']} model(s) x {r['num_samples_per_model']} images, {r['sampling_steps']} "
           f"steps, {r['device']}")
     rows = []
@@ -107,7 +192,38 @@ def main():
     print(f"same in-support label: {100 * r['agreement_in_support']:.1f} %; same category: "
           f"{100 * r['agreement_category']:.1f} %; mean |x_bf16 - x_f32| = "
           f"{r['mean_abs_pixel_diff']:.4f}")
-    write_results(a.out, r)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", default="runs/shapes_quick", type=Path)
+    p.add_argument("--num_samples", type=int, default=400)
+    p.add_argument("--sampling_steps", type=int, default=None,
+                   help="default: the run's (shapes only; mixtures sample all T steps)")
+    p.add_argument("--chunk_size", type=int, default=200)
+    p.add_argument("--seed", type=int, default=7,
+                   help="shapes only; mixtures reuse the run's own sampling keys")
+    p.add_argument("--out", default="", help="default: benchmarks/results_precision.json "
+                   "(shapes) or benchmarks/results_precision_mlp.json (mixtures)")
+    a = p.parse_args()
+    from mi_jax.studies.mixture_study import MODELS_FILE
+
+    mixture = (a.workdir / MODELS_FILE).exists()
+    if not (a.workdir / tr.TRAIN_CHECKPOINT).exists():
+        raise SystemExit(f"--workdir={a.workdir}: no {tr.TRAIN_CHECKPOINT} (run experiments.shapes, "
+                         "gmm1d or gmm2d)")
+    if a.num_samples < 1 or a.num_samples % a.chunk_size:
+        raise SystemExit(f"--num_samples={a.num_samples}: must be a positive multiple of "
+                         f"--chunk_size={a.chunk_size}")
+    if mixture:
+        r = run_mixture(a.workdir, a.num_samples, a.chunk_size)
+        report_mixture(r)
+    else:
+        r = run_shapes(a.workdir, a.num_samples, a.sampling_steps, a.chunk_size, a.seed)
+        report_shapes(r)
+    write_results(a.out or ("benchmarks/results_precision_mlp.json" if mixture
+                            else "benchmarks/results_precision.json"), r)
+
 
 if __name__ == "__main__":
     main()

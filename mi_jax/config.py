@@ -29,6 +29,8 @@ class _Required:
         return "<required>"
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")  # the networks' matmul precisions (mi_jax.nets)
+
 _REQUIRED = _Required()  # Option.default when every preset must set the field
 
 
@@ -274,6 +276,10 @@ COMMON = (
            low=1, default=None),
     Option("input_bias", "bool", "Give the MLP's input layer a bias (the official one has none, "
            "which blinds it to |x| near x = 0: see mode_mass).", default=False),
+    Option("compute_dtype", "choice", "Network matmul precision (unset: float32). bfloat16 = "
+           "mixed precision: bf16 matmul operands, float32 accumulation, params and norms (MLP: "
+           "the residual blocks' matmuls, opt-in for CPUs with AMX; UNet: convs and dense "
+           "layers, for GPUs).", choices=COMPUTE_DTYPES, default=None),
 )
 
 # The mixture studies' training recipe: what a finished gmm1d/gmm2d directory needs to rebuild
@@ -281,5 +287,5 @@ COMMON = (
 RECIPE = pick(COMMON, "seeds", "steps", "batch_size", "lr", "lr_schedule", "T", "beta_start",
               "beta_end", "width", "tied", "focus_steps", "focus_prob", "ema_decay", "epochs",
               "batch_order", "jacobian_weight", "jacobian_t_max", "between_weight",
-              "between_t_max", "input_bias")
+              "between_t_max", "input_bias", "compute_dtype")
 RecipeConfig = config_class("RecipeConfig", RECIPE, "The training recipe of a mixture study.")

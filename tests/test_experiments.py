@@ -122,6 +122,7 @@ def test_gmm1d_runs_one_mixture_with_the_official_batches(tmp_path):
     ("shapes", "--sampling_steps=2000"), ("shapes", "--images_dir=/no/such/dir"),
     ("shapes", "--hal_window=0,200"), ("shapes", "--batch_size=100000"),
     ("shapes", "--compute_dtype=float16"), ("shapes", "--snapshot_steps=2000"),
+    ("gmm2d", "--compute_dtype=float16"),
 ])
 def test_bad_flags_fail_in_one_line(module, flag):
     """In-process: the line the entry point prints before it touches its work directory."""
@@ -351,3 +352,23 @@ def test_smoothness_end_to_end_resumes_and_refuses_repeated_weights(tmp_path):
     bad = run("smoothness", f"--workdir={tmp_path / 'bad'}", *tiny, "--arms=jacobian:1,jacobian:1")
     assert bad.returncode == 2 and "arms=jacobian:1,jacobian:1: 'jacobian:1' is not a new" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_precision_benchmark_pairs_float32_and_bf16_samples_of_a_mixture_run(tiny_models,
+                                                                             tmp_path):
+    """benchmarks.bench_precision on a gmm2d run: the float32 arm redraws the run's own samples
+    bit for bit (same keys), the bf16 arm differs from it, and every figure is reported."""
+    out_file = tmp_path / "precision.json"
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_precision",
+                          f"--workdir={tiny_models / 'gmm2d'}", "--num_samples=64",
+                          "--chunk_size=64", f"--out={out_file}"], cwd=ROOT, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "same label %" in out.stdout and "samples/s" in out.stdout
+    r = json.loads(out_file.read_text())
+    assert r["kind"] == "mixture" and len(r["models"]) == 4  # 2 layouts x 2 seeds
+    assert r["float32_max_diff_from_run_samples"] == 0.0
+    assert all(d > 0 for d in r["mean_distance"])  # bf16 really changes the samples
+    assert all(0.0 <= a <= 1.0 for a in r["agreement_label"])
+    for dtype in ("float32", "bfloat16"):
+        assert r[dtype]["samples_per_s"] > 0 and len(r[dtype]["hallucination_rate"]) == 4

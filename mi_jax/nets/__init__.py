@@ -16,6 +16,7 @@ from flax import nnx
 
 from mi_jax.nets.mlp import ToyMLP
 from mi_jax.nets.unet import UNet
+from mi_jax.config import COMPUTE_DTYPES
 from mi_jax.validation import check, check_int
 
 Params = Any
@@ -95,8 +96,14 @@ def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
 _MLP_CACHE: dict = {}
 
 
+def _check_compute_dtype(compute_dtype) -> None:
+    check(compute_dtype in COMPUTE_DTYPES, "compute_dtype", compute_dtype,
+          f"must be one of {', '.join(COMPUTE_DTYPES)}")
+
+
 def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
-             num_timesteps: int = 0, input_bias: bool = False) -> Network:
+             num_timesteps: int = 0, input_bias: bool = False,
+             compute_dtype: str = "float32") -> Network:
     """The paper's toy MLP (width 128, 3 residual blocks, weight-tied by default).
 
     num_timesteps: the T of the schedule it is trained on, if known; batches of integer t longer
@@ -104,29 +111,32 @@ def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
     batch 10 000, T = 1 000). Same params, same function: only for speed.
     input_bias: give the input layer a bias. The official one has none, so the first LayerNorm
     sees W x and the network cannot tell |x| near x = 0 (LayerNorm is scale-invariant): the
-    mode on the input origin is under-sampled (BUILD_NOTES.md, mode_mass)."""
+    mode on the input origin is under-sampled (BUILD_NOTES.md, mode_mass).
+    compute_dtype="bfloat16": the residual blocks' matmuls take bf16 operands (float32
+    accumulation, params, norms, input and output layers); same params pytree, opt-in only
+    (`mi_jax.nets.mlp`; measured in BUILD_NOTES.md, issue 18)."""
     check_int(dim, "dim", low=1)
     check_int(width, "width", low=2)
     check_int(num_blocks, "num_blocks", low=1)
     check(isinstance(tied, bool), "tied", tied, "must be a bool")
     check_int(num_timesteps, "num_timesteps", low=0)
     check(isinstance(input_bias, bool), "input_bias", input_bias, "must be a bool")
-    spec = ("mlp", dim, width, num_blocks, tied, num_timesteps, input_bias)
+    _check_compute_dtype(compute_dtype)
+    spec = ("mlp", dim, width, num_blocks, tied, num_timesteps, input_bias, compute_dtype)
     if spec not in _MLP_CACHE:  # building one costs an abstract init; equal specs hash equal
         name = (f"mlp(dim={dim},width={width},blocks={num_blocks},{'tied' if tied else 'untied'}"
                 + (f",T={num_timesteps}" if num_timesteps else "")
-                + (",input_bias" if input_bias else "") + ")")
+                + (",input_bias" if input_bias else "")
+                + ("" if compute_dtype == "float32" else f",{compute_dtype}") + ")")
+        dtype = jnp.dtype(compute_dtype)
         _MLP_CACHE[spec] = from_nnx(
             name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, num_timesteps, input_bias,
-                                      rngs=rngs),
+                                      dtype, rngs=rngs),
             spec=spec)
     return _MLP_CACHE[spec]
 
 
 _UNET_CACHE: dict = {}
-
-
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks: int = 1,
@@ -143,8 +153,7 @@ def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks
           "must be a non-empty tuple of positive ints")
     check_int(num_res_blocks, "num_res_blocks", low=1)
     check(isinstance(attention, bool), "attention", attention, "must be a bool")
-    check(compute_dtype in COMPUTE_DTYPES, "compute_dtype", compute_dtype,
-          f"must be one of {', '.join(COMPUTE_DTYPES)}")
+    _check_compute_dtype(compute_dtype)
     spec = ("unet", channels, base, mults, num_res_blocks, attention, compute_dtype)
     if spec not in _UNET_CACHE:
         name = (f"unet(channels={channels},base={base},mults={mults},res={num_res_blocks},"

@@ -13,6 +13,11 @@ function of the same params and the same gradients in real arithmetic (float rou
 one row reduction fewer per norm forward and backward (CPU, side-by-side A/B: +10-14 % training,
 +8 % sampling; within the spread of same-run pairs against the official code: BUILD_NOTES.md,
 issue 18). `FOLD_MEANS = False` restores the plain form (benchmarks, tests).
+
+Mixed precision (`compute_dtype=bfloat16`, opt-in): the blocks' width x width matmuls take bf16
+operands with float32 accumulation; params, norms, the residual stream and the input/output
+layers stay float32. Same params pytree. Faster sampling only where the CPU has bf16 matrix
+units (AMX); its effect on samples and detection is measured by `benchmarks.bench_precision`.
 """
 
 from __future__ import annotations
@@ -121,10 +126,18 @@ def _centred(v):
     return v - jnp.mean(v, -1, keepdims=True) if FOLD_MEANS else v
 
 
-def _dense(layer: nnx.Linear, x, centred: bool):
-    """layer(x), with the kernel and bias `_centred` when `centred` (see the module doc)."""
+def _dense(layer: nnx.Linear, x, centred: bool, compute_dtype=jnp.float32):
+    """layer(x), with the kernel and bias `_centred` when `centred` (see the module doc).
+
+    compute_dtype bfloat16: the matmul's operands are rounded to bf16 (after centring) and
+    accumulated in float32; the bias, the output and everything around stay float32."""
     kernel = layer.kernel[...]
-    y = x @ (_centred(kernel) if centred else kernel)
+    kernel = _centred(kernel) if centred else kernel
+    if jnp.dtype(compute_dtype) == jnp.float32:
+        y = x @ kernel
+    else:
+        y = jnp.dot(x.astype(compute_dtype), kernel.astype(compute_dtype),
+                    preferred_element_type=jnp.float32)
     if layer.bias is not None:
         bias = _centred(layer.bias[...]) if centred else layer.bias[...]
         y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
@@ -149,7 +162,8 @@ def _linear(n_in, n_out, rngs, bias=True):
 
 
 class TemporalBlock(nnx.Module):
-    def __init__(self, width: int, rngs: nnx.Rngs):
+    def __init__(self, width: int, rngs: nnx.Rngs, compute_dtype=jnp.float32):
+        self.compute_dtype = jnp.dtype(compute_dtype)  # of fc1 and fc2 (static, not a param)
         self.norm1 = LayerNorm(width)
         self.fc1 = _linear(width, width, rngs, bias=False)
         self.enc = _linear(width, width, rngs)
@@ -159,23 +173,29 @@ class TemporalBlock(nnx.Module):
     def __call__(self, h, t_features):
         """t_features = self.enc(temb), centred (`ToyMLP._time_features`), passed in so that
         tied blocks compute it once; h has zero-mean rows."""
-        h1 = _dense(self.fc1, _act(self.norm1(h, zero_mean_rows=True)), centred=True)
+        h1 = _dense(self.fc1, _act(self.norm1(h, zero_mean_rows=True)), True, self.compute_dtype)
         out = h1 + t_features.reshape((1,) * (h1.ndim - t_features.ndim) + t_features.shape)
-        return h + _dense(self.fc2, _act(self.norm2(out, zero_mean_rows=True)), centred=True)
+        return h + _dense(self.fc2, _act(self.norm2(out, zero_mean_rows=True)), True,
+                          self.compute_dtype)
 
 
 class ToyMLP(nnx.Module):
     def __init__(self, dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
-                 num_timesteps: int = 0, input_bias: bool = False, *, rngs: nnx.Rngs):
+                 num_timesteps: int = 0, input_bias: bool = False, compute_dtype=jnp.float32, *,
+                 rngs: nnx.Rngs):
+        """compute_dtype: of the residual blocks' width x width matmuls (fc1, fc2), which are
+        nearly all of a sampling step's FLOPs; the input, time and output layers, the norms and
+        the residual stream stay float32, so x itself is never rounded to bf16."""
         self.width = width
         self.num_blocks = num_blocks
         self.num_timesteps = num_timesteps  # 0: unknown (no timestep table)
         self.in_fc = _linear(dim, width, rngs, bias=input_bias)  # official: no bias
         self.t_proj = _linear(width, width, rngs)
         if tied:
-            self.blocks = nnx.List([TemporalBlock(width, rngs)])
+            self.blocks = nnx.List([TemporalBlock(width, rngs, compute_dtype)])
         else:
-            self.blocks = nnx.List([TemporalBlock(width, rngs) for _ in range(num_blocks)])
+            self.blocks = nnx.List([TemporalBlock(width, rngs, compute_dtype)
+                                    for _ in range(num_blocks)])
         self.out_norm = LayerNorm(width)
         self.out_fc = _linear(width, dim, rngs)
 

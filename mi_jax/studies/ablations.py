@@ -134,8 +134,8 @@ def training_length_ablation(source_cfg, cfg) -> dict:
                          source_cfg.std), source_cfg.num_train)
     grid = sweeps.Grid([conf], list(source_cfg.seeds))
     schedule = mixture_study.schedule_from_config(source_cfg)
-    network = make_mlp(1, source_cfg.width, 3, source_cfg.tied,
-                       num_timesteps=source_cfg.T)
+    network = make_mlp(1, source_cfg.width, 3, source_cfg.tied, num_timesteps=source_cfg.T,
+                       compute_dtype=source_cfg.compute_dtype or "float32")
     steps = cfg.checkpoints[-1]
     train_cfg = mixture_study.train_config_from(source_cfg.replace(steps=steps))
     marks = set(cfg.checkpoints)

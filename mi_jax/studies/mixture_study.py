@@ -199,7 +199,7 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
     schedule = schedule_from_config(cfg)
     dim = configs[0].mixture.dim
     network = make_mlp(dim, cfg.width, 3, cfg.tied, num_timesteps=cfg.T,
-                       input_bias=cfg.input_bias)
+                       input_bias=cfg.input_bias, compute_dtype=cfg.compute_dtype or "float32")
     train_cfg = train_config_from(cfg)
     seconds = {}
     log(f"training {grid.num_models} models ({len(grid.configs)} configurations x "
@@ -253,10 +253,16 @@ def rate_table(study: StudyResult, ks: Sequence[float] = support.REPORTED_K) -> 
 
 def labels(study: StudyResult, k: float) -> np.ndarray:
     """True where a model's sample is hallucinated (outside every mode's k-sigma ball), (M, n)."""
-    x = study.samples.x
+    return hallucination_labels(study.samples.x, study.grid.mixtures(), k)
+
+
+def hallucination_labels(x, mixtures: mx.GaussianMixture, k: float) -> np.ndarray:
+    """`labels` of samples x (M, n, D) from models of the stacked mixtures (M per-model ones);
+    a non-finite sample counts as hallucinated."""
+    x = np.asarray(x)
     finite = np.all(np.isfinite(x), axis=-1)
     inside = np.asarray(jax.vmap(support.in_support, (0, 0, None))(
-        jnp.asarray(np.where(finite[..., None], x, 0.0)), study.grid.mixtures(), k))
+        jnp.asarray(np.where(finite[..., None], x, 0.0)), mixtures, k))
     return ~(inside & finite)
 
 
@@ -353,8 +359,10 @@ def saved_study_config(saved: dict):
     return config.from_values(config.RecipeConfig, saved, ignore_unknown=True)
 
 
-def load_models(workdir) -> TrainedModels:
-    """The trained models of a finished mixture experiment (gmm1d / gmm2d work directory)."""
+def load_models(workdir, compute_dtype: str | None = None) -> TrainedModels:
+    """The trained models of a finished mixture experiment (gmm1d / gmm2d work directory).
+    compute_dtype: the network's matmul precision (None: the run's own; the params are the same
+    pytree either way)."""
     from mi_jax import checkpoint
     from mi_jax.nets import make_mlp
     from mi_jax.workdir import CONFIG_FILE, METRICS_FILE, read_json
@@ -371,7 +379,8 @@ def load_models(workdir) -> TrainedModels:
             configs.append(Config(str(name), m, int(f["num_train"][c])))
         grid = Grid(configs, [int(s) for s in f["seeds"]])
     network = make_mlp(configs[0].mixture.dim, cfg.width, 3, cfg.tied,
-                       num_timesteps=cfg.T, input_bias=cfg.input_bias)
+                       num_timesteps=cfg.T, input_bias=cfg.input_bias,
+                       compute_dtype=compute_dtype or cfg.compute_dtype or "float32")
     train_cfg = train_config_from(cfg)
     state = checkpoint.load(workdir / TRAIN_CHECKPOINT, init_grid(network, train_cfg, grid))
     return TrainedModels(grid, network, state.eval_params, schedule_from_config(cfg), cfg,

@@ -29,14 +29,15 @@ from mi_jax.data import shape_counter as sc
 from mi_jax.data import shapes as sh
 from mi_jax.detection import metrics as dm
 from mi_jax.diffusion import schedule as sched
-from mi_jax.nets import COMPUTE_DTYPES, make_unet
+from mi_jax.nets import make_unet
 from mi_jax.sampling.ddpm import print_progress, sample_network
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError, check_training_and_sampling
 
 PHASE_INIT, PHASE_SAMPLE, PHASE_FEATURES = 1, 2, 3
 _COMMON = ("preset", "seeds", "steps", "batch_size", "lr", "lr_schedule", "num_samples",
-           "chunk_size", "hal_window", "T", "beta_start", "beta_end", "train_chunk")
+           "chunk_size", "hal_window", "T", "beta_start", "beta_end", "train_chunk",
+           "compute_dtype")
 OPTIONS = tuple(o for o in config.COMMON if o.name in _COMMON) + (
     config.Option("resolution", "int", "Image side in pixels (64 = the official images; a divisor "
                   "of 64 average-pools them).", low=8, high=64),
@@ -45,10 +46,6 @@ OPTIONS = tuple(o for o in config.COMMON if o.name in _COMMON) + (
     config.Option("base", "int", "UNet base channels.", low=4),
     config.Option("mults", "ints", "UNet channel multiplier per resolution level.", low=1),
     config.Option("attention", "bool", "Self-attention in the UNet bottleneck."),
-    config.Option("compute_dtype", "choice", "UNet matmul precision (default float32): bfloat16 = "
-                  "mixed precision (bf16 convs and dense layers; float32 params, norms, attention "
-                  "softmax and output conv; for GPUs).",
-                  choices=COMPUTE_DTYPES, default=None),
     config.Option("sampling_steps", "int", "Reverse steps (strided ancestral sampling if < T).",
                   low=2),
     config.Option("ema_decay", "float", "Sample with an exponential moving average of the UNet "
