@@ -47,6 +47,14 @@ def load_params(workdir: Path, cfg: dict):
     return checkpoint.load(workdir / tr.TRAIN_CHECKPOINT, template).params
 
 
+def _timed(draw, num: int, chunk: int):
+    """draw(num) and its seconds, after a draw(chunk) that compiles the sampler's chunk."""
+    jax.block_until_ready(draw(min(chunk, num)))
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(draw(num))
+    return out, time.perf_counter() - t0
+
+
 def run_shapes(workdir: Path, num: int, sampling_steps: int | None, chunk: int,
                seed: int) -> dict:
     cfg = json.loads((workdir / "config.json").read_text())
@@ -65,18 +73,16 @@ def run_shapes(workdir: Path, num: int, sampling_steps: int | None, chunk: int,
         net = make_unet(1, cfg["base"], tuple(cfg["mults"]), 1, cfg["attention"], dtype)
         kw = dict(stacked=True, window=tuple(cfg["hal_window"]), chunk_size=chunk,
                   net_timesteps=ts, regions=sc.column_masks(res))
-        sample_network(net, params, sample_sched, keys, chunk, (res, res, 1), **kw)  # compile
-        t0 = time.perf_counter()
-        out = sample_network(net, params, sample_sched, keys, num, (res, res, 1), **kw)
-        jax.block_until_ready(out.x)
-        seconds = time.perf_counter() - t0
+        out, seconds = _timed(
+            lambda n: sample_network(net, params, sample_sched, keys, n, (res, res, 1), **kw),
+            num, chunk)
         counts = [sc.count_shapes(np.asarray(out.x[i]), res) for i in range(m)]
         rows[dtype] = {"images_per_s": num * m / seconds, "seconds": seconds,
                        "rates": [c.rates() for c in counts],
                        "x": np.asarray(out.x), "in_support": np.stack([c.in_support for c in counts]),
                        "primary": np.stack([c.primary for c in counts])}
     a, b = rows["float32"], rows["bfloat16"]
-    result = {"workdir": str(workdir), "num_samples_per_model": num, "models": m,
+    result = {"workdir": str(workdir), "kind": "shapes", "num_samples_per_model": num, "models": m,
               "sampling_steps": steps, "backend": jax.default_backend(),
               "device": str(jax.devices()[0].device_kind),
               "agreement_in_support": float((a["in_support"] == b["in_support"]).mean()),
@@ -85,14 +91,6 @@ def run_shapes(workdir: Path, num: int, sampling_steps: int | None, chunk: int,
     for dtype, r in rows.items():
         result[dtype] = {k: r[k] for k in ("images_per_s", "seconds", "rates")}
     return result
-
-
-def _timed(fn):
-    fn()  # compile
-    t0 = time.perf_counter()
-    out = fn()
-    jax.block_until_ready(out)
-    return out, time.perf_counter() - t0
 
 
 def _rank_correlation(a, b) -> float:
@@ -117,8 +115,7 @@ def sample_mixture(workdir: Path, num: int, chunk: int) -> tuple[dict, object]:
             return sample_grid(models.network, models.params, models.schedule, grid, n, (dim,),
                                window=tuple(cfg.hal_window), chunk_size=min(chunk, n))
 
-        draw(min(chunk, num))  # compile
-        out, seconds = _timed(lambda: draw(num))
+        out, seconds = _timed(draw, num, chunk)
         x, hal = np.asarray(out.x), np.nan_to_num(np.asarray(out.hal),
                                                   posinf=np.finfo(np.float32).max)
         positive = ms.hallucination_labels(x, grid.mixtures(), cfg.k)
