@@ -592,3 +592,23 @@ def test_nearest_distance_matches_brute_force():
     x[7] = np.nan  # skipped
     brute = np.sqrt(((x[:, None] - ref[None]) ** 2).sum(-1)).min(1)
     np.testing.assert_allclose(nearest_distance(x, ref), np.nanmedian(brute), rtol=1e-9)
+
+
+def test_the_committed_shapes_records_pool_into_one_fig8(tmp_path):
+    """The README's pool command over every committed SIMPLE SHAPES record: one table and one
+    Fig. 8 whose per-seed curves are the records' own, in the order named (nothing trained)."""
+    records = sorted((ROOT / "results" / "recursive").glob("shapes_c1500_seed*"))
+    assert len(records) >= 2, records
+    work = tmp_path / "pooled"
+    out = subprocess.run(_cmd(work, "--datasets=shapes",
+                              "--pool_from=" + ",".join(str(r) for r in records)),
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (work / "fig8_recursive.png").stat().st_size > 0
+    pooled = json.loads((work / "shapes" / "metrics.json").read_text())
+    own = [json.loads((r / "shapes" / "metrics.json").read_text()) for r in records]
+    for f in own[0]["filters"]:
+        assert pooled["filter_seeds"][f] == [s for m in own for s in m["seeds"]]
+        got = pooled["curves"]["generated"]["hallucination_rate"][f]["per_seed"]
+        assert got == [sum((m["curves"]["generated"]["hallucination_rate"][f]["per_seed"][g]
+                            for m in own), []) for g in range(len(got))], f
