@@ -644,6 +644,7 @@ def curve_panel(ax, metrics: dict, which: str = "generated") -> None:
         ax.plot(gens, mean, marker="o", label=f"{f} ({counts[f]} seed{'s' * (counts[f] > 1)})")
         ax.fill_between(gens, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("generation")
+    ax.set_xticks(gens)  # generations are whole numbers
     ax.set_ylabel("hallucinated %" if scale == 100.0 else
                   "Frechet distance (classifier features)")
     ax.set_title(f"{name} (mean +- std over seeds)", fontsize=9)
