@@ -372,3 +372,20 @@ def test_precision_benchmark_pairs_float32_and_bf16_samples_of_a_mixture_run(tin
     assert all(0.0 <= a <= 1.0 for a in r["agreement_label"])
     for dtype in ("float32", "bfloat16"):
         assert r[dtype]["samples_per_s"] > 0 and len(r[dtype]["hallucination_rate"]) == 4
+
+
+def test_a_runs_saved_compute_dtype_rebuilds_its_network_and_can_be_overridden(tiny_models,
+                                                                             tmp_path):
+    import shutil
+
+    from mi_jax.studies import mixture_study
+
+    src = tiny_models / "gmm2d"
+    assert "bfloat16" not in mixture_study.load_models(src).network.name
+    copy = tmp_path / "gmm2d_bf16"
+    shutil.copytree(src, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(dict(cfg, compute_dtype="bfloat16")))
+    models = mixture_study.load_models(copy)
+    assert "bfloat16" in models.network.name and models.config.compute_dtype == "bfloat16"
+    assert "bfloat16" not in mixture_study.load_models(copy, compute_dtype="float32").network.name
