@@ -151,6 +151,26 @@ SHAPES_TINY = ["--steps=2", "--train_chunk=1", "--batch_size=8", "--num_train=64
                "--chunk_size=8", "--grid=2", "--seeds=0"]
 
 
+def test_shapes_paper_preset_runs_at_64x64_with_its_unet(tmp_path):
+    """The GPU-sized preset's path on the CPU: the official 64x64 images, four UNet levels and
+    bottleneck attention, with only the channel width and every count cut to toy size."""
+    work = tmp_path / "paper"
+    out = run("shapes", f"--workdir={work}", "--preset=paper", "--steps=1", "--train_chunk=1",
+              "--batch_size=2", "--num_train=16", "--base=8", "--sampling_steps=4",
+              "--hal_window=0,2", "--num_samples=4", "--chunk_size=4", "--grid=2", "--seeds=0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = json.loads((work / "config.json").read_text())
+    assert (cfg["resolution"], cfg["mults"], cfg["attention"]) == (64, [1, 2, 2, 2], True)
+    assert cfg["T"] == 1000
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert "attn=True" in metrics["network"] and "(1, 2, 2, 2)" in metrics["network"]
+    assert metrics["train_in_support"] == 1.0  # the counter reads every 64x64 training image
+    assert metrics["rates"]["num_images"] == 4
+    arrays = np.load(work / "arrays.npz")
+    assert arrays["samples"].shape == (1, 4, 64, 64, 1)
+    assert arrays["hal_columns"].shape == (1, 4, 3) and np.all(np.isfinite(arrays["hal"]))
+
+
 def test_shapes_end_to_end_and_bring_your_own_pngs(tmp_path):
     from mi_jax.data import images, shapes
 
