@@ -159,9 +159,6 @@ def test_shapes_paper_preset_runs_at_64x64_with_its_unet(tmp_path):
               "--batch_size=2", "--num_train=16", "--base=8", "--sampling_steps=4",
               "--hal_window=0,2", "--num_samples=4", "--chunk_size=4", "--grid=2", "--seeds=0")
     assert out.returncode == 0, out.stderr[-3000:]
-    cfg = json.loads((work / "config.json").read_text())
-    assert (cfg["resolution"], cfg["mults"], cfg["attention"]) == (64, [1, 2, 2, 2], True)
-    assert cfg["T"] == 1000
     metrics = json.loads((work / "metrics.json").read_text())
     assert "attn=True" in metrics["network"] and "(1, 2, 2, 2)" in metrics["network"]
     assert metrics["train_in_support"] == 1.0  # the counter reads every 64x64 training image
