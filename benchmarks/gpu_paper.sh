@@ -25,7 +25,7 @@ G1=""
 G2=""
 BENCH="--sizes=10000,100000"
 if [ "$DRY" = 1 ]; then
-  TOY="--steps=20 --train_chunk=10 --batch_size=64 --num_samples=64 --chunk_size=64 --T=50 --width=16 --curve_every=0"
+  TOY="--steps=20 --epochs=1 --train_chunk=10 --batch_size=64 --num_samples=64 --chunk_size=64 --T=50 --width=16 --curve_every=0"
   G1="$TOY --sizes=200,500 --separations=1,2 --num_train=500 --num_train_b=500"
   G2="$TOY --num_train=1000"
   BENCH="--sizes=1000 --chunk=1000 --train_steps=2"

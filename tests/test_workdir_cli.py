@@ -58,7 +58,7 @@ def test_option_parse_bad_is_one_line(kind, raw):
 def test_help_lines_say_what_each_preset_sets():
     from mi_jax.studies import gmm1d
 
-    assert cli.preset_help("steps", gmm1d.PRESETS) == " [quick: 6000; paper: 20000]"
+    assert cli.preset_help("steps", gmm1d.PRESETS) == " [quick: 6000; paper: 50000]"
     assert cli.preset_help("hal_window", gmm1d.PRESETS) == " [quick: 0,10; paper: 0,10]"
     assert cli.preset_help("nonexistent", gmm1d.PRESETS) == " [no preset sets it]"
     assert cli.preset_help("steps", None) == ""
@@ -98,7 +98,7 @@ def test_flags_are_typed_absl_flags_with_preset_help():
     cli.define(gmm1d.Config, gmm1d.PRESETS, fv)
     fv(["prog", "--workdir=w", "--seeds=5,6", "--tied=false"])
     assert fv["seeds"].value == (5, 6) and fv["tied"].value is False
-    assert "[quick: 6000; paper: 20000]" in fv["steps"].help
+    assert "[quick: 6000; paper: 50000]" in fv["steps"].help
     cfg = cli.resolve(gmm1d.Config, gmm1d.PRESETS, fv)
     assert cfg.seeds == (5, 6) and cfg.tied is False and cfg.steps == 6000
     assert cli.check_args(gmm1d, ["prog", "--workdir=w", "--steps=-3"]) == \
