@@ -9,7 +9,10 @@ prints the ledger (Markdown) and writes `ledger.md` and `ledger.json` into the d
 from absl import flags
 
 from mi_jax import cli
+from mi_jax import ledger as _ledger
 from mi_jax.studies import runner
+
+__doc__ += "\n" + _ledger.RULE + "\n"  # absl's --help prints this docstring
 
 flags.DEFINE_string("workdir", None, "Directory holding finished experiments.")
 

@@ -6,14 +6,7 @@ directory (or any directory holding `gmm1d/`, `gmm2d/`, ... sub-directories, e.g
 `ledger_markdown(rows)` renders the table. Nothing here is written by hand: a value that is not in
 the metrics makes the row "not measured".
 
-The verdict rule (`verdict`), for a claim measured per seed and oriented so that a larger value
-supports it (claims where smaller supports it are negated first):
-  * m = mean over seeds, se = std / sqrt(n), bound = m - 2 se (a one-sided ~97.5 % bound);
-  * reproduced      if bound >= the paper's bar (`full`) and n >= 2;
-  * partly          if m >= the weaker bar (`weak`: the effect's direction, or a looser level),
-                    or if the bar is met by one seed only (n = 1 cannot show a spread);
-  * not reproduced  otherwise;
-  * not measured    when the experiment or the number is absent.
+The verdict rule (`verdict`, also `RULE` and `experiments.ledger --help`) is in `RULE` below.
 """
 
 from __future__ import annotations
@@ -26,23 +19,54 @@ from typing import Callable
 
 import numpy as np
 
+from mi_jax.evaluation import intervals
+
 REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED = (
     "reproduced", "partly", "not reproduced", "not measured")
+TOO_FEW, NOT_CONVERGED = "too few positives", "not converged"
+VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, TOO_FEW, NOT_CONVERGED, NOT_MEASURED)
 
-RULE = ("Verdict rule: m = mean over seeds, se = std/sqrt(n), bound = m - 2 se (for claims where "
-        "smaller supports the claim, m + 2 se against a ceiling). Reproduced: the bound clears the "
-        "paper's bar and n >= 2. Partly: the mean clears the weaker bar (the effect's direction "
-        "or a looser level), or the bar is cleared with one seed only. Not reproduced: "
-        "otherwise. Not measured: the experiment or the number is absent.")
+MIN_SEEDS = 3           # seeds (or models) a "reproduced" needs
+MIN_POSITIVES = 100     # pooled hallucinations a detection row needs
+CONVERGENCE_REL = 0.10  # the bridge rate may move by 10 % of itself over the last quarter ...
+CONVERGENCE_ABS = 0.001  # ... or by 0.1 percentage point, or by twice its counting noise
+
+RULE = (
+    "Verdict rule. Each claim has a bar (the paper's level; for a direction claim, 0) and a weaker "
+    "bar, and an orientation (larger or smaller supports it); every comparison below is strict. "
+    "Values are per seed (non-finite ones dropped; none left: not measured). "
+    "(1) Not converged: a row resting on trained mixture models whose study has no convergence "
+    "curve reaching the end of training with >= 2 points in its last quarter, or whose mean "
+    "bridge rate over seeds moved over that last quarter by more than the largest of "
+    f"{CONVERGENCE_REL:.0%} of its value, {100 * CONVERGENCE_ABS:g} percentage point and twice "
+    "the counting standard error of the change. "
+    f"(2) Too few positives: a detection row with fewer than {MIN_POSITIVES} hallucinations "
+    "pooled over seeds. "
+    f"(3) Reproduced: >= {MIN_SEEDS} seeds, the one-sided 97.5 % Student-t bound of the mean over "
+    "seeds (mean - t(0.975, n-1) * std / sqrt(n)) beyond the bar, and, for counted quantities "
+    "(rates, shares, detection fractions, AUROCs), the counting bound of the pooled counts "
+    "beyond the bar as well (Wilson score interval for a pooled proportion; a difference takes "
+    "the lower bound of one minus the upper bound of the other; an AUROC the Hanley-McNeil "
+    "standard error of each model, combined over models). "
+    "(4) Partly: the mean beyond the weaker bar (for a direction claim: the direction, strictly). "
+    "(5) Not reproduced: otherwise. The detection fractions' counting bound treats the 96 %-kept "
+    "threshold as fixed (it is estimated on the same samples).")
 
 
 @dataclasses.dataclass
 class Measurement:
-    """Per-seed values of one claim's quantity, and what produced them."""
+    """Per-seed values of one claim's quantity, what produced them, and what the rule needs
+    beyond them: `counting` is the (lo, hi) 95 % counting interval of the pooled quantity (None
+    where the quantity is not a count), `positives` the pooled hallucinations of a detection
+    row, `converged` False (with the reason in `convergence_note`) for unconverged models."""
 
     values: list
     protocol: str
     note: str = ""
+    counting: tuple | None = None
+    positives: int | None = None
+    converged: bool | None = None
+    convergence_note: str = ""
 
     @property
     def n(self) -> int:
@@ -61,8 +85,9 @@ class Measurement:
 class Claim:
     """A claim of the paper: its statement, the quantity measured, and the bars of the rule.
 
-    higher: True when a larger value supports the claim. full: the paper's bar for the bound;
+    higher: True when a larger value supports the claim. full: the paper's bar for the bounds;
     weak: the bar for the mean that makes a claim "partly" reproduced. percent: format as %.
+    detection: the row needs `MIN_POSITIVES` pooled hallucinations.
     """
 
     key: str
@@ -73,20 +98,31 @@ class Claim:
     higher: bool
     extract: Callable[[dict], Measurement | None]
     percent: bool = True
+    detection: bool = False
 
 
-def verdict(values, full: float, weak: float, higher: bool = True) -> str:
-    """The ledger's rule (module docstring) applied to per-seed values."""
+def verdict(values, full: float, weak: float, higher: bool = True, *, counting=None,
+            positives: int | None = None, min_positives: int = 0,
+            converged: bool | None = None) -> str:
+    """The ledger's rule (`RULE`) applied to per-seed values and, where given, the counting
+    interval (lo, hi) of the pooled quantity, the pooled positives of a detection row (needs
+    `min_positives`) and whether the models converged."""
     v = np.asarray(_floats(values), np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return NOT_MEASURED
+    if converged is False:
+        return NOT_CONVERGED
+    if min_positives and (positives is None or positives < min_positives):
+        return TOO_FEW
     sign = 1.0 if higher else -1.0
-    m = sign * v.mean()
-    se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else 0.0
-    if v.size > 1 and m - 2 * se >= sign * full:
+    mean, lo, hi = intervals.t_interval(v)
+    seed_bound = lo if higher else hi
+    beyond = lambda x, bar: bool(np.isfinite(x)) and sign * x > sign * bar
+    count_ok = counting is None or beyond(counting[0] if higher else counting[1], full)
+    if v.size >= MIN_SEEDS and beyond(seed_bound, full) and count_ok:
         return REPRODUCED
-    if m >= sign * weak or m >= sign * full:
+    if beyond(mean, weak):
         return PARTLY
     return NOT_REPRODUCED
 
@@ -151,13 +187,63 @@ def _layouts(results) -> list:
 def _grid_text(results) -> str:
     cfg = _cfg(results, "gmm2d")
     size = cfg.get("grid_size")
-    text = f"{size}x{size} grids ({', '.join(_layouts(results))}), N={cfg.get('num_train')}"
-    conv = _get(results, "gmm2d", "convergence") or {}
-    flat = [e["last_quarter"]["flat"] for e in conv.values() if "last_quarter" in e]
-    if flat:
-        text += (f"; bridge rate flat over the last quarter of training: "
-                 f"{'yes' if all(flat) else 'no'}")
-    return text
+    return f"{size}x{size} grids ({', '.join(_layouts(results))}), N={cfg.get('num_train')}"
+
+
+def convergence(results, exp, names=None) -> tuple:
+    """(converged, note) of study `exp`'s models by the rule's step (1), over the configurations
+    `names` (default: every one with a curve). A configuration that stops early (`epochs`) is
+    judged on the curve up to its own last step."""
+    conv = _get(results, exp, "convergence")
+    cfg = _cfg(results, exp)
+    if not conv:
+        return False, f"{exp}: no convergence curve (--curve_every)"
+    seeds = len(cfg.get("seeds") or [0])
+    pooled = (cfg.get("curve_samples") or 0) * seeds
+    for name in (names or list(conv)):
+        entry = conv.get(name)
+        if not entry or not entry.get("steps"):
+            return False, f"{name}: no convergence curve"
+        end = int(cfg.get("steps") or entry["steps"][-1])
+        n_train = _get(results, exp, "configs", name, "num_train") or cfg.get("num_train")
+        if cfg.get("epochs") and n_train:
+            end = min(end, int(cfg["epochs"]) * (int(n_train) // int(cfg["batch_size"])))
+        points = [(s, b) for s, b in zip(entry["steps"], entry["bridge"]["mean"]) if s <= end]
+        if not points or points[-1][0] < end:
+            return False, f"{name}: the curve stops before step {end}"
+        quarter = [(s, b) for s, b in points if s >= 0.75 * end]
+        if len(quarter) < 2:
+            return False, f"{name}: fewer than 2 curve points in the last quarter of training"
+        (s0, a), (s1, b) = quarter[0], quarter[-1]
+        se = (math.sqrt(a * (1 - a) / pooled + b * (1 - b) / pooled) if pooled
+              else float("inf"))
+        tol = max(CONVERGENCE_REL * abs(a), CONVERGENCE_ABS, 2 * se)
+        if abs(b - a) > tol:
+            return False, (f"{name}: bridge rate {_pct(a)} at step {s0} -> {_pct(b)} at step "
+                           f"{s1} (allowed change {_pct(tol)})")
+    return True, ""
+
+
+def _gated(m: Measurement, results, exp, names=None) -> Measurement:
+    m.converged, m.convergence_note = convergence(results, exp, names)
+    return m
+
+
+def _pooled(rates, trials_each) -> tuple:
+    """(successes, trials) of per-model rates, each over `trials_each` samples (one number, or
+    one per model)."""
+    rates = np.asarray(_floats(rates), np.float64)
+    n = np.broadcast_to(np.asarray(trials_each, np.float64), rates.shape)
+    ok = np.isfinite(rates)
+    return float(np.sum(np.round(rates[ok] * n[ok]))), float(np.sum(n[ok]))
+
+
+def _rate_interval(rates, trials_each) -> tuple:
+    return intervals.wilson(*_pooled(rates, trials_each))
+
+
+def _num_samples(results, exp) -> float:
+    return float(_cfg(results, exp).get("num_samples") or 0)
 
 
 def _mean_over_layouts(results, key) -> list | None:
@@ -176,24 +262,32 @@ def _interp_1d(results):
     if not b:
         return None
     exact = b["oracle"]["bridge"]
-    return Measurement([v - exact for v in b["bridge"]["per_seed"]],
-                       _protocol(results, "gmm1d", name),
-                       f"DDPM bridges {_pct(b['bridge']['mean'])}, exact score {_pct(exact)} "
-                       f"(blur {_pct(b['blur']['mean'])} not counted)")
+    n = _num_samples(results, "gmm1d")
+    counting = intervals.difference(_rate_interval(b["bridge"]["per_seed"], n),
+                                    _rate_interval([exact], n))
+    return _gated(Measurement([v - exact for v in b["bridge"]["per_seed"]],
+                              _protocol(results, "gmm1d", name),
+                              f"DDPM bridges {_pct(b['bridge']['mean'])}, exact score "
+                              f"{_pct(exact)} (blur {_pct(b['blur']['mean'])} not counted)",
+                              counting=counting), results, "gmm1d", [name])
 
 
 def _interp_2d(results):
     vals = _mean_over_layouts(results, "bridge")
     if vals is None:
         return None
-    notes = []
-    for n in _layouts(results):
-        b = _bridges(results, "gmm2d", n)
-        notes.append(f"{n}: DDPM {_pct(b['bridge']['mean'])} bridges, exact "
+    notes, rates = [], []
+    for name in _layouts(results):
+        b = _bridges(results, "gmm2d", name)
+        rates += _floats(b["bridge"]["per_seed"])
+        notes.append(f"{name}: DDPM {_pct(b['bridge']['mean'])} bridges, exact "
                      f"{_pct(b['oracle']['bridge'])}, blur {_pct(b['blur']['mean'])}")
     exact = max(_bridges(results, "gmm2d", n)["oracle"]["bridge"] for n in _layouts(results))
-    return Measurement([v - exact for v in vals], _protocol(results, "gmm2d", _grid_text(results)),
-                       "; ".join(notes))
+    n = _num_samples(results, "gmm2d")
+    counting = intervals.difference(_rate_interval(rates, n), _rate_interval([exact], n))
+    return _gated(Measurement([v - exact for v in vals],
+                              _protocol(results, "gmm2d", _grid_text(results)), "; ".join(notes),
+                              counting=counting), results, "gmm2d")
 
 
 def _rotated_axis(results):
@@ -203,8 +297,12 @@ def _rotated_axis(results):
     note = ""
     if "square" in pairs:
         note = f"square grid: {_pct(pairs['square']['axis_share']['mean'])} on x-axis pairs"
-    return Measurement(pairs["rotated"]["axis_share"]["per_seed"],
-                       _protocol(results, "gmm2d", _grid_text(results)), note)
+    rot = pairs["rotated"]
+    counting = (_rate_interval(rot["axis_share"]["per_seed"], rot["num_hallucinations"])
+                if "num_hallucinations" in rot else (float("nan"), float("nan")))
+    return _gated(Measurement(rot["axis_share"]["per_seed"],
+                              _protocol(results, "gmm2d", _grid_text(results)), note,
+                              counting=counting), results, "gmm2d")
 
 
 def _sweep_difference(results, panel, label):
@@ -213,10 +311,14 @@ def _sweep_difference(results, panel, label):
         return None
     first, last = np.asarray(sweep["per_seed"][0]), np.asarray(sweep["per_seed"][-1])
     cfg = _cfg(results, "gmm1d")
-    return Measurement(list(first - last), _protocol(results, "gmm1d", f"{label} {sweep['x']}"),
-                       f"rate {_pct(float(first.mean()))} at {sweep['x'][0]} -> "
-                       f"{_pct(float(last.mean()))} at {sweep['x'][-1]} (k = {cfg.get('k')}, "
-                       "same training steps for every configuration)")
+    n = _num_samples(results, "gmm1d")
+    counting = intervals.difference(_rate_interval(first, n), _rate_interval(last, n))
+    return _gated(Measurement(list(first - last),
+                              _protocol(results, "gmm1d", f"{label} {sweep['x']}"),
+                              f"rate {_pct(float(first.mean()))} at {sweep['x'][0]} -> "
+                              f"{_pct(float(last.mean()))} at {sweep['x'][-1]} (k = "
+                              f"{cfg.get('k')}, same training steps for every configuration)",
+                              counting=counting), results, "gmm1d")
 
 
 def _smooth_x0(results):
@@ -229,9 +331,30 @@ def _smooth_x0(results):
         return None
     gaps = per_t[str(t)]["gaps"]
     ratios = [g["max_slope_exact"] / max(g["max_slope_learned"], 1e-12) for g in gaps]
-    return Measurement(ratios, _protocol(results, "gmm1d", f"score analysis at t={t}, per gap "
-                                         "and seed"),
-                       f"steepest slope of x0_hat(x_t) between modes: exact / learned at t={t}")
+    m = Measurement(ratios, _protocol(results, "gmm1d", f"score analysis at t={t}, per gap "
+                                      "and seed"),
+                    f"steepest slope of x0_hat(x_t) between modes: exact / learned at t={t}")
+    return _gated(m, results, "gmm1d") if "gmm1d" in results else m
+
+
+def _bridge_detection(b, key, num_samples) -> tuple:
+    """(counting interval, positives) of one configuration's bridge detection `key` (auroc or
+    removed_at_96_kept) over its seeds, from `mixture_study.bridge_table`'s entry `b`."""
+    vals = _floats(b[f"bridges_{key}"]["per_seed"])
+    pos = [int(p) for p in b["num_bridges"]]
+    if key == "auroc":
+        neg = [num_samples * (1 - h) for h in _floats(b["hallucinated"]["per_seed"])]
+        ok = [i for i, v in enumerate(vals) if np.isfinite(v)]
+        return ([vals[i] for i in ok], [pos[i] for i in ok], [neg[i] for i in ok]), sum(pos)
+    return _pooled(vals, pos), sum(pos)
+
+
+def _combine(parts, key) -> tuple:
+    """The counting interval of several configurations' `_bridge_detection` parts."""
+    if key == "auroc":
+        aucs, pos, neg = (sum((list(p[i]) for p in parts), []) for i in range(3))
+        return intervals.mean_auroc_interval(aucs, pos, neg)
+    return intervals.wilson(sum(p[0] for p in parts), sum(p[1] for p in parts))
 
 
 def _detection_2d(key):
@@ -239,10 +362,16 @@ def _detection_2d(key):
         vals = _mean_over_layouts(results, f"bridges_{key}")
         if vals is None:
             return None
+        n = _num_samples(results, "gmm2d")
+        parts = [_bridge_detection(_bridges(results, "gmm2d", name), key, n)
+                 for name in _layouts(results)]
         notes = ", ".join(f"{n} {_fmt(_bridges(results, 'gmm2d', n)[f'bridges_{key}']['mean'], key)}"
                           for n in _layouts(results))
-        return Measurement(vals, _protocol(results, "gmm2d", _grid_text(results)
-                                           + ", window t in [0, 10), bridges vs in-support"), notes)
+        return _gated(Measurement(vals, _protocol(results, "gmm2d", _grid_text(results)
+                                                  + ", window t in [0, 10), bridges vs "
+                                                  "in-support"), notes,
+                                  counting=_combine([p for p, _ in parts], key),
+                                  positives=sum(q for _, q in parts)), results, "gmm2d")
     return extract
 
 
@@ -264,15 +393,29 @@ def _detection_best_window(key):
             stacked = np.asarray([_floats(c["bridge_windows"][best][key]["per_seed"])
                                   for c in confs.values()])
             values = [float(np.nanmean(col)) for col in stacked.T if np.any(np.isfinite(col))]
+        rows = [c["bridge_windows"][best] for c in confs.values()]
+        pos = [[int(p) for p in _floats(r["num_positive"]["per_seed"])] for r in rows]
+        num = [_floats(r["num"]["per_seed"]) for r in rows]
+        vals = [_floats(r[key]["per_seed"]) for r in rows]
+        if key == "auroc":
+            flat = [(v, p, n - p) for vs, ps, ns in zip(vals, pos, num)
+                    for v, p, n in zip(vs, ps, ns) if np.isfinite(v)]
+            counting = intervals.mean_auroc_interval(*zip(*flat)) if flat else (
+                float("nan"), float("nan"))
+        else:
+            counting = intervals.wilson(*[sum(x) for x in zip(*(
+                _pooled(vs, ps) for vs, ps in zip(vals, pos)))])
         lo, hi = src["windows"][best]
         notes = ", ".join(f"{n} {_fmt(c['bridge_windows'][best][key]['mean'], key)} (official "
                           f"window {_fmt(c['bridge_windows'][0][key]['mean'], key)})"
                           for n, c in confs.items())
         cfg = _cfg(results, "detection")
-        return Measurement(values, _protocol(results, "gmm2d", _grid_text(results)) +
-                           f"; detection: {cfg.get('num_samples')} fresh samples/model, best of "
-                           f"{len(src['windows'])} windows: t in [{lo}, {hi})",
-                           notes + "; the window is chosen on these samples")
+        m = Measurement(values, _protocol(results, "gmm2d", _grid_text(results)) +
+                        f"; detection: {cfg.get('num_samples')} fresh samples/model, best of "
+                        f"{len(src['windows'])} windows: t in [{lo}, {hi})",
+                        notes + "; the window is chosen on these samples", counting=counting,
+                        positives=sum(sum(p) for p in pos))
+        return _gated(m, results, "gmm2d") if "gmm2d" in results else m
     return extract
 
 
@@ -282,10 +425,13 @@ def _detection_1d(results):
     if not b:
         return None
     vals = [v for v in _floats(b["bridges_removed_at_96_kept"]["per_seed"]) if np.isfinite(v)]
-    return Measurement(vals, _protocol(results, "gmm1d", name + ", window t in [0, 10), bridges "
-                                       "vs in-support"),
-                       f"AUROC {b['bridges_auroc']['mean']:.3f}; bridges per model "
-                       f"{b['num_bridges']}")
+    (removed, pos), positives = _bridge_detection(b, "removed_at_96_kept",
+                                                  _num_samples(results, "gmm1d"))
+    return _gated(Measurement(vals, _protocol(results, "gmm1d", name + ", window t in [0, 10), "
+                                              "bridges vs in-support"),
+                              f"AUROC {b['bridges_auroc']['mean']:.3f}; bridges per model "
+                              f"{b['num_bridges']}", counting=intervals.wilson(removed, pos),
+                              positives=positives), results, "gmm1d", [name])
 
 
 def _shapes_duplicates(results):
@@ -293,11 +439,13 @@ def _shapes_duplicates(results):
     if not per_seed:
         return None
     cfg = _cfg(results, "shapes")
-    return Measurement([r["category_primary"]["duplicate"] for r in per_seed],
+    shares = [r["category_primary"]["duplicate"] for r in per_seed]
+    return Measurement(shares,
                        f"shapes preset {cfg.get('preset')}: {cfg.get('resolution')}px, "
                        f"{cfg.get('steps')} steps, {cfg.get('num_samples')} images/model, "
                        f"seeds {cfg.get('seeds')}",
-                       "share of generated images whose main defect is a duplicated shape")
+                       "share of generated images whose main defect is a duplicated shape",
+                       counting=_rate_interval(shares, _num_samples(results, "shapes")))
 
 
 def _shapes_duplicate_detection(results):
@@ -307,7 +455,7 @@ def _shapes_duplicate_detection(results):
     sources = _get(results, "shapes_detection", "sources")
     if not sources:
         return None
-    values, notes = [], []
+    values, notes, counts = [], [], []
     for name, src in sources.items():
         rows = src["detection"]["column_max"]
         aur = [float("nan") if r["pooled"]["duplicate"]["auroc"] is None
@@ -316,6 +464,9 @@ def _shapes_duplicate_detection(results):
             continue
         best = int(np.nanargmax(aur))
         values += _floats([s["duplicate"]["auroc"] for s in rows[0]["per_seed"]])
+        counts += [(s["duplicate"]["auroc"], s["duplicate"]["num_positive"],
+                    s["duplicate"]["num"] - s["duplicate"]["num_positive"])
+                   for s in rows[0]["per_seed"] if s["duplicate"]["auroc"] is not None]
         note = (f"{name}: official t in {rows[0]['window']} {_fmt(aur[0], 'auroc')}, best "
                 f"window t in {rows[best]['window']} {_fmt(aur[best], 'auroc')} (pooled)")
         if "controls" in src:
@@ -329,14 +480,16 @@ def _shapes_duplicate_detection(results):
     return Measurement(values, f"shapes_detection: fresh samples of the shapes models, "
                        f"{cfg.get('num_samples')} images/model, dense-tail sampler (every t < "
                        f"{cfg.get('dense_steps')}), duplicates vs in-support, max over columns, "
-                       "official window", "; ".join(notes))
+                       "official window", "; ".join(notes),
+                       counting=intervals.mean_auroc_interval(*zip(*counts)) if counts else None,
+                       positives=sum(c[1] for c in counts))
 
 
 def _shapes_detection_controlled(results):
     """Duplicates vs in-support images with the same number of shapes (whole image; the best
     window of experiments.shapes_detection by this AUROC), one value per source."""
     sources = _get(results, "shapes_detection", "sources")
-    values, notes = [], []
+    values, notes, positives = [], [], 0
     for name, src in (sources or {}).items():
         if "controls" not in src:
             continue
@@ -345,12 +498,14 @@ def _shapes_detection_controlled(results):
             continue
         best = int(np.nanargmax(strat))
         values.append(strat[best])
+        positives += src["detection"]["whole_image"][best]["pooled"]["duplicate"]["num_positive"]
         notes.append(f"{name}: t in {src['detection']['whole_image'][best]['window']} "
                      f"{strat[best]:.3f}, official {_fmt(strat[0], 'auroc')}")
     if not values:
         return None
     return Measurement(values, "shapes_detection: whole-image variance, AUROC over pairs of "
-                       "images with the same number of shapes, best window", "; ".join(notes))
+                       "images with the same number of shapes, best window", "; ".join(notes),
+                       positives=positives)
 
 
 def _shapes_detection(results):
@@ -361,13 +516,17 @@ def _shapes_detection(results):
     if not det:
         return None
     best = max(det, key=lambda n: (det[n]["pooled"] or {}).get("auroc", -1))
-    per_seed = [r["auroc"] for r in det[best]["per_seed"]]
-    if not per_seed:
+    rows = det[best]["per_seed"]
+    if not rows:
         return None
     cfg = _cfg(results, "shapes")
-    return Measurement(per_seed, f"shapes preset {cfg.get('preset')}: variance "
+    counts = [(r["auroc"], r["num_positive"], r["num"] - r["num_positive"]) for r in rows
+              if "num_positive" in r and r["auroc"] is not None]
+    return Measurement([r["auroc"] for r in rows], f"shapes preset {cfg.get('preset')}: variance "
                        f"'{best}' over sampling steps {cfg.get('hal_window')}",
-                       "all hallucinations (duplicates, empties, malformed) vs in-support")
+                       "all hallucinations (duplicates, empties, malformed) vs in-support",
+                       counting=intervals.mean_auroc_interval(*zip(*counts)) if counts else None,
+                       positives=sum(c[1] for c in counts) if counts else None)
 
 
 def _recursive(dataset, metric):
@@ -389,19 +548,24 @@ def _recursive(dataset, metric):
             what += (f"; T={d.get('T')}, {d.get('steps')} steps x batch {d.get('batch_size')}, "
                      f"keep {d.get('num_train')} of {d.get('num_candidates')} candidates, "
                      f"{d.get('sampling_steps')} sampling steps")
+        counting = None
+        if metric == "hallucination_rate":
+            n = float(d.get("num_candidates") or 0)
+            counting = intervals.difference(_rate_interval(rnd, n), _rate_interval(var, n))
         return Measurement(list(rnd - var),
                            f"recursive preset {cfg.get('preset')}: {what}; {gens} generations,"
                            f" seeds {d.get('seeds', cfg.get('seeds'))}",
                            f"last generation: random {fmt(float(rnd.mean()))}, variance filter "
-                           f"{fmt(float(var.mean()))} ({metric})")
+                           f"{fmt(float(var.mean()))} ({metric})", counting=counting)
     return extract
 
 
 def _control(results):
-    vals, notes = [], []
+    vals, notes, trials = [], [], []
     for exp in ("gmm1d", "gmm2d"):
         for name, b in (_get(results, exp, "bridges") or {}).items():
             vals.append(b["oracle"]["hallucinated"])
+            trials.append(_num_samples(results, exp))
     if not vals:
         return None
     samplers = _get(results, "ablations", "samplers") or {}
@@ -415,7 +579,8 @@ def _control(results):
     if notes:
         note += "; strided samplers make even the exact score leave the support: " + ", ".join(
             notes[:4])
-    return Measurement(vals, "exact-score sampler beside every trained model", note)
+    return Measurement(vals, "exact-score sampler beside every trained model", note,
+                       counting=_rate_interval(vals, trials))
 
 
 CLAIMS = (
@@ -440,28 +605,28 @@ CLAIMS = (
           _smooth_x0, percent=False),
     Claim("detect_auroc_2d", "Trajectory variance separates hallucinations from in-support "
           "samples (Fig. 7), on the 25-mode grid.", "AUROC, bridges vs in-support", 0.95, 0.75,
-          True, _detection_2d("auroc"), percent=False),
+          True, _detection_2d("auroc"), percent=False, detection=True),
     Claim("detect_95_96_2d", "Filtering on it removes > 95 % of hallucinations while keeping 96 % "
           "of in-support samples, on the 25-mode grid.", "bridges removed at 96 % kept", 0.95,
-          0.5, True, _detection_2d("removed_at_96_kept")),
+          0.5, True, _detection_2d("removed_at_96_kept"), detection=True),
     Claim("detect_auroc_2d_best", "The same with the best window of the sweep (the paper's "
           "window is the last 10 of 1000 steps).", "AUROC, bridges vs in-support, best window",
-          0.95, 0.75, True, _detection_best_window("auroc"), percent=False),
+          0.95, 0.75, True, _detection_best_window("auroc"), percent=False, detection=True),
     Claim("detect_95_96_2d_best", "Removed at 96 % kept with that window, 25-mode grid.",
           "bridges removed at 96 % kept, best window", 0.95, 0.5, True,
-          _detection_best_window("removed_at_96_kept")),
+          _detection_best_window("removed_at_96_kept"), detection=True),
     Claim("detect_95_96_1d", "The same, 1D (Fig. 2's first mixture).",
-          "bridges removed at 96 % kept", 0.95, 0.5, True, _detection_1d),
+          "bridges removed at 96 % kept", 0.95, 0.5, True, _detection_1d, detection=True),
     Claim("shapes_duplicates", "A DDPM on SIMPLE SHAPES generates duplicated shapes, never seen "
           "in training (Figs. 1, 5).", "duplicate share of generated images", 0.01, 0.0, True,
           _shapes_duplicates),
     Claim("shapes_detect", "Trajectory variance separates SIMPLE SHAPES hallucinations (Fig. 7).",
           "AUROC, official window (duplicates vs in-support where measured, else every "
-          "hallucination)", 0.9, 0.6, True, _shapes_detection, percent=False),
+          "hallucination)", 0.9, 0.6, True, _shapes_detection, percent=False, detection=True),
     Claim("shapes_detect_controlled", "The same beyond the amount of content: duplicates vs "
           "in-support images holding as many shapes.", "AUROC among images with the same "
           "number of shapes, best window", 0.9, 0.6, True, _shapes_detection_controlled,
-          percent=False),
+          percent=False, detection=True),
     Claim("recursive_2d", "Variance filtering slows collapse under recursive retraining, 2D grid "
           "(Fig. 8).", "hallucination rate, random minus variance filter, last generation",
           0.0, 0.0, True, _recursive("gmm2d", "hallucination_rate")),
@@ -491,21 +656,34 @@ def ledger(results: dict) -> list:
     note and verdict. results: {experiment: {"metrics": metrics.json, "config": config.json}}."""
     rows = []
     for claim in CLAIMS:
+        error = ""
         try:
             m = claim.extract(results)
-        except (KeyError, TypeError, IndexError, ValueError):
-            m = None  # a metrics file of another version: say so rather than guess
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            # a metrics file of another layout: say so in the row rather than guess
+            m, error = None, f"metrics layout not understood ({type(e).__name__}: {e})"
         row = {"key": claim.key, "claim": claim.statement, "quantity": claim.quantity,
                "bar": {"full": claim.full, "weak": claim.weak,
                        "direction": "higher" if claim.higher else "lower"},
                "percent": claim.percent}
         if m is None or not m.values:
             row.update(verdict=NOT_MEASURED, mean=None, std=None, n=0, per_seed=[], protocol="",
-                       note="")
+                       note=error, seed_interval=None, counting=None, positives=None,
+                       converged=None)
         else:
-            row.update(verdict=verdict(m.values, claim.full, claim.weak, claim.higher),
+            finite = [v for v in _floats(m.values) if np.isfinite(v)]
+            _, lo, hi = intervals.t_interval(finite) if finite else (0, float("nan"),
+                                                                     float("nan"))
+            note = "; ".join(x for x in (m.convergence_note, m.note) if x)
+            row.update(verdict=verdict(m.values, claim.full, claim.weak, claim.higher,
+                                       counting=m.counting, positives=m.positives,
+                                       min_positives=MIN_POSITIVES if claim.detection else 0,
+                                       converged=m.converged),
                        mean=m.mean, std=None if m.n < 2 else m.std, n=m.n,
-                       per_seed=[float(v) for v in m.values], protocol=m.protocol, note=m.note)
+                       per_seed=[float(v) for v in m.values], protocol=m.protocol, note=note,
+                       seed_interval=None if not np.isfinite(lo) else [lo, hi],
+                       counting=None if m.counting is None else [float(c) for c in m.counting],
+                       positives=m.positives, converged=m.converged)
         rows.append(row)
     return rows
 
@@ -538,21 +716,41 @@ def _value(row) -> str:
     return f"{f(row['mean'])}{spread} (n={row['n']})"
 
 
+def _bounds(row) -> str:
+    """The 95 % intervals the verdict used: over seeds (Student t) and from the counts."""
+    if row["mean"] is None:
+        return "-"
+    f = (lambda v: f"{100 * v:.2f}%") if row["percent"] else (lambda v: f"{v:.3f}")
+    show = lambda iv: ("n/a" if iv is None or not all(np.isfinite(iv))
+                       else f"[{f(iv[0])}, {f(iv[1])}]")
+    parts = [f"seeds {show(row['seed_interval'])}"]
+    if row["counting"] is not None:
+        parts.append(f"counts {show(row['counting'])}")
+    if row["positives"] is not None:
+        parts.append(f"{row['positives']} positives")
+    return "; ".join(parts)
+
+
 def _bar(row) -> str:
     f = (lambda v: f"{100 * v:g}%") if row["percent"] else (lambda v: f"{v:g}")
-    op = ">=" if row["bar"]["direction"] == "higher" else "<="
-    return f"bound {op} {f(row['bar']['full'])}; mean {op} {f(row['bar']['weak'])}"
+    op = ">" if row["bar"]["direction"] == "higher" else "<"
+    return f"bounds {op} {f(row['bar']['full'])}; mean {op} {f(row['bar']['weak'])}"
+
+
+def verdict_counts(rows: list) -> dict:
+    """How many rows have each verdict (every verdict listed, zeros included)."""
+    return {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
 
 
 def ledger_markdown(rows: list) -> str:
     """The ledger as a Markdown table, with the rule under it."""
-    lines = ["| claim (paper) | measured quantity | value (mean ± std over seeds) | bars: "
-             "reproduced / partly | verdict | protocol | note |", "|---|---|---|---|---|---|---|"]
+    lines = ["| claim (paper) | measured quantity | value (mean ± std over seeds) | 95 % "
+             "intervals | bars: reproduced / partly | verdict | protocol | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = [r["claim"], r["quantity"], _value(r), _bar(r), f"**{r['verdict']}**",
-                 r["protocol"] or "-", r["note"] or "-"]
+        cells = [r["claim"], r["quantity"], _value(r), _bounds(r), _bar(r),
+                 f"**{r['verdict']}**", r["protocol"] or "-", r["note"] or "-"]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    counts = {v: sum(r["verdict"] == v for r in rows)
-              for v in (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_MEASURED)}
-    lines += ["", ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "", RULE]
+    counts = verdict_counts(rows)
+    lines += ["", ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".", "", RULE]
     return "\n".join(lines) + "\n"
