@@ -51,10 +51,12 @@ class _OptionParser(flags.ArgumentParser):
         return self.opt.kind
 
 
-def define(config_cls, presets: dict | None = None, flag_values=None) -> None:
+def define(config_cls, presets: dict | None = None, flag_values=None,
+           preset_notes: dict | None = None) -> None:
     """Declare one typed absl flag per field of `config_cls` (plus --workdir and --overwrite) in
     `flag_values` (default: absl's global FLAGS). Unset flags take the chosen preset's value;
-    with `presets`, each flag's --help line ends with what every preset sets."""
+    with `presets`, each flag's --help line ends with what every preset sets; `preset_notes`
+    ({preset: text}, a study's PRESET_NOTES) is added to --preset's help."""
     fv = flags.FLAGS if flag_values is None else flag_values
     # Registered as the running script's flags, so its --help lists them.
     module = sys.argv[0] if flag_values is None else None
@@ -64,6 +66,8 @@ def define(config_cls, presets: dict | None = None, flag_values=None) -> None:
                       flag_values=fv, module_name=module)
     for opt in config.options_of(config_cls):
         text = opt.help + ("" if opt.name == "preset" else preset_help(opt.name, presets))
+        if opt.name == "preset" and preset_notes:
+            text += "".join(f" {name}: {note}" for name, note in preset_notes.items())
         unset_by_some = presets and any(opt.name not in p for p in presets.values())
         if opt.default not in (None, config._REQUIRED) and unset_by_some:
             text += f" (otherwise {_shown(opt.default)})"
@@ -169,5 +173,5 @@ def run_study(study, workdir, overwrite: bool = False, cfg=None) -> dict:
 def main(study) -> None:
     """The whole entry point of `experiments.<study>`: typed flags from the study's config class
     and presets, then `run_study`."""
-    define(study.Config, study.PRESETS)
+    define(study.Config, study.PRESETS, preset_notes=getattr(study, "PRESET_NOTES", None))
     run_main(lambda: run_study(study, flags.FLAGS.workdir, flags.FLAGS.overwrite))

@@ -147,10 +147,14 @@ class Training:
     checkpoint_every_s: float = 0.0    # > 0: at most one training checkpoint per this many seconds
 
 
-def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key) -> np.ndarray:
+def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key,
+           ranked: bool = False) -> np.ndarray:
     """Indices of the `count` candidates a filter keeps; non-finite candidates are never kept.
 
     scores: per-candidate statistics of one model ('var_x0', 'var_xt', ... as the sampler gives).
+    ranked: return them in the filter's own order (a score filter's ascending score, random's
+    draw order) instead of sorted: the official code trains the next generation on them in that
+    order with unshuffled batches.
     """
     n = len(finite)
     check(int(finite.sum()) >= count, "candidates", int(finite.sum()),
@@ -159,7 +163,8 @@ def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key) 
         return np.flatnonzero(finite)[:count]
     if filter_name == "random":
         order = np.asarray(jax.random.permutation(key, n))
-        return np.sort(order[finite[order]][:count])
+        kept = order[finite[order]][:count]
+        return kept if ranked else np.sort(kept)
     name = "var_x0" if filter_name == "variance" else filter_name[len(DETECTOR_PREFIX):]
     if name == "var_x0_two_sided":
         raw = np.log(np.maximum(np.asarray(scores["var_x0"], np.float64), 1e-30))
@@ -167,7 +172,8 @@ def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key) 
     else:
         raw = np.asarray(scores[name], np.float64)
     values = np.where(finite, np.nan_to_num(raw, nan=np.inf), np.inf)
-    return keep_lowest(values, count)
+    kept = keep_lowest(values, count)
+    return kept[np.argsort(values[kept], kind="stable")] if ranked else kept
 
 
 @dataclasses.dataclass
@@ -391,8 +397,10 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
                 seconds += time.perf_counter() - t1
                 log(f"generation {g}, model {m} (restart): restarted {repaired[m]['restarted']} "
                     f"candidates, +{100 * repaired[m]['extra_calls']:.2f} % network calls")
+        ranked = training.config.batch_order == "in_order"
         kept_rows = [select(rcfg.filters[m // r], {k: v[m] for k, v in scores.items()},
-                            finite[m], rcfg.num_keep, filter_keys[m]) for m in range(f * r)]
+                            finite[m], rcfg.num_keep, filter_keys[m], ranked)
+                     for m in range(f * r)]
         kept = np.stack([pool[m][rows] for m, rows in enumerate(kept_rows)])
         tail = max(1, losses.shape[1] // 10)
         gm = {"generation": g, "generated": generated,

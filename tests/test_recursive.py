@@ -612,3 +612,27 @@ def test_the_committed_shapes_records_pool_into_one_fig8(tmp_path):
         got = pooled["curves"]["generated"]["hallucination_rate"][f]["per_seed"]
         assert got == [sum((m["curves"]["generated"]["hallucination_rate"][f]["per_seed"][g]
                             for m in own), []) for g in range(len(got))], f
+
+
+def test_ranked_selection_keeps_the_same_set_in_the_filters_own_order():
+    # The official code trains the next generation on the kept samples in the filter's order
+    # (ascending variance; random's draw order) with unshuffled batches.
+    import jax
+
+    from mi_jax import recursive as rec
+
+    rng = np.random.default_rng(0)
+    scores = {"var_x0": rng.random(50)}
+    finite = np.ones(50, bool)
+    finite[[3, 7]] = False
+    key = jax.random.key(1)
+    for name in ("variance", "random", "none"):
+        plain = rec.select(name, scores, finite, 30, key)
+        ranked = rec.select(name, scores, finite, 30, key, ranked=True)
+        assert np.array_equal(np.sort(ranked), plain), name
+    ranked = rec.select("variance", scores, finite, 30, key, ranked=True)
+    assert np.all(np.diff(scores["var_x0"][ranked]) >= 0)
+    assert not set(ranked) & {3, 7}
+    order = np.asarray(jax.random.permutation(key, 50))
+    want = [i for i in order if finite[i]][:30]
+    assert list(rec.select("random", scores, finite, 30, key, ranked=True)) == want

@@ -48,18 +48,18 @@ PRESETS = {
                   curve_samples=1000),
     # Official (run.sh, train_toy.py): the 25-mode grid, 100 000 points, batch 10 000 taken in
     # the data's fixed order, a constant 1e-3, 10 000 epochs = 100 000 steps, 100 000 samples.
-    # Deviations: PAPER_DEVIATIONS.
+    # Deviations: PRESET_NOTES.
     "paper": dict(_BASE, grid_size=5, seeds=[0, 1, 2], steps=100_000, epochs=10_000,
                   batch_order="in_order", batch_size=10_000, width=128, lr=1e-3,
                   lr_schedule="constant", num_samples=100_000, chunk_size=100_000,
                   train_chunk=2000, curve_every=20_000, curve_samples=20_000),
 }
 
-# What the paper preset still does differently from the official code, and why (shown by --help).
-PAPER_DEVIATIONS = (
-    "seeds 0, 1, 2 with reproducible data instead of seed 1234 with unseeded data; the rotated "
+# What the paper preset still does differently from the official code, and why (--help).
+PRESET_NOTES = {"paper": (
+    "deviations from the official code: seeds 0, 1, 2 with reproducible data instead of seed 1234 with unseeded data; the rotated "
     "grid (run.sh has no command for it; its dataset flag gaussian25_rotated) at the same "
-    "settings.")
+    "settings.")}
 
 
 def validate(cfg: Config) -> None:

@@ -63,8 +63,14 @@ OPTIONS = (
                   high=2**31 - 1),
     config.Option("steps", "int", "Training steps per generation.", low=1),
     config.Option("batch_size", "int", "Training batch size.", low=1),
-    config.Option("lr", "float", "Adam learning rate (cosine decay over --steps).", low=0,
-                  low_open=True),
+    config.Option("lr", "float", "Adam learning rate.", low=0, low_open=True),
+    config.Option("lr_schedule", "choice", "constant (official) or cosine decay to 0 over --steps "
+                  "(unset: cosine, except gmm2d's paper preset).", choices=("constant", "cosine")),
+    config.Option("batch_order", "choice", "random (i.i.d. rows) or in_order (the official "
+                  "fixed-order batches: generation 0's data in the official round-robin mode "
+                  "order, later generations' in the order the filter keeps them -- the variance "
+                  "filter's by ascending variance; unset: random, except gmm2d's paper preset).",
+                  choices=("random", "in_order")),
     config.Option("num_train", "int", "Training-set size of every generation.", low=10),
     config.Option("num_candidates", "int", "Samples drawn per generation, the filter keeps "
                   "num_train of them.", low=10),
@@ -94,7 +100,8 @@ OPTIONS = (
                   "their curves per filter over every seed into this workdir's table and Fig. 8.",
                   default=None),
 )
-DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "num_train", "num_candidates", "train_chunk",
+DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "lr_schedule",
+                   "batch_order", "num_train", "num_candidates", "train_chunk",
                    "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
                    "resolution", "mnist_dir", "grid_size", "between_weight",
                    "input_bias")
@@ -113,7 +120,8 @@ PRESETS = {
 }
 
 # Per-dataset presets. gmm2d/paper is the official protocol (25-mode grid, 100 000 samples,
-# 102 500 candidates, keep 100 000; batch 10 000; 100 000 steps). Everything else is [ASSUMED]
+# 102 500 candidates, keep 100 000; batch 10 000 in the data's order, constant lr; 100 000
+# steps; tests/test_paper_presets.py reads it against run.sh). Everything else is [ASSUMED]
 # (the paper gives no Shapes/MNIST protocol); quick presets are sized for a 2-core CPU.
 DATASET_PRESETS = {
     "quick": {
@@ -140,7 +148,8 @@ DATASET_PRESETS = {
     },
     "paper": {
         "gmm2d": dict(grid_size=5, width=128, T=1000, beta_start=1e-3, beta_end=0.2,
-                      steps=100_000, batch_size=10_000, lr=1e-3, num_train=100_000,
+                      steps=100_000, batch_size=10_000, lr=1e-3, lr_schedule="constant",
+                      batch_order="in_order", num_train=100_000,
                       num_candidates=102_500, train_chunk=2000, chunk_size=102_500,
                       sampling_steps=1000, hal_window=[0, 10], k=4.0, generations=5,
                       seeds=[0, 1, 2, 3, 4]),
@@ -274,7 +283,10 @@ def _schedules(d: dict):
 def _training(d: dict, network, unroll=False, vectorise=True, checkpoint_every_s=0.0
               ) -> rec.Training:
     train_sched, samp_sched, ts = _schedules(d)
-    train_cfg = tr.TrainConfig(d["batch_size"], d["lr"], "cosine", d["steps"],
+    schedule = d.get("lr_schedule", "cosine")
+    train_cfg = tr.TrainConfig(d["batch_size"], d["lr"], schedule,
+                               d["steps"] if schedule == "cosine" else 0,
+                               batch_order=d.get("batch_order", "random"),
                                between_weight=d.get("between_weight") or 0.0)
     return rec.Training(network, train_sched, train_cfg,
                         d["steps"], d["train_chunk"], unroll, samp_sched, ts,
@@ -288,9 +300,12 @@ def gmm2d_problem(d: dict):
     mixture = mx.grid_2d("square", size=d["grid_size"])
     reference = np.asarray(mixture.sample(jax.random.key(PHASE_REFERENCE), d["num_candidates"]))
 
+    in_order = d.get("batch_order") == "in_order"
+
     def real(seed):  # each seed its own training set, as in the mixture sweeps
         key = jax.random.fold_in(jax.random.key(seed), 0)
-        return np.asarray(mx.sample_stratified(mixture, key, d["num_train"]))
+        return np.asarray(mx.sample_stratified(mixture, key, d["num_train"],
+                                               round_robin=in_order))
 
     problem = rec.Problem("gmm2d", (2,), real,
                           lambda x: mixture_quality(x, mixture, reference, d["k"]))
