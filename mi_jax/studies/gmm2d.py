@@ -101,7 +101,8 @@ def run(cfg: Config, workdir, log=print) -> dict:
                  for c, conf in enumerate(configs)},
         "detection": mixture_study.detection_table(study, k),
         "bridges": mixture_study.bridge_table(study, k),
-        "final_loss": sweeps.seed_summary(study.grid.per_config(study.losses[:, -100:].mean(-1))),
+        "final_loss": sweeps.seed_summary(study.grid.per_config(
+            mixture_study.final_losses(study.losses))),
         "num_nonfinite": {"model": study.samples.num_nonfinite, "oracle": study.oracle.num_nonfinite},
         "convergence": study.convergence,
         "seconds": study.seconds, "provenance": wd.provenance(),

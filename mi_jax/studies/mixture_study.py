@@ -234,6 +234,16 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
                        oracle_rates, seconds, convergence_summary(curve, grid))
 
 
+def final_losses(losses: np.ndarray, last: int = 100) -> np.ndarray:
+    """Each model's mean loss over its last `last` recorded steps (M,); a model that stopped at
+    its own epoch budget inside a longer assembled run has NaN past it, which is skipped."""
+    out = []
+    for row in np.asarray(losses):
+        done = row[np.isfinite(row)]
+        out.append(done[-last:].mean() if done.size else np.nan)
+    return np.asarray(out)
+
+
 def rate_table(study: StudyResult, ks: Sequence[float] = support.REPORTED_K) -> list:
     """Per configuration: rates per seed, mean/std over seeds, and the exact-score control, per k."""
     per_cfg = study.grid.per_config(study.rates)  # (C, R, len(ks))

@@ -31,8 +31,6 @@ from mi_jax.training import train as tr
 from mi_jax.validation import InputError
 
 UNITS_DIR = "units"
-SEEDS = (0, 1, 2)
-MIXTURES_1D = (((1.0, 2.0, 3.0), 20_000), ((1.0, 2.0, 4.0, 5.0), 50_000))
 LAYOUTS = ("square", "rotated")
 
 
@@ -59,26 +57,31 @@ def _unit(name: str, study: str, **overrides) -> Unit:
     return Unit(name, study, tuple(sorted(overrides.items())))
 
 
-def _unit_1d(modes, n, seed) -> Unit:
+def _unit_1d(modes, n, steps, seed) -> Unit:
     label = "".join(f"{m:g}" for m in modes)
-    # 10 000 epochs of n // 10 000 batches: the official step count of this mixture, so no
-    # step is spent as a masked no-op (the preset's shared count is the larger mixture's).
     return _unit(f"gmm1d_m{label}_n{n}_s{seed}", "gmm1d", single_mixture=True,
-                 modes=list(modes), num_train=n, seeds=[seed], steps=10_000 * (n // 10_000))
+                 modes=list(modes), num_train=n, seeds=[seed], steps=steps)
 
 
 def _unit_2d(layout, seed) -> Unit:
     return _unit(f"gmm2d_{layout}_s{seed}", "gmm2d", layout=layout, seeds=[seed])
 
 
-def units(seeds=SEEDS) -> list:
-    """Every unit, in the order they run: the 1D {1,2,3} models first (the shortest: a complete
-    three-seed row soonest), then the 2D grids seed by seed (both layouts of a seed together),
-    then the 1D {1,2,4,5} models."""
-    (m_a, n_a), (m_b, n_b) = MIXTURES_1D
-    out = [_unit_1d(m_a, n_a, s) for s in seeds]
-    out += [_unit_2d(layout, s) for s in seeds for layout in LAYOUTS]
-    out += [_unit_1d(m_b, n_b, s) for s in seeds]
+def units() -> list:
+    """Every unit of the two paper presets, in the order they run: the 1D models of Fig. 2's
+    first mixture (the shortest: a complete row soonest), the 2D grids seed by seed (both layouts
+    of a seed together), then the 1D models of the second mixture. A 1D unit trains its own
+    mixture's official step count (epochs x batches per epoch), so no step is spent as a masked
+    no-op, as it would be beside the larger mixture in one vmapped grid."""
+    from mi_jax.studies import gmm1d, gmm2d
+
+    p1 = config.preset(gmm1d.Config, gmm1d.PRESETS, "paper")
+    p2 = config.preset(gmm2d.Config, gmm2d.PRESETS, "paper")
+    steps = lambda n: p1.epochs * (n // p1.batch_size) if p1.epochs else p1.steps
+    (m_a, n_a), (m_b, n_b) = (p1.modes, p1.num_train), (p1.modes_b, p1.num_train_b)
+    out = [_unit_1d(m_a, n_a, steps(n_a), s) for s in p1.seeds]
+    out += [_unit_2d(layout, s) for s in p2.seeds for layout in LAYOUTS]
+    out += [_unit_1d(m_b, n_b, steps(n_b), s) for s in p1.seeds]
     return out
 
 
@@ -123,3 +126,89 @@ def run_units(root, chosen: list, log=print) -> dict:
                                           overrides=u.settings)
         log(f"== unit {u.name}: {time.perf_counter() - t0:.0f} s")
     return out
+
+
+STUDIES = ("gmm1d", "gmm2d")
+
+
+def _unit_state(unit_dir: Path):
+    """A finished unit's training state (stacked, one model), its grid and its study config."""
+    from mi_jax import checkpoint
+    from mi_jax.studies import mixture_study as ms
+
+    trained = ms.load_models(unit_dir)
+    cfg = trained.config
+    target = ms.init_grid(trained.network, ms.train_config_from(cfg), trained.grid)
+    return checkpoint.load(unit_dir / tr.TRAIN_CHECKPOINT, target), trained.grid
+
+
+def assemble(root, study: str, log=print) -> Path:
+    """Stack the finished units of `study` into `<root>/<study>`, a work directory of the full
+    `paper` preset whose training is complete: the states (every model's step set to the
+    preset's step count, as a vmapped run leaves it), the losses (a model that stopped at its
+    own epoch budget has NaN past it) and the convergence curve (a model frozen past its budget
+    keeps its last point). Running the study on that directory then samples and scores every
+    model in one grid. Returns the directory."""
+    import jax
+    import jax.numpy as jnp
+
+    from mi_jax import checkpoint
+    from mi_jax.studies import mixture_study as ms
+    from mi_jax.studies import runner
+
+    root = Path(root)
+    if study not in STUDIES:
+        raise InputError(f"study={study}: must be one of {', '.join(STUDIES)}")
+    mod = runner.load(study)
+    cfg = config.preset(mod.Config, mod.PRESETS, "paper")
+    configs = mod.build_configs(cfg)
+    configs = configs["configs"] if isinstance(configs, dict) else configs
+    grid = ms.Grid(list(configs), list(cfg.seeds))
+    mine = [u for u in units() if u.study == study]
+    missing = [u.name for u in mine if status(root, u) != "finished"]
+    if missing:
+        raise InputError(f"study={study}: units not finished yet: {', '.join(missing)} "
+                         "(run experiments.paper_budget first)")
+    by_model = {}
+    for u in mine:
+        state, g = _unit_state(root / UNITS_DIR / u.name)
+        by_model[(g.configs[0].name, int(g.seeds[0]))] = (u, state)
+    order = [by_model[(grid.configs[c].name, int(s))]
+             for c, s in zip(grid.config_index, grid.model_seeds)]
+    log(f"assembling {study}: " + ", ".join(u.name for u, _ in order))
+    stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *[s for _, s in order])
+    stacked = stacked._replace(step=jnp.full_like(stacked.step, cfg.steps))
+    losses = np.full((grid.num_models, cfg.steps), np.nan, np.float32)
+    curves = []
+    for m, (u, _) in enumerate(order):
+        d = root / UNITS_DIR / u.name
+        with np.load(d / tr.TRAIN_LOSSES) as f:
+            own = f["losses"][0]
+        losses[m, :len(own)] = own
+        curve = wd.read_json(d / ms.CONVERGENCE_FILE)["points"] if (
+            d / ms.CONVERGENCE_FILE).exists() else []
+        curves.append({p["step"]: p["models"][0] for p in curve})
+    points = []
+    if all(curves):
+        for step in range(cfg.curve_every, cfg.steps + 1, cfg.curve_every):
+            models = [c.get(step, c[max(s for s in c if s <= step)]) for c in curves]
+            points.append({"step": step, "models": models})
+    out = root / study
+    wd.prepare(out, cfg)
+    wd.write_npz(out / tr.TRAIN_LOSSES, losses=losses)
+    checkpoint.save(out / tr.TRAIN_CHECKPOINT, stacked)
+    if points:
+        wd.write_json(out / ms.CONVERGENCE_FILE, {"every": cfg.curve_every, "points": points})
+    return out
+
+
+def run_assembled(root, study: str, log=print) -> dict:
+    """`assemble`, then the study at its paper preset in that directory (sampling and scoring
+    every model; training is already complete). Returns its metrics."""
+    from mi_jax.studies import runner
+
+    mod = runner.load(study)
+    out = Path(root) / study
+    if not wd.finished(out, config.preset(mod.Config, mod.PRESETS, "paper")):
+        assemble(root, study, log)
+    return runner.run_or_reuse(study, "paper", out)
