@@ -1,0 +1,111 @@
+"""The official code beside mi_jax: its saved samples are scored with mi_jax's labels, runs of
+another protocol or other modes are refused, and agreement follows the Welch rule. The official
+training script itself runs where the torch environment exists (.venv-torch)."""
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import official_compare as oc
+from mi_jax.data import mixtures as mx
+from mi_jax.evaluation import intervals
+from mi_jax.validation import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+INFO = {"dataset": "gaussian25", "size": 100_000, "steps": 40, "batch_size": 10_000,
+        "samples": 2000, "window": 10, "timesteps": 50, "train_s": 1.0}
+
+
+def _official_file(path, seed, bridge_share, means=None):
+    mixture = mx.grid_2d("square", 0.05)
+    rng = np.random.default_rng(seed)
+    means_all = np.asarray(mixture.means)
+    std = float(np.asarray(mixture.stds)[0])
+    n = INFO["samples"]
+    idx = rng.integers(0, 25, n)
+    x = means_all[idx] + std * rng.standard_normal((n, 2))
+    nb = int(bridge_share * n)  # midpoints of horizontal neighbours: bridges
+    left = rng.integers(0, 20, nb)
+    x[:nb] = (means_all[left] + means_all[left + 5]) / 2
+    hal = rng.random(n) * 0.1
+    hal[:nb] += 0.2  # bridges have the larger variance
+    np.savez(path, x=x, hal=hal, losses=np.zeros(3, np.float32),
+             means=means_all if means is None else means, std=np.float64(std),
+             info=json.dumps(dict(INFO, seed=seed)))
+    return path
+
+
+def _mi_jax_dir(root, bridges, steps=40):
+    per = lambda v: {"per_seed": v, "mean": float(np.mean(v))}
+    root.mkdir()
+    b = {"bridge": per(bridges), "blur": per([0.0] * len(bridges)),
+         "width_vs_exact": per([1.0] * len(bridges)), "bridges_auroc": per([1.0] * len(bridges)),
+         "bridges_removed_at_96_kept": per([1.0] * len(bridges)),
+         "num_bridges": [int(2000 * v) for v in bridges], "oracle_mode_width": 0.05 / 2.82887}
+    (root / "metrics.json").write_text(json.dumps({"bridges": {"square": b}}))
+    (root / "config.json").write_text(json.dumps(
+        {"seeds": list(range(len(bridges))), "steps": steps, "batch_size": 10_000, "T": 50,
+         "width": 128, "lr": 1e-3, "lr_schedule": "constant", "batch_order": "in_order",
+         "num_samples": 2000}))
+    return root
+
+
+def test_official_samples_scored_with_mi_jax_labels_and_compared(tmp_path):
+    files = [_official_file(tmp_path / f"s{s}.npz", s, share) for s, share in
+             ((0, 0.050), (1, 0.055), (2, 0.045))]
+    ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj", [0.05, 0.052, 0.048])])
+    official = oc.official_rows([str(f) for f in files], width, 4.0, recipe)
+    rows = official["square"]
+    assert [r["bridge"] for r in rows] == pytest.approx([0.050, 0.055, 0.045])
+    assert all(r["bridges_auroc"] == 1.0 for r in rows)  # every bridge above every in-support
+    table = oc.compare(official, ours, recipe)
+    q = table["square"]["quantities"]["bridge"]
+    assert q["agree"] is True and q["difference"] == pytest.approx(0.0, abs=1e-9)
+    # Welch by hand: the variances' degrees of freedom, floored, and the t quantile at them.
+    a, b = np.array([0.05, 0.055, 0.045]), np.array([0.05, 0.052, 0.048])
+    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 3
+    df = math.floor((va + vb) ** 2 / (va**2 / 2 + vb**2 / 2))
+    half = intervals.t_quantile_975(df) * math.sqrt(va + vb)
+    assert q["interval"][1] == pytest.approx(a.mean() - b.mean() + half)
+    # A clearly different mi_jax rate does not agree.
+    ours2, width2, recipe2 = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj2", [0.20, 0.21, 0.19])])
+    far = oc.compare(official, ours2, recipe2)["square"]["quantities"]["bridge"]
+    assert far["agree"] is False
+    assert "**no**" in oc.markdown(oc.compare(official, ours2, recipe2))
+
+
+def test_runs_of_another_budget_or_other_modes_are_refused(tmp_path):
+    f = _official_file(tmp_path / "s0.npz", 0, 0.05)
+    ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj", [0.05, 0.05], steps=80)])
+    with pytest.raises(InputError, match=r"not the protocol of the mi_jax run of square \(steps 40 vs 80\)"):
+        oc.official_rows([str(f)], width, 4.0, recipe)
+    bad = _official_file(tmp_path / "s1.npz", 1, 0.05,
+                         means=np.asarray(mx.grid_2d("square", 0.05).means) * 2)
+    ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj3", [0.05, 0.05])])
+    with pytest.raises(InputError, match="its modes are not mi_jax's square mixture"):
+        oc.official_rows([str(bad)], width, 4.0, recipe)
+
+
+TORCH = ROOT / ".venv-torch" / "bin" / "python"
+
+
+@pytest.mark.skipif(not TORCH.exists() or not (ROOT.parent / "shared" / "official").exists(),
+                    reason="needs the torch environment and the official code")
+def test_official_training_script_writes_what_the_comparison_reads(tmp_path):
+    out = tmp_path / "s3.npz"
+    run = subprocess.run([str(TORCH), str(ROOT / "benchmarks" / "official_train.py"),
+                          "--dataset=gaussian25", "--steps=3", "--samples=64", "--chunk=32",
+                          "--timesteps=20", "--seed=3", f"--out={out}"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    with np.load(out) as f:
+        assert f["x"].shape == (64, 2) and f["hal"].shape == (64,) and f["losses"].shape == (3,)
+        assert np.all(f["hal"] >= 0) and json.loads(str(f["info"]))["steps"] == 3
+        oc.config_of(json.loads(str(f["info"])), f["means"], float(f["std"]))  # mi_jax's grid
+    bad = subprocess.run([str(TORCH), str(ROOT / "benchmarks" / "official_train.py"),
+                          "--steps=0", f"--out={out}"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --steps=0: must be >= 1"
