@@ -242,6 +242,13 @@ def _rate_interval(rates, trials_each) -> tuple:
     return intervals.wilson(*_pooled(rates, trials_each))
 
 
+def _snap(rates, n) -> np.ndarray:
+    """Rates read back from float32 JSON, snapped to whole counts of `n` samples (so that equal
+    counts differ by exactly 0, not by float rounding); unchanged when n is unknown."""
+    rates = np.asarray(_floats(np.ravel(rates)), np.float64).reshape(np.shape(rates))
+    return np.round(rates * n) / n if n else rates
+
+
 def _num_samples(results, exp) -> float:
     return float(_cfg(results, exp).get("num_samples") or 0)
 
@@ -261,11 +268,11 @@ def _interp_1d(results):
     b = name and _bridges(results, "gmm1d", name)
     if not b:
         return None
-    exact = b["oracle"]["bridge"]
     n = _num_samples(results, "gmm1d")
+    exact = float(_snap(b["oracle"]["bridge"], n))
     counting = intervals.difference(_rate_interval(b["bridge"]["per_seed"], n),
                                     _rate_interval([exact], n))
-    return _gated(Measurement([v - exact for v in b["bridge"]["per_seed"]],
+    return _gated(Measurement([float(v) - exact for v in _snap(b["bridge"]["per_seed"], n)],
                               _protocol(results, "gmm1d", name),
                               f"DDPM bridges {_pct(b['bridge']['mean'])}, exact score "
                               f"{_pct(exact)} (blur {_pct(b['blur']['mean'])} not counted)",
@@ -285,7 +292,9 @@ def _interp_2d(results):
     exact = max(_bridges(results, "gmm2d", n)["oracle"]["bridge"] for n in _layouts(results))
     n = _num_samples(results, "gmm2d")
     counting = intervals.difference(_rate_interval(rates, n), _rate_interval([exact], n))
-    return _gated(Measurement([v - exact for v in vals],
+    # a mean over L layouts of counts of n: whole multiples of 1 / (L n)
+    diffs = _snap([v - exact for v in vals], len(_layouts(results)) * n)
+    return _gated(Measurement([float(v) for v in diffs],
                               _protocol(results, "gmm2d", _grid_text(results)), "; ".join(notes),
                               counting=counting), results, "gmm2d")
 
@@ -309,16 +318,16 @@ def _sweep_difference(results, panel, label):
     sweep = _get(results, "gmm1d", panel)
     if not sweep or len(sweep["x"]) < 2:
         return None
-    first, last = np.asarray(sweep["per_seed"][0]), np.asarray(sweep["per_seed"][-1])
     cfg = _cfg(results, "gmm1d")
     n = _num_samples(results, "gmm1d")
+    first, last = _snap(sweep["per_seed"][0], n), _snap(sweep["per_seed"][-1], n)
     counting = intervals.difference(_rate_interval(first, n), _rate_interval(last, n))
     return _gated(Measurement(list(first - last),
                               _protocol(results, "gmm1d", f"{label} {sweep['x']}"),
                               f"rate {_pct(float(first.mean()))} at {sweep['x'][0]} -> "
                               f"{_pct(float(last.mean()))} at {sweep['x'][-1]} (k = "
                               f"{cfg.get('k')}, same training steps for every configuration)",
-                              counting=counting), results, "gmm1d")
+                              counting=counting), results, "gmm1d", sweep.get("configs"))
 
 
 def _smooth_x0(results):
@@ -537,12 +546,13 @@ def _recursive(dataset, metric):
         curves = res["curves"]["generated"][metric]
         if "random" not in curves or "variance" not in curves:
             return None
-        rnd = np.asarray(curves["random"]["per_seed"][-1])
-        var = np.asarray(curves["variance"]["per_seed"][-1])
+        d = results["recursive"].get("datasets", {}).get(dataset, {})
+        n = float(d.get("num_candidates") or 0) if metric == "hallucination_rate" else 0
+        rnd = _snap(curves["random"]["per_seed"][-1], n)
+        var = _snap(curves["variance"]["per_seed"][-1], n)
         gens = len(curves["random"]["mean"])
         fmt = _pct if metric == "hallucination_rate" else (lambda v: f"{v:.2f}")
         cfg = _cfg(results, "recursive")
-        d = results["recursive"].get("datasets", {}).get(dataset, {})
         what = res.get("info", {}).get("source", dataset)
         if d:
             what += (f"; T={d.get('T')}, {d.get('steps')} steps x batch {d.get('batch_size')}, "
@@ -550,7 +560,6 @@ def _recursive(dataset, metric):
                      f"{d.get('sampling_steps')} sampling steps")
         counting = None
         if metric == "hallucination_rate":
-            n = float(d.get("num_candidates") or 0)
             counting = intervals.difference(_rate_interval(rnd, n), _rate_interval(var, n))
         return Measurement(list(rnd - var),
                            f"recursive preset {cfg.get('preset')}: {what}; {gens} generations,"

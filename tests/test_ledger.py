@@ -333,3 +333,15 @@ def test_a_metrics_layout_the_ledger_cannot_read_is_named_in_the_row():
     row = {r["key"]: r for r in ledger.ledger(results)}["interpolation_2d"]
     assert row["verdict"] == ledger.NOT_MEASURED
     assert row["note"].startswith("metrics layout not understood (KeyError")
+
+
+def test_equal_counts_read_back_from_float32_are_a_zero_effect(tmp_path):
+    # 17 of 10 000 at both ends of the size sweep, as float32 rates: float rounding must not
+    # pass for a direction (it gave a difference of ~4e-11, "partly", before counts were snapped).
+    r = [float(np.float32(17 / 10000)), float(np.float32(17 / 10000) * np.float32(1.0000001))]
+    gmm1d = {"size_sweep": {"x": [1000, 20000], "configs": ["a", "b"],
+                            "per_seed": [[r[0]] * 3, [r[1]] * 3]},
+             "convergence": {"a": FLAT, "b": FLAT}}
+    _write(tmp_path, {"gmm1d": (gmm1d, CFG)})
+    row = {r["key"]: r for r in ledger.ledger_from_workdir(tmp_path)}["more_data"]
+    assert row["per_seed"] == [0.0, 0.0, 0.0] and row["verdict"] == ledger.NOT_REPRODUCED
