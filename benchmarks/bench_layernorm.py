@@ -4,7 +4,7 @@ the norms and activations cost a training step (issue 18; BUILD_NOTES.md).
     python -m benchmarks.bench_layernorm                 # ~5 min on 2 cores
     python -m benchmarks.bench_layernorm --rounds=10
 
-`ab`: `mlp.FOLD_MEANS` on ("folded") and off ("plain"), compiled side by side in one process
+`ab`: `make_mlp(fold_means=True)` ("folded") and `False` ("plain"), compiled side by side in one process
 (networks with distinct specs, so jit keeps one program each) and timed in alternating rounds,
 so machine drift hits every variant alike; training = `bench_core.case_train`'s setup (2D,
 batch 10 000, 20 steps per round), sampling = 10 000 samples with the trajectory variance. `pieces`: training with the LayerNorms
@@ -15,7 +15,6 @@ its speed is of interest).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import time
@@ -23,7 +22,7 @@ import time
 from benchmarks.common import print_table, run_case
 
 
-VARIANTS = {"folded": True, "plain": False}  # name -> mlp.FOLD_MEANS
+VARIANTS = {"folded": True, "plain": False}  # name -> make_mlp's fold_means
 
 
 def case_ab(what: str, rounds: int) -> dict:
@@ -32,14 +31,11 @@ def case_ab(what: str, rounds: int) -> dict:
 
     import mi_jax as mj
     from mi_jax.data import mixtures as mx
-    from mi_jax.nets import mlp
     from mi_jax.training import train as tr
 
-    schedule, variants, original = mj.linear_schedule(), {}, mlp.FOLD_MEANS
+    schedule, variants = mj.linear_schedule(), {}
     for name, fold in VARIANTS.items():
-        mlp.FOLD_MEANS = fold  # read at trace time: the first call below traces this variant
-        net = mj.make_mlp(2, num_timesteps=schedule.num_steps)
-        net = dataclasses.replace(net, spec=(net.spec, name))  # its own jit cache entry
+        net = mj.make_mlp(2, num_timesteps=schedule.num_steps, fold_means=fold)
         if what == "train":
             cfg = tr.TrainConfig(batch_size=10_000)
             data = mx.sample_stratified(mx.grid_2d(), jax.random.key(0), 100_000)
@@ -51,7 +47,6 @@ def case_ab(what: str, rounds: int) -> dict:
             mj.sample_network(net, params, schedule, jax.random.key(1), 10_000, (2,),
                               chunk_size=10_000)
             variants[name] = [net, params]
-    mlp.FOLD_MEANS = original
     rates = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):

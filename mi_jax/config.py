@@ -29,7 +29,7 @@ class _Required:
         return "<required>"
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")  # the networks' matmul precisions (mi_jax.nets)
+from mi_jax.nets import COMPUTE_DTYPES  # the networks' matmul precisions
 
 _REQUIRED = _Required()  # Option.default when every preset must set the field
 

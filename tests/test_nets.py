@@ -125,22 +125,17 @@ def test_layer_norm_closed_form_vjp_equals_autodiff():
 
 
 @pytest.mark.parametrize("tied,input_bias", [(True, False), (False, True)])
-def test_folded_means_give_the_same_function_and_gradients(monkeypatch, tied, input_bias):
+def test_folded_means_give_the_same_function_and_gradients(tied, input_bias):
     # The centred-kernel fold (module doc of mi_jax.nets.mlp) is an identity in real arithmetic:
     # in float64 the value and every parameter gradient must match the plain LayerNorms' to
     # ~1e-12, on perturbed params (so LayerNorm scales/biases are not ones/zeros) and off-centre x.
-    import dataclasses
-
-    from mi_jax.nets import mlp
-
     with jax.enable_x64(True):
         x = 3.0 * jax.random.normal(jax.random.key(1), (1200, 2), jnp.float64) + 1.0
         t = jax.random.randint(jax.random.key(2), (1200,), 0, 1000)
         results, programs = [], []
         for fold in (True, False):
-            monkeypatch.setattr(mlp, "FOLD_MEANS", fold)
-            net = make_mlp(2, tied=tied, num_timesteps=1000, input_bias=input_bias)
-            net = dataclasses.replace(net, spec=(net.spec, fold))  # no shared jit entry
+            net = make_mlp(2, tied=tied, num_timesteps=1000, input_bias=input_bias,
+                           fold_means=fold)
             params = jax.tree.map(lambda a: a.astype(jnp.float64), net.init(jax.random.key(0)))
             leaves, treedef = jax.tree.flatten(params)
             keys = jax.random.split(jax.random.key(3), len(leaves))

@@ -16,7 +16,6 @@ from flax import nnx
 
 from mi_jax.nets.mlp import ToyMLP
 from mi_jax.nets.unet import UNet
-from mi_jax.config import COMPUTE_DTYPES
 from mi_jax.validation import check, check_int
 
 Params = Any
@@ -96,6 +95,9 @@ def from_nnx(name: str, build: Callable[[nnx.Rngs], nnx.Module],
 _MLP_CACHE: dict = {}
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")  # the networks' matmul precisions
+
+
 def _check_compute_dtype(compute_dtype) -> None:
     check(compute_dtype in COMPUTE_DTYPES, "compute_dtype", compute_dtype,
           f"must be one of {', '.join(COMPUTE_DTYPES)}")
@@ -103,7 +105,7 @@ def _check_compute_dtype(compute_dtype) -> None:
 
 def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
              num_timesteps: int = 0, input_bias: bool = False,
-             compute_dtype: str = "float32") -> Network:
+             compute_dtype: str = "float32", fold_means: bool = True) -> Network:
     """The paper's toy MLP (width 128, 3 residual blocks, weight-tied by default).
 
     num_timesteps: the T of the schedule it is trained on, if known; batches of integer t longer
@@ -114,7 +116,9 @@ def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
     mode on the input origin is under-sampled (BUILD_NOTES.md, mode_mass).
     compute_dtype="bfloat16": the residual blocks' matmuls take bf16 operands (float32
     accumulation, params, norms, input and output layers); same params pytree, opt-in only
-    (`mi_jax.nets.mlp`; measured in BUILD_NOTES.md, issue 18)."""
+    (`mi_jax.nets.mlp`; measured in BUILD_NOTES.md, issue 18).
+    fold_means=False: the plain LayerNorms instead of the centred-kernel fold (same function and
+    gradients in real arithmetic; for A/B benchmarks and tests)."""
     check_int(dim, "dim", low=1)
     check_int(width, "width", low=2)
     check_int(num_blocks, "num_blocks", low=1)
@@ -122,16 +126,19 @@ def make_mlp(dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
     check_int(num_timesteps, "num_timesteps", low=0)
     check(isinstance(input_bias, bool), "input_bias", input_bias, "must be a bool")
     _check_compute_dtype(compute_dtype)
+    check(isinstance(fold_means, bool), "fold_means", fold_means, "must be a bool")
     spec = ("mlp", dim, width, num_blocks, tied, num_timesteps, input_bias, compute_dtype)
+    spec += () if fold_means else ("plain_norms",)  # the default's spec is unchanged
     if spec not in _MLP_CACHE:  # building one costs an abstract init; equal specs hash equal
         name = (f"mlp(dim={dim},width={width},blocks={num_blocks},{'tied' if tied else 'untied'}"
                 + (f",T={num_timesteps}" if num_timesteps else "")
                 + (",input_bias" if input_bias else "")
-                + ("" if compute_dtype == "float32" else f",{compute_dtype}") + ")")
+                + ("" if compute_dtype == "float32" else f",{compute_dtype}")
+                + ("" if fold_means else ",plain_norms") + ")")
         dtype = jnp.dtype(compute_dtype)
         _MLP_CACHE[spec] = from_nnx(
             name, lambda rngs: ToyMLP(dim, width, num_blocks, tied, num_timesteps, input_bias,
-                                      dtype, rngs=rngs),
+                                      dtype, fold_means, rngs=rngs),
             spec=spec)
     return _MLP_CACHE[spec]
 

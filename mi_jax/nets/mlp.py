@@ -12,7 +12,8 @@ the identity. The norms then compute only the mean of squares (`_norm_of_centred
 function of the same params and the same gradients in real arithmetic (float rounding aside),
 one row reduction fewer per norm forward and backward (CPU, side-by-side A/B: +10-14 % training,
 +8 % sampling; within the spread of same-run pairs against the official code: BUILD_NOTES.md,
-issue 18). `FOLD_MEANS = False` restores the plain form (benchmarks, tests).
+issue 18). `make_mlp(..., fold_means=False)` builds the plain form (benchmarks, tests): an
+option of the network's spec, so the two forms never share a compiled program.
 
 Mixed precision (`compute_dtype=bfloat16`, opt-in): the blocks' width x width matmuls take bf16
 operands with float32 accumulation; params, norms, the residual stream and the input/output
@@ -93,9 +94,6 @@ def _layer_norm_bwd(res, g):
 
 layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
-FOLD_MEANS = True  # read at trace time; False: every norm subtracts its row mean (A/B only)
-
-
 @jax.custom_vjp
 def _norm_of_centred(x, scale, bias):
     """`layer_norm` for rows whose mean is zero already: x * rsqrt(mean(x^2) + eps), affine."""
@@ -123,11 +121,12 @@ _norm_of_centred.defvjp(_norm_of_centred_fwd, _norm_of_centred_bwd)
 
 def _centred(v):
     """v minus its mean over the last (output) axis: x @ _centred(W) has zero-mean rows."""
-    return v - jnp.mean(v, -1, keepdims=True) if FOLD_MEANS else v
+    return v - jnp.mean(v, -1, keepdims=True)
 
 
 def _dense(layer: nnx.Linear, x, centred: bool, compute_dtype=jnp.float32):
-    """layer(x), with the kernel and bias `_centred` when `centred` (see the module doc).
+    """layer(x), with the kernel and bias `_centred` when `centred` (the folded form; see the
+    module doc).
 
     compute_dtype bfloat16: the matmul's operands are rounded to bf16 (after centring) and
     accumulated in float32; the bias, the output and everything around stay float32."""
@@ -153,7 +152,7 @@ class LayerNorm(nnx.Module):
 
     def __call__(self, x, zero_mean_rows: bool = False):
         """zero_mean_rows: x's rows are known to have mean zero (`_centred` writers)."""
-        norm = _norm_of_centred if zero_mean_rows and FOLD_MEANS else layer_norm
+        norm = _norm_of_centred if zero_mean_rows else layer_norm
         return norm(x, self.scale[...], self.bias[...])
 
 
@@ -162,8 +161,10 @@ def _linear(n_in, n_out, rngs, bias=True):
 
 
 class TemporalBlock(nnx.Module):
-    def __init__(self, width: int, rngs: nnx.Rngs, compute_dtype=jnp.float32):
+    def __init__(self, width: int, rngs: nnx.Rngs, compute_dtype=jnp.float32,
+                 fold_means: bool = True):
         self.compute_dtype = jnp.dtype(compute_dtype)  # of fc1 and fc2 (static, not a param)
+        self.fold = fold_means  # static: the folded (centred-kernel) form or the plain one
         self.norm1 = LayerNorm(width)
         self.fc1 = _linear(width, width, rngs, bias=False)
         self.enc = _linear(width, width, rngs)
@@ -173,28 +174,30 @@ class TemporalBlock(nnx.Module):
     def __call__(self, h, t_features):
         """t_features = self.enc(temb), centred (`ToyMLP._time_features`), passed in so that
         tied blocks compute it once; h has zero-mean rows."""
-        h1 = _dense(self.fc1, _act(self.norm1(h, zero_mean_rows=True)), True, self.compute_dtype)
+        f = self.fold
+        h1 = _dense(self.fc1, _act(self.norm1(h, zero_mean_rows=f)), f, self.compute_dtype)
         out = h1 + t_features.reshape((1,) * (h1.ndim - t_features.ndim) + t_features.shape)
-        return h + _dense(self.fc2, _act(self.norm2(out, zero_mean_rows=True)), True,
+        return h + _dense(self.fc2, _act(self.norm2(out, zero_mean_rows=f)), f,
                           self.compute_dtype)
 
 
 class ToyMLP(nnx.Module):
     def __init__(self, dim: int, width: int = 128, num_blocks: int = 3, tied: bool = True,
-                 num_timesteps: int = 0, input_bias: bool = False, compute_dtype=jnp.float32, *,
-                 rngs: nnx.Rngs):
+                 num_timesteps: int = 0, input_bias: bool = False, compute_dtype=jnp.float32,
+                 fold_means: bool = True, *, rngs: nnx.Rngs):
         """compute_dtype: of the residual blocks' width x width matmuls (fc1, fc2), which are
         nearly all of a sampling step's FLOPs; the input, time and output layers, the norms and
         the residual stream stay float32, so x itself is never rounded to bf16."""
         self.width = width
         self.num_blocks = num_blocks
         self.num_timesteps = num_timesteps  # 0: unknown (no timestep table)
+        self.fold = fold_means
         self.in_fc = _linear(dim, width, rngs, bias=input_bias)  # official: no bias
         self.t_proj = _linear(width, width, rngs)
         if tied:
-            self.blocks = nnx.List([TemporalBlock(width, rngs, compute_dtype)])
+            self.blocks = nnx.List([TemporalBlock(width, rngs, compute_dtype, fold_means)])
         else:
-            self.blocks = nnx.List([TemporalBlock(width, rngs, compute_dtype)
+            self.blocks = nnx.List([TemporalBlock(width, rngs, compute_dtype, fold_means)
                                     for _ in range(num_blocks)])
         self.out_norm = LayerNorm(width)
         self.out_fc = _linear(width, dim, rngs)
@@ -202,7 +205,7 @@ class ToyMLP(nnx.Module):
     def _time_features(self, t):
         temb = _act(self.t_proj(sinusoidal_embedding(t, self.width)))
         # Tied blocks see the same enc(temb): computing it once saves 2 of 10 matmuls per sample.
-        return [_dense(block.enc, temb, centred=True) for block in self.blocks]
+        return [_dense(block.enc, temb, centred=self.fold) for block in self.blocks]
 
     def __call__(self, x, t):
         """x (batch, dim); t (batch,) or () -- a scalar t embeds once and broadcasts.
@@ -219,8 +222,8 @@ class ToyMLP(nnx.Module):
             t_features = [f.at[t].get(mode="fill", fill_value=jnp.nan) for f in table]
         else:
             t_features = self._time_features(t)
-        h = _dense(self.in_fc, x, centred=True)  # the residual stream stays zero-mean
+        h = _dense(self.in_fc, x, centred=self.fold)  # the residual stream stays zero-mean
         for i in range(self.num_blocks):
             j = i % len(self.blocks)
             h = self.blocks[j](h, t_features[j])
-        return self.out_fc(self.out_norm(h, zero_mean_rows=True))
+        return self.out_fc(self.out_norm(h, zero_mean_rows=self.fold))
