@@ -34,11 +34,17 @@ from mi_jax.validation import InputError
 QUANTITIES = ("bridge", "blur", "width_vs_exact", "bridges_auroc", "bridges_removed_at_96_kept")
 LAYOUTS = {"gaussian25": "square", "gaussian25_rotated": "rotated"}
 
-flags.DEFINE_string("official", None, "Comma-separated official_train.py outputs (globs allowed).")
-flags.DEFINE_string("mi_jax", None, "Comma-separated finished gmm1d / gmm2d work directories.")
-flags.DEFINE_string("workdir", None, "Output directory (table.md, metrics.json).")
-flags.DEFINE_float("k", support.DEFAULT_K, "In-support radius in mode standard deviations.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line's flags (defined when run as a script, so importing this module for its
+    functions leaves absl's global flags alone)."""
+    flags.DEFINE_string("official", None,
+                        "Comma-separated official_train.py outputs (globs allowed).")
+    flags.DEFINE_string("mi_jax", None, "Comma-separated finished gmm1d / gmm2d work directories.")
+    flags.DEFINE_string("workdir", None, "Output directory (table.md, metrics.json).")
+    flags.DEFINE_float("k", support.DEFAULT_K, "In-support radius in mode standard deviations.")
 
 
 def config_of(info: dict, means: np.ndarray, std: float):
@@ -187,4 +193,5 @@ def main():
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run_main(main)

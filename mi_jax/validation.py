@@ -67,6 +67,37 @@ def check_float(value, name: str, low: float | None = None, high: float | None =
     return f
 
 
+def check_key(key, name: str = "key", stacked: bool = False):
+    """One typed PRNG key (`jax.random.key(seed)`), or with `stacked` a (M,) array of them;
+    refuses a Python int, raw uint32 key data (`jax.random.PRNGKey`) and a key array of the
+    wrong rank, each of which would otherwise fail deep inside JAX or fold silently."""
+    is_key = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not is_key:
+        hint = ("raw uint32 key data: wrap it with jax.random.wrap_key_data"
+                if hasattr(key, "dtype") else f"got {type(key).__name__}")
+        check(False, name, getattr(key, "shape", key),
+              f"must be a typed PRNG key from jax.random.key(seed) ({hint})")
+    want = 1 if stacked else 0
+    check(key.ndim == want, name, f"key array of shape {tuple(key.shape)}",
+          "must be a (M,) array of keys, one per model" if stacked else
+          "must be one key (shape ()); split it, or vmap over a stack of keys")
+    return key
+
+
+def check_timesteps(t, num_steps: int, name: str = "t") -> None:
+    """Integer timesteps inside [0, num_steps), checked when concrete (a traced t is the
+    caller's to keep in range: JAX's gather would clamp it silently)."""
+    if not is_concrete(t) or (isinstance(t, jax.Array) and not t.is_fully_addressable):
+        return
+    import numpy as np
+
+    arr = np.asarray(t)
+    check(np.issubdtype(arr.dtype, np.integer), name, arr.dtype, "must be integer timesteps")
+    if arr.size:
+        check(bool(arr.min() >= 0 and arr.max() < num_steps), name,
+              (int(arr.min()), int(arr.max())), f"must lie in [0, T={num_steps})")
+
+
 def check_window(window, num_steps: int, name: str = "window") -> tuple[int, int]:
     """A half-open timestep window [lo, hi) inside [0, num_steps), lo < hi."""
     try:

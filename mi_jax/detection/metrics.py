@@ -13,8 +13,11 @@ from mi_jax.validation import check, check_float, check_int
 
 
 def _prepare(scores, positive):
-    scores = np.asarray(scores, np.float64).ravel()
-    positive = np.asarray(positive, bool).ravel()
+    scores = np.asarray(scores, np.float64)
+    # (models, n) arrays would be pooled into one ranking across models: refuse, do not ravel.
+    check(scores.ndim == 1, "scores", scores.shape, "must be one model's scores (n,); for a "
+          "stack of models, call this per model")
+    positive = np.asarray(positive, bool)
     check(scores.shape == positive.shape, "positive", positive.shape,
           f"must have the shape of scores {scores.shape}")
     check(bool(np.all(np.isfinite(scores))), "scores", "non-finite", "must be finite")

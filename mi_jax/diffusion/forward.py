@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from mi_jax.diffusion.schedule import Schedule
+from mi_jax.validation import check, check_key, check_timesteps
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 """eps_fn(x_t, t): x_t (batch, *shape), integer timesteps t (batch,) -> epsilon of x_t's shape."""
@@ -21,12 +22,18 @@ def _per_sample(coef: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
 
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise."""
+    check(jnp.shape(noise) == jnp.shape(x0), "noise", jnp.shape(noise),
+          f"must have the shape of x0 {jnp.shape(x0)}")
+    check_timesteps(t, schedule.num_steps)
     return (_per_sample(schedule.sqrt_alphas_bar, t, x0) * x0
             + _per_sample(schedule.sqrt_one_minus_alphas_bar, t, x0) * noise)
 
 
 def predict_x0(schedule: Schedule, x_t: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
     """x0_hat = x_t / sqrt(alpha_bar_t) - sqrt(1/alpha_bar_t - 1) eps (large but finite at big t)."""
+    check(jnp.shape(eps) == jnp.shape(x_t), "eps", jnp.shape(eps),
+          f"must have the shape of x_t {jnp.shape(x_t)}")
+    check_timesteps(t, schedule.num_steps)
     return (_per_sample(schedule.sqrt_recip_alphas_bar, t, x_t) * x_t
             - _per_sample(schedule.sqrt_recipm1_alphas_bar, t, x_t) * eps)
 
@@ -73,6 +80,7 @@ def eps_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, key: jax.Array,
     same random draws as before the option existed. jacobian_t_max > 0: the term only at
     t < jacobian_t_max (where the learned and exact denoisers differ most between modes).
     """
+    check_key(key)
     k_t, k_noise = jax.random.split(key)
     n = x0.shape[0]
     if proposal is None:

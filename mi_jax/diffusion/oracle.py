@@ -9,12 +9,16 @@ from mi_jax.data import mixtures as mx
 from mi_jax.diffusion.forward import EpsFn
 from mi_jax.diffusion.schedule import Schedule
 from mi_jax.nets import Network
+from mi_jax.validation import check, check_timesteps
 
 
 def _at_timesteps(fn, mixture, schedule: Schedule):
     """Lift fn(mixture, x (..., D), a, b) with scalar coefficients to (x_t (batch, D), t (batch,) or ())."""
 
     def lifted(x_t, t):
+        check(jnp.ndim(x_t) == 2 and jnp.shape(x_t)[-1] == mixture.dim, "x_t", jnp.shape(x_t),
+              f"must have shape (batch, {mixture.dim}) for this mixture")
+        check_timesteps(t, schedule.num_steps)
         a, b = schedule.sqrt_alphas_bar[t], schedule.sqrt_one_minus_alphas_bar[t]
         if jnp.ndim(t) == 0:
             return fn(mixture, x_t, a, b)

@@ -176,6 +176,10 @@ def make_unet(channels: int = 1, base: int = 32, mults=(1, 2, 2), num_res_blocks
 
 def take_model(stacked_params: Params, i: int) -> Params:
     """Model i of a stack of params (leading model axis), e.g. one seed of a vmapped sweep."""
+    leaves = jax.tree.leaves(stacked_params)
+    check(bool(leaves) and all(jnp.ndim(a) >= 1 for a in leaves), "stacked_params",
+          type(stacked_params).__name__, "must be a stack of params (a leading model axis)")
+    check_int(i, "i", low=0, high=int(jnp.shape(leaves[0])[0]) - 1)
     return jax.tree.map(lambda a: a[i], stacked_params)
 
 

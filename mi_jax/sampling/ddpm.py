@@ -32,7 +32,7 @@ from mi_jax.diffusion.schedule import Schedule
 from mi_jax.sampling import observers as obs
 from mi_jax.sampling.chain import reverse
 from mi_jax.sampling.solvers import DDIM, DDPM, solver_for
-from mi_jax.validation import InputError, check, check_int, check_window
+from mi_jax.validation import InputError, check, check_int, check_key, check_window
 
 DEFAULT_WINDOW = (0, 10)  # the official filter: the last 10 reverse steps, t = 9..0
 VARIANCES = ("large", "small", "ddim")
@@ -129,6 +129,23 @@ def _regions(regions, shape):
     check(bool(np.all(np.isfinite(arr)) and np.all(arr >= 0) and np.all(arr.reshape(len(arr), -1).sum(1) > 0)),
           "regions", "values", "must be finite, >= 0, and not all zero in any region")
     return arr
+
+
+def _check_window_ranges(observers: dict, num_steps: int, train_steps: int) -> None:
+    """Every observer window lies inside its clock's range: [0, T) of the sampler's steps
+    ('index') or [0, the last network timestep + 1) ('train'); a window reaching past it would
+    silently cover fewer steps than it says."""
+    for name, o in observers.items():
+        windows = getattr(o, "windows", None)
+        if windows is None:
+            windows = getattr(o, "window", None)
+        if windows is None:
+            continue
+        arr = np.asarray(windows).reshape(-1, 2)
+        clock = getattr(o, "clock", "train")
+        top = train_steps if clock == "train" else num_steps
+        check(bool(np.all(arr[:, 1] <= top)), name, arr.tolist(),
+              f"windows must end at or before {top} (the {clock} clock's range here)")
 
 
 def _check_train_windows(observers: dict, net_timesteps: np.ndarray) -> None:
@@ -344,10 +361,14 @@ def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[
         check(params is not None, "params", None, f"must be given to sample {model.name}")
     check(callable(model) or isinstance(model, Network), "model", type(model).__name__,
           "must be an eps_fn, an apply function or a Network")
+    check_key(key, stacked=stacked)
     if solver is None:
         solver = solver_for("large" if variance is None else variance)
     else:
         check(variance is None, "variance", variance, "give either solver or variance, not both")
+        check(callable(getattr(solver, "step", None)), "solver", solver,
+              "must be a solver (mi_jax.DDPM(), mi_jax.DDIM() or an object with "
+              "step(schedule, x, eps, t, key))")
     shorthands = dict(window=window, windows=windows, track=track, flag_threshold=flag_threshold,
                       regions=regions)
     if observers is None:
@@ -363,6 +384,10 @@ def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[
               "flag_threshold/regions, not both")
         check(isinstance(observers, dict), "observers", type(observers).__name__,
               "must be a dict {name: observer}")
+        for name, o in observers.items():
+            check(all(hasattr(o, a) for a in ("init", "update", "finalize", "sample_axis")),
+                  f"observers[{name!r}]", type(o).__name__, "must be an observer (init, update, "
+                  "finalize, sample_axis; e.g. mi_jax.window_variance(...))")
     if scalar_t is None:
         scalar_t = isinstance(model, Network) or bool(getattr(model, "accepts_scalar_t", False))
     net_batch = default_net_batch() if net_batch is None else check_int(net_batch, "net_batch",
@@ -371,9 +396,15 @@ def sample(model, schedule: Schedule, key: jax.Array, num: int, shape: Sequence[
               else np.asarray(net_timesteps)).astype(np.int32)
     check(ts_net.shape == (schedule.num_steps,), "net_timesteps", ts_net.shape,
           f"must hold one timestep per schedule step ({schedule.num_steps})")
+    check(bool(ts_net[0] >= 0 and np.all(np.diff(ts_net) > 0)), "net_timesteps",
+          ts_net.tolist(), "must be increasing and >= 0 (schedule step i is net timestep i)")
+    _check_window_ranges(observers, schedule.num_steps, int(ts_net[-1]) + 1)
     _check_train_windows(observers, ts_net)
     if stacked:
-        check(jnp.ndim(key) == 1, "key", getattr(key, "shape", key), "must be a (M,) key array")
+        models = int(key.shape[0])
+        counts = {int(jnp.shape(a)[0]) for a in jax.tree.leaves(params) if jnp.ndim(a) >= 1}
+        check(counts <= {models}, "params", f"stacks of {sorted(counts)} models",
+              f"must stack as many models as the keys ({models})")
         fold = jax.vmap(jax.random.fold_in, (0, None))
     else:
         fold = jax.random.fold_in

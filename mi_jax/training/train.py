@@ -20,7 +20,8 @@ import optax
 from mi_jax.diffusion.forward import between_loss, eps_loss, focused_timesteps
 from mi_jax.diffusion.schedule import Schedule
 from mi_jax.sharding import to_host
-from mi_jax.validation import check, check_float, check_int
+from mi_jax.validation import (InputError, check, check_float, check_int, check_key,
+                               is_concrete)
 
 
 DEFAULT_BETWEEN_T_MAX = 50  # the between-points term's timesteps, t < this
@@ -129,6 +130,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def init_state(network, config: TrainConfig, key: jax.Array) -> TrainState:
     """Fresh params and optimiser state from `key` (vmap this over keys for an ensemble)."""
+    check_key(key)
     params = network.init(jax.random.fold_in(key, 0))
     ema = jax.tree.map(jnp.copy, params) if config.ema_decay > 0 else None
     return TrainState(params, config.optimizer().init(params), jnp.zeros((), jnp.int32),
@@ -211,6 +213,28 @@ def _chunk(network, config, num_steps, stacked, unroll, schedule, state, data, n
 _chunk_jit = jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(6,))
 
 
+def _check_network_takes(network, state: TrainState, data, stacked: bool) -> None:
+    """The network accepts rows of `data` (abstract evaluation, no compute): a data set of the
+    wrong dimension is refused here in one line rather than failing inside the jitted chunk."""
+    params = jax.tree.map(lambda a: a[0], state.params) if stacked else state.params
+    rows = data[0, :2] if stacked else data[:2]
+    signature = (network, jax.tree.structure(params),
+                 tuple((jnp.shape(a), jnp.result_type(a)) for a in jax.tree.leaves(params)),
+                 jnp.shape(rows), jnp.result_type(rows))
+    if signature in _NETWORK_TAKES:  # checked once per network and shapes: no retrace after
+        return
+    try:
+        jax.eval_shape(lambda p, x: network.apply(p, x, jnp.zeros((x.shape[0],), jnp.int32)),
+                       params, rows)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"data=(rows {tuple(jnp.shape(rows)[1:])}): {network.name} cannot take "
+                         f"them ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    _NETWORK_TAKES.add(signature)
+
+
+_NETWORK_TAKES: set = set()
+
+
 def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, data: jax.Array,
           n_valid, num_steps: int, *, chunk_steps: int = 500, stacked: bool = False,
           progress: Callable | None = None, on_chunk: Callable | None = None,
@@ -224,6 +248,13 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
     """
     num_steps = check_int(num_steps, "steps", low=0)
     chunk_steps = check_int(chunk_steps, "chunk_steps", low=1)
+    check(isinstance(state, TrainState), "state", type(state).__name__, "must be a TrainState")
+    rows = int(jnp.shape(data)[1 if stacked else 0])
+    if is_concrete(n_valid):
+        valid = np.asarray(to_host(n_valid))  # a global array spans several processes
+        check(bool(np.all((valid >= 1) & (valid <= rows))), "n_valid", valid.tolist(),
+              f"must lie in [1, {rows}] (the data's rows)")
+    _check_network_takes(network, state, data, stacked)
     start = int(np.max(to_host(state.step)))
     check(start <= num_steps, "steps", num_steps, f"is below the state's step {start}")
     losses = []
