@@ -636,3 +636,21 @@ def test_ranked_selection_keeps_the_same_set_in_the_filters_own_order():
     order = np.asarray(jax.random.permutation(key, 50))
     want = [i for i in order if finite[i]][:30]
     assert list(rec.select("random", scores, finite, 30, key, ranked=True)) == want
+
+
+def test_the_gmm2d_paper_recursion_trains_as_the_official_code_and_takes_the_quick_recipe():
+    from mi_jax import config
+
+    d = recursive_study.DATASET_PRESETS["paper"]["gmm2d"]
+    training = recursive_study._training(d, make_mlp(2, 16, 3, True, d["T"]))
+    assert training.config.batch_order == "in_order" and training.config.lr_schedule == "constant"
+    assert training.config.focus_steps == 0
+    # The quick training recipe on the paper protocol, as flags (issue 38, item 5).
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "paper", datasets="gmm2d",
+                        steps=24000, batch_size=1000, lr=2e-3, lr_schedule="cosine",
+                        batch_order="random", width=64, focus_steps=100)
+    dq = recursive_study.dataset_config(cfg, "gmm2d")
+    assert (dq["num_candidates"], dq["num_train"], dq["T"]) == (102_500, 100_000, 1000)
+    tq = recursive_study._training(dq, make_mlp(2, dq["width"], 3, True, dq["T"]))
+    assert (tq.config.focus_steps, tq.config.focus_prob, tq.config.lr_schedule) == (100, 0.5, "cosine")
+    assert tq.config.decay_steps == 24000 and dq["width"] == 64

@@ -66,6 +66,13 @@ OPTIONS = (
     config.Option("lr", "float", "Adam learning rate.", low=0, low_open=True),
     config.Option("lr_schedule", "choice", "constant (official) or cosine decay to 0 over --steps "
                   "(unset: cosine, except gmm2d's paper preset).", choices=("constant", "cosine")),
+    config.Option("width", "int", "gmm2d / digits: the MLP's width (unset: the dataset's preset).",
+                  low=2),
+    config.Option("focus_steps", "int", "Importance-weighted timesteps: a share --focus_prob of t "
+                  "from [0, focus_steps) (the same objective; unset or 0: uniform t, official).",
+                  low=0),
+    config.Option("focus_prob", "float", "With --focus_steps: the share of t drawn from [0, "
+                  "focus_steps) (unset: 0.5).", low=0, high=1),
     config.Option("batch_order", "choice", "random (i.i.d. rows) or in_order (the official "
                   "fixed-order batches: generation 0's data in the official round-robin mode "
                   "order, later generations' in the order the filter keeps them -- the variance "
@@ -101,7 +108,8 @@ OPTIONS = (
                   default=None),
 )
 DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "lr_schedule",
-                   "batch_order", "num_train", "num_candidates", "train_chunk",
+                   "batch_order", "width", "focus_steps", "focus_prob", "num_train",
+                   "num_candidates", "train_chunk",
                    "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
                    "resolution", "mnist_dir", "grid_size", "between_weight",
                    "input_bias")
@@ -287,6 +295,8 @@ def _training(d: dict, network, unroll=False, vectorise=True, checkpoint_every_s
     train_cfg = tr.TrainConfig(d["batch_size"], d["lr"], schedule,
                                d["steps"] if schedule == "cosine" else 0,
                                batch_order=d.get("batch_order", "random"),
+                               focus_steps=d.get("focus_steps") or 0,
+                               focus_prob=0.5 if d.get("focus_prob") is None else d["focus_prob"],
                                between_weight=d.get("between_weight") or 0.0)
     return rec.Training(network, train_sched, train_cfg,
                         d["steps"], d["train_chunk"], unroll, samp_sched, ts,
