@@ -161,8 +161,8 @@ def run_study(study, workdir, overwrite: bool = False, cfg=None) -> dict:
 
     cfg = resolve(study.Config, study.PRESETS) if cfg is None else cfg
     study.validate(cfg)
-    workdir = wd.prepare(workdir, cfg, overwrite)
-    metrics = study.run(cfg, workdir)
+    with wd.prepared(workdir, cfg, overwrite) as workdir:
+        metrics = study.run(cfg, workdir)
     from mi_jax.sharding import is_writer
 
     if is_writer():

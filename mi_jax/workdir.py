@@ -126,6 +126,25 @@ def prepare(workdir, config, overwrite: bool = False) -> Path:
     return workdir
 
 
+@contextlib.contextmanager
+def prepared(workdir, config, overwrite: bool = False):
+    """`prepare`, and if the body then refuses its input (InputError) before writing anything
+    but the config, remove what `prepare` made: a refused run leaves no `config.json` behind
+    to refuse the corrected rerun as "a different config"."""
+    workdir = Path(workdir)
+    existed = workdir.exists()
+    had_config = (workdir / CONFIG_FILE).exists()
+    out = prepare(workdir, config, overwrite)
+    try:
+        yield out
+    except InputError:
+        if not had_config and [p.name for p in workdir.iterdir()] == [CONFIG_FILE]:
+            (workdir / CONFIG_FILE).unlink()
+            if not existed:
+                workdir.rmdir()
+        raise
+
+
 def finished(workdir, config) -> bool:
     """True if `workdir` holds a finished result (metrics written) made with `config`."""
     workdir = Path(workdir)

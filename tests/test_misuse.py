@@ -101,3 +101,34 @@ def test_model_indices_are_accepted_exactly_inside_the_stack(i):
     else:
         with pytest.raises(InputError, match=rf"^i={i}: must be"):
             mj.take_model(P3, i)
+
+
+def test_a_run_refused_after_preparing_its_workdir_leaves_nothing_behind(tmp_path):
+    import types
+
+    from mi_jax import cli
+    from mi_jax import workdir as wd
+
+    def refuse(cfg, workdir):
+        raise InputError("steps=3: refused inside the run")
+
+    study = types.SimpleNamespace(validate=lambda cfg: None, run=refuse)
+    work = tmp_path / "new"
+    with pytest.raises(InputError, match="^steps=3"):
+        cli.run_study(study, work, cfg={"steps": 3})
+    assert not work.exists()  # no config.json left to refuse the corrected rerun
+    done = types.SimpleNamespace(validate=lambda cfg: None,
+                                 run=lambda cfg, w: wd.write_json(w / wd.METRICS_FILE, {}) or {})
+    cli.run_study(done, work, cfg={"steps": 4})  # the corrected rerun is accepted
+    assert wd.read_json(work / wd.CONFIG_FILE) == {"steps": 4}
+    # A refusal after the run wrote something keeps the directory as it is (it may resume).
+    partial = tmp_path / "partial"
+
+    def write_then_refuse(cfg, w):
+        (w / "train_state.msgpack").write_bytes(b"x")
+        raise InputError("k=0: refused late")
+
+    with pytest.raises(InputError):
+        cli.run_study(types.SimpleNamespace(validate=lambda c: None, run=write_then_refuse),
+                      partial, cfg={"k": 0})
+    assert (partial / wd.CONFIG_FILE).exists()

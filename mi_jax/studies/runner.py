@@ -32,8 +32,8 @@ def run_or_reuse(name: str, preset: str, workdir, overwrite: bool = False,
     print(f"== {name} ({preset}) -> {workdir}", flush=True)
     t0 = time.perf_counter()
     study.validate(cfg)
-    workdir = wd.prepare(workdir, cfg, overwrite)
-    metrics = study.run(cfg, workdir)
+    with wd.prepared(workdir, cfg, overwrite) as workdir:
+        metrics = study.run(cfg, workdir)
     print(f"== {name} done in {time.perf_counter() - t0:.0f}s", flush=True)
     return metrics
 
@@ -139,4 +139,26 @@ def write_ledger(root: Path) -> str:
     text = ledger.ledger_markdown(rows)
     wd.write_json(root / "ledger.json", {"ledger": rows, "rule": ledger.RULE})
     wd.write_text(root / "ledger.md", text)
+    return text
+
+
+def write_results(path, columns) -> str:
+    """`ledger.results_markdown` of the committed ledgers named by `columns` ("label:directory",
+    each directory holding a `ledger.json`), written to `path`; returns the text."""
+    from mi_jax import ledger
+
+    rows, sources = {}, {}
+    for item in columns:
+        label, sep, directory = item.partition(":")
+        if not sep or not label or not directory:
+            raise InputError(f"columns={item}: must be label:directory")
+        file = Path(directory) / "ledger.json"
+        if not Path(directory).is_dir():
+            raise InputError(f"columns={item}: {directory} is not a directory")
+        if file.exists():
+            rows[label], sources[label] = wd.read_json(file)["ledger"], str(file)
+        else:  # no study finished there yet: every row "not measured"
+            rows[label], sources[label] = ledger.ledger({}), f"{directory} (no ledger.json yet)"
+    text = ledger.results_markdown(rows, sources)
+    wd.write_text(Path(path), text)
     return text
