@@ -14,11 +14,19 @@ The public API (each symbol documented where it is defined; README "Library API"
                reverse (one jittable chunk)
     training:  TrainConfig, TrainState, init_state, train, eps_loss
     sweeps:    Grid, Config, train_grid, sample_grid, train_models, sample_models, sample_oracle
-    detection: auroc, roc_curve, removed_at_kept, kept_at_removed, detection_summary, flipd
+    detection: auroc, roc_curve, removed_at_kept, kept_at_removed, detection_summary, flipd,
+               curvature_score, fit_fused_detector / FusedDetector (a logistic fusion fitted on a
+               held-out split)
+    repair:    repair_flagged (restart flagged samples from a re-noised t')
+    models:    load_models (a finished gmm1d / gmm2d work directory), save_checkpoint,
+               load_checkpoint
 """
 
+from mi_jax.checkpoint import load as load_checkpoint
+from mi_jax.checkpoint import save as save_checkpoint
 from mi_jax.data.mixtures import GaussianMixture, grid_2d, mixture_1d, stack
 from mi_jax.data.support import classify, hallucination_rate, in_support, pair_summary
+from mi_jax.detection.benchmark import FusedDetector, fit_fused_detector
 from mi_jax.detection.detectors import curvature_score, flipd
 from mi_jax.detection.metrics import (auroc, detection_summary, kept_at_removed, removed_at_kept,
                                       roc_curve)
@@ -30,6 +38,7 @@ from mi_jax.diffusion.schedule import (Schedule, cosine_schedule, dense_tail_tim
 from mi_jax.nets import Network, make_mlp, make_unet, take_model
 from mi_jax.sampling.chain import reverse
 from mi_jax.sampling.ddpm import SampleResult, sample, sample_network
+from mi_jax.sampling.repair import repair_flagged
 from mi_jax.sampling.observers import (FinalEpsNorm, JacobianTrace, PreemptiveFlag, Record,
                                        RegionMeanVariance, StepView, WindowVariance,
                                        jacobian_trace, preemptive_flag, record,
@@ -42,6 +51,15 @@ from mi_jax.validation import InputError
 
 __version__ = "0.1.0"
 
+
+def load_models(workdir, compute_dtype: str | None = None):
+    """The trained models of a finished gmm1d / gmm2d work directory (grid, network, stacked
+    params, schedule, config): `mi_jax.studies.mixture_study.load_models`."""
+    from mi_jax.studies.mixture_study import load_models as load
+
+    return load(workdir, compute_dtype)
+
+
 __all__ = [
     "GaussianMixture", "grid_2d", "mixture_1d", "stack", "classify", "hallucination_rate",
     "in_support", "pair_summary", "curvature_score", "flipd", "auroc", "detection_summary",
@@ -52,5 +70,6 @@ __all__ = [
     "sample_network", "FinalEpsNorm", "JacobianTrace", "PreemptiveFlag", "Record", "StepView",
     "WindowVariance", "RegionMeanVariance", "region_mean_variance", "jacobian_trace", "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
     "sample_grid", "sample_models", "sample_oracle", "train_grid", "train_models", "TrainConfig", "TrainState", "init_state",
-    "train", "InputError", "__version__",
+    "train", "InputError", "FusedDetector", "fit_fused_detector", "repair_flagged", "load_models",
+    "save_checkpoint", "load_checkpoint", "__version__",
 ]

@@ -182,3 +182,25 @@ def test_curvature_score_flags_the_bridges_of_a_smoothed_denoiser():
     # Smoothed this hard, x0_hat is flat between modes: the trace is high there, not low (a
     # steeper denoiser, temperature 4, gives the opposite sign), hence the two-sided score.
     assert mj.auroc(trace[sel], bridge[sel]) > 0.9
+
+
+def test_fused_detector_is_one_call_and_matches_the_benchmarks_fusion():
+    import mi_jax as mj
+    from mi_jax.detection import benchmark as bm
+
+    rng = np.random.default_rng(0)
+    n = 600
+    positive = rng.random(n) < 0.2
+    scores = {"var_x0 [0, 10)": np.exp(rng.normal(positive * 1.5, 1.0)),
+              "flipd": rng.normal(positive * 0.8, 1.0),
+              "eps_norm_last": np.exp(rng.normal(0.0, 1.0, n))}
+    fit = bm.fit_split(n, seed=3)
+    task = bm.evaluate_task(scores, positive, fit, ["flipd", "eps_norm_last"])
+    fused = mj.fit_fused_detector(scores, positive, ["flipd", "eps_norm_last"], fit_mask=fit)
+    got = mj.detection_summary(fused.score(scores)[~fit], positive[~fit])
+    assert got["auroc"] == task[bm.FUSED]["auroc"]
+    assert fused.weights.tolist() == task[bm.FUSED]["weights"]
+    # Fusing the informative detectors beats each alone on the held-out half.
+    both = mj.fit_fused_detector(scores, positive, ["var_x0 [0, 10)", "flipd"], fit_mask=fit)
+    alone = [mj.auroc(scores[k][~fit], positive[~fit]) for k in ("var_x0 [0, 10)", "flipd")]
+    assert mj.auroc(both.score(scores)[~fit], positive[~fit]) > max(alone)

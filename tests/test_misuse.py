@@ -132,3 +132,17 @@ def test_a_run_refused_after_preparing_its_workdir_leaves_nothing_behind(tmp_pat
         cli.run_study(types.SimpleNamespace(validate=lambda c: None, run=write_then_refuse),
                       partial, cfg={"k": 0})
     assert (partial / wd.CONFIG_FILE).exists()
+
+
+def test_the_fused_detector_names_a_missing_or_misshapen_input():
+    rng = np.random.default_rng(0)
+    scores = {"var_x0": rng.random(50), "eps_norm_last": rng.random(50)}
+    positive = np.arange(50) < 10
+    with pytest.raises(InputError, match=r"^scores=\['eps_norm_last', 'var_x0'\]: lacks the "
+                                         r"detector\(s\) flipd"):
+        mj.fit_fused_detector(scores, positive, ["var_x0", "flipd"])
+    fused = mj.fit_fused_detector(scores, positive)
+    with pytest.raises(InputError, match=r"^scores\['var_x0'\]=\(2, 25\): must be one model's"):
+        fused.score({"var_x0": rng.random((2, 25)), "eps_norm_last": rng.random(50)})
+    with pytest.raises(InputError, match=r"^fit_mask=\(3,\)"):
+        mj.fit_fused_detector(scores, positive, fit_mask=np.ones(3, bool))

@@ -158,6 +158,54 @@ def logistic_score(features: np.ndarray, fit: tuple) -> np.ndarray:
     return ((np.asarray(features, np.float64) - centre) / scale) @ weights + bias
 
 
+def _score_columns(scores: Mapping, names: Sequence[str], n: int | None = None) -> list:
+    missing = [name for name in names if name not in scores]
+    check(not missing, "scores", sorted(scores), f"lacks the detector(s) {', '.join(missing)}")
+    columns = [np.asarray(scores[name], np.float64) for name in names]
+    n = columns[0].shape[0] if n is None else n
+    for name, c in zip(names, columns):
+        check(c.shape == (n,), f"scores[{name!r}]", c.shape, f"must be one model's ({n},) scores")
+    return columns
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedDetector:
+    """A logistic fusion of several detectors' scores (`fit_fused_detector`): `score(scores)`
+    gives the fused score (higher = more likely hallucinated) of any samples scored by the same
+    detectors. inputs: the detector names, in the order of `weights`."""
+
+    inputs: tuple
+    centre: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    def score(self, scores: Mapping) -> np.ndarray:
+        """The fused score (n,) from {detector name: (n,) scores} holding every input."""
+        columns = _score_columns(scores, self.inputs)
+        return logistic_score(_features(columns),
+                              (self.centre, self.scale, self.weights, self.bias))
+
+
+def fit_fused_detector(scores: Mapping, positive, inputs: Sequence[str] | None = None,
+                       fit_mask=None, l2: float = 1e-2) -> FusedDetector:
+    """Fit a logistic fusion of detectors on labelled samples, to score others with `.score`.
+    scores: {detector name: (n,)}; positive: (n,) bool; inputs: the detectors to fuse (default:
+    every one in `scores` but the random floor); fit_mask: (n,) bool, the held-out split to fit
+    on (default: all n; `fit_split` makes one), which needs both classes. Scores are
+    log-transformed where non-negative (variances, norms) first."""
+    names = [n for n in scores if n != RANDOM] if inputs is None else list(inputs)
+    check(len(names) >= 1, "inputs", names, "must name at least one detector")
+    positive = np.asarray(positive, bool)
+    check(positive.ndim == 1, "positive", positive.shape, "must be one model's (n,) labels")
+    columns = _score_columns(scores, names, positive.shape[0])
+    rows = np.ones(positive.shape, bool) if fit_mask is None else np.asarray(fit_mask, bool)
+    check(rows.shape == positive.shape, "fit_mask", rows.shape,
+          f"must have the shape of positive {positive.shape}")
+    centre, scale, weights, bias = fit_logistic(_features(columns)[rows], positive[rows], l2)
+    return FusedDetector(tuple(names), centre, scale, weights, float(bias))
+
+
 def evaluate_task(scores: dict, positive: np.ndarray, fit_mask: np.ndarray,
                   fusion_inputs: Sequence[str] = ()) -> dict:
     """Detection of one task on the test half (~fit_mask), per detector: `detection_summary`.
@@ -186,10 +234,9 @@ def evaluate_task(scores: dict, positive: np.ndarray, fit_mask: np.ndarray,
     fusion_inputs = [best if n == BEST_WINDOW else n for n in fusion_inputs
                      if n != BEST_WINDOW or best is not None]
     if fusion_inputs:
-        feats = _features([scores[n] for n in fusion_inputs])
-        fit = fit_logistic(feats[fit_mask], positive[fit_mask])
-        out[FUSED] = {**summary(logistic_score(feats, fit), test),
-                      "inputs": list(fusion_inputs), "weights": fit[2].tolist()}
+        fused = fit_fused_detector(scores, positive, fusion_inputs, fit_mask)
+        out[FUSED] = {**summary(fused.score(scores), test),
+                      "inputs": list(fusion_inputs), "weights": fused.weights.tolist()}
     return out
 
 
@@ -202,4 +249,5 @@ def fusion_inputs(names: Sequence[str]) -> list:
 
 __all__ = ["Detector", "standard_detectors", "merged_observers", "model_slice", "score_all",
            "fit_split", "fit_logistic", "logistic_score", "evaluate_task", "fusion_inputs",
+           "FusedDetector", "fit_fused_detector",
            "window_name", "RANDOM", "BEST_WINDOW", "FUSED"]
