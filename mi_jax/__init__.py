@@ -5,7 +5,8 @@ The public API (each symbol documented where it is defined; README "Library API"
     data:      GaussianMixture, mixture_1d, grid_2d, stack, in_support, hallucination_rate,
                classify (bridge / blur labels), pair_summary
     diffusion: Schedule, linear_schedule, cosine_schedule, quadratic_schedule, make_schedule,
-               respace, strided_timesteps, dense_tail_timesteps, q_sample, predict_x0, eps_loss,
+               respace, strided_timesteps, dense_tail_timesteps, sampling_plan (full / strided /
+               dense tail), q_sample, predict_x0, eps_loss,
                oracle_eps, oracle_score, oracle_x0 (the exact Gaussian-mixture score)
     nets:      Network, make_mlp, make_unet, take_model
     sampling:  sample, sample_network, SampleResult, DDPM, DDIM, observers (WindowVariance,
@@ -34,7 +35,7 @@ from mi_jax.diffusion.forward import eps_loss, predict_x0, q_sample
 from mi_jax.diffusion.oracle import oracle_eps, oracle_score, oracle_x0
 from mi_jax.diffusion.schedule import (Schedule, cosine_schedule, dense_tail_timesteps,
                                        linear_schedule, make_schedule, quadratic_schedule, respace,
-                                       strided_timesteps)
+                                       sampling_plan, strided_timesteps)
 from mi_jax.nets import Network, make_mlp, make_unet, take_model
 from mi_jax.sampling.chain import reverse
 from mi_jax.sampling.ddpm import SampleResult, sample, sample_network
@@ -65,7 +66,7 @@ __all__ = [
     "in_support", "pair_summary", "curvature_score", "flipd", "auroc", "detection_summary",
     "kept_at_removed", "removed_at_kept", "roc_curve", "eps_loss", "predict_x0", "q_sample", "oracle_eps",
     "oracle_score", "oracle_x0", "Schedule", "cosine_schedule", "dense_tail_timesteps",
-    "linear_schedule", "make_schedule", "quadratic_schedule", "respace", "strided_timesteps",
+    "linear_schedule", "make_schedule", "quadratic_schedule", "respace", "sampling_plan", "strided_timesteps",
     "Network", "make_mlp", "make_unet", "take_model", "reverse", "SampleResult", "sample",
     "sample_network", "FinalEpsNorm", "JacobianTrace", "PreemptiveFlag", "Record", "StepView",
     "WindowVariance", "RegionMeanVariance", "region_mean_variance", "jacobian_trace", "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",

@@ -78,3 +78,20 @@ def test_bad_schedules(args, name):
         sch.linear_schedule(**args)
     with pytest.raises(InputError, match="^schedule"):
         sch.make_schedule("sigmoid")
+
+
+def test_sampling_plan_is_the_full_strided_or_dense_tail_respacing():
+    import mi_jax as mj
+
+    s = mj.linear_schedule(100)
+    full, ts = mj.sampling_plan(s)
+    assert full is s and ts.tolist() == list(range(100))
+    assert mj.sampling_plan(s, 100)[0] is s
+    for steps, dense, want in ((20, 0, mj.strided_timesteps(100, 20)),
+                               (15, 10, mj.dense_tail_timesteps(100, 15, 10))):
+        sub, kept = mj.sampling_plan(s, steps, dense)
+        ref, ref_ts = mj.respace(np.asarray(s.betas, np.float64), want)
+        assert kept.tolist() == ref_ts.tolist()
+        np.testing.assert_array_equal(np.asarray(sub.betas), np.asarray(ref.betas))
+    with pytest.raises(mj.InputError, match="^sampling_steps=200: must be <= 100"):
+        mj.sampling_plan(s, 200)

@@ -136,6 +136,28 @@ def respace(betas_full, timesteps) -> tuple[Schedule, np.ndarray]:
     return from_betas(betas), ts
 
 
+def plan_timesteps(T: int, steps: int | None = None, dense: int = 0):
+    """The training timesteps a sampling plan visits, increasing: every one of the T (steps None
+    or T, dense 0: the full chain), `steps` strided ones (`strided_timesteps`), or every one below
+    `dense` plus `steps` strided above it (`dense_tail_timesteps`). None for the full chain."""
+    check_int(dense, "dense_steps", low=0)
+    if dense:
+        return dense_tail_timesteps(T, steps, dense)
+    if steps is None or steps == T:
+        return None
+    return strided_timesteps(T, steps)
+
+
+def sampling_plan(schedule: "Schedule", steps: int | None = None, dense: int = 0):
+    """(the schedule to sample with, its network timesteps (T',)) for a plan of `plan_timesteps`:
+    the schedule itself and arange(T) for the full chain, else `respace` of its betas. The one
+    place every study builds its full / strided / dense-tail sampler from."""
+    ts = plan_timesteps(schedule.num_steps, steps, dense)
+    if ts is None:
+        return schedule, np.arange(schedule.num_steps)
+    return respace(np.asarray(schedule.betas), ts)
+
+
 def strided_timesteps(T: int, num_sampling_steps: int) -> np.ndarray:
     """Evenly spaced timesteps including 0 and T-1."""
     check_int(num_sampling_steps, "sampling_steps", low=2, high=T)

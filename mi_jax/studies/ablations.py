@@ -23,7 +23,7 @@ from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.oracle import ORACLE
-from mi_jax.diffusion.schedule import respace, strided_timesteps
+from mi_jax.diffusion.schedule import sampling_plan
 from mi_jax.nets import make_mlp
 from mi_jax.sampling.ddpm import sample_network
 from mi_jax.studies import mixture_study
@@ -59,11 +59,10 @@ def _samplers(schedule, steps_list):
     """(name, schedule, net timesteps, variance) for every sampler variant."""
     full = np.arange(schedule.num_steps)
     out = [("DDPM T", schedule, full, "large"), ("DDIM T", schedule, full, "ddim")]
-    betas = np.asarray(schedule.betas, np.float64)  # float32-rounded betas; fine for respacing
     for n in steps_list:
         if n >= schedule.num_steps:
             continue
-        sub, kept = respace(betas, strided_timesteps(schedule.num_steps, n))
+        sub, kept = sampling_plan(schedule, n)
         out += [(f"DDPM T'={len(kept)}", sub, kept, "large"), (f"DDIM T'={len(kept)}", sub, kept, "ddim")]
     return out
 

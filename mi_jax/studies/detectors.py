@@ -138,8 +138,8 @@ class _Source:
             scfg, self.network, schedule, state = shapes_detection.load_models(path)
             self.params, self.res = state.eval_params, scfg.resolution
             self.train_schedule = schedule
-            steps = mj.dense_tail_timesteps(scfg.T, cfg.strided_steps, cfg.dense_steps)
-            self.schedule, self.ts = mj.respace(np.asarray(schedule.betas), steps)
+            self.schedule, self.ts = mj.sampling_plan(schedule, cfg.strided_steps,
+                                                      cfg.dense_steps)
             self.shape = (self.res, self.res, 1)
             self.names = ["SIMPLE SHAPES"] * len(scfg.seeds)
             self.num = cfg.num_images

@@ -254,11 +254,7 @@ def validate(cfg: Config) -> None:
 
 def _sampling_timesteps(d: dict):
     """Training timesteps the sampler visits (None: all T)."""
-    if d.get("dense_steps"):
-        return sched.dense_tail_timesteps(d["T"], d["sampling_steps"], d["dense_steps"])
-    if d["sampling_steps"] == d["T"]:
-        return None
-    return sched.strided_timesteps(d["T"], d["sampling_steps"])
+    return sched.plan_timesteps(d["T"], d["sampling_steps"], d.get("dense_steps") or 0)
 
 
 def _check_sampler(d: dict, name: str) -> None:
@@ -281,10 +277,9 @@ def _check_sampler(d: dict, name: str) -> None:
 
 def _schedules(d: dict):
     train_sched = sched.linear_schedule(d["T"], d["beta_start"], d["beta_end"])
-    ts = _sampling_timesteps(d)
-    if ts is None:
+    if _sampling_timesteps(d) is None:
         return train_sched, None, None
-    s, ts = sched.respace(train_sched.betas, ts)
+    s, ts = sched.sampling_plan(train_sched, d["sampling_steps"], d.get("dense_steps") or 0)
     return train_sched, s, ts
 
 

@@ -158,9 +158,7 @@ def saved_snapshot_steps(workdir) -> list:
 
 
 def sampling_schedule(cfg, schedule):
-    if cfg.sampling_steps == cfg.T:
-        return schedule, np.arange(cfg.T)
-    return sched.respace(schedule.betas, sched.strided_timesteps(cfg.T, cfg.sampling_steps))
+    return sched.sampling_plan(schedule, cfg.sampling_steps)
 
 
 def bottleneck_embedding(network, params, schedule, groups: dict, t: int, key,

@@ -134,8 +134,8 @@ def evaluate_source(path: Path, cfg: Config, log=print, checkpoint_file: Path | 
                     train_steps: int | None = None) -> tuple[dict, dict]:
     scfg, network, schedule, state = load_models(path, checkpoint_file)
     res_px, seeds = scfg.resolution, scfg.seeds
-    steps = mj.dense_tail_timesteps(scfg.T, cfg.strided_steps, cfg.dense_steps)
-    sample_sched, ts_net = mj.respace(np.asarray(schedule.betas), steps)
+    sample_sched, ts_net = mj.sampling_plan(schedule, cfg.strided_steps, cfg.dense_steps)
+    steps = ts_net
     log(f"[shapes_detection] {checkpoint_file or path}: {len(seeds)} model(s), "
         f"{cfg.num_samples} images each, "
         f"{len(steps)} sampling steps (every t < {cfg.dense_steps})")
