@@ -78,7 +78,11 @@ def official_rows(paths: list, oracle_width: dict, k: float, recipe: dict) -> di
                 raise InputError(f"official={path}: no mi_jax run of {name} given (--mi_jax)")
             theirs = {"steps": info["steps"], "batch_size": info["batch_size"],
                       "T": info["timesteps"], "width": 128, "lr": 1e-3,
-                      "lr_schedule": "constant", "batch_order": "in_order"}
+                      "lr_schedule": "constant", "batch_order": "in_order",
+                      "num_train": info["size"], "hal_window": [0, info["window"]],
+                      "focus_steps": 0, "ema_decay": 0.0}
+            if info["dataset"] != "gaussian1d":  # the official 25-mode grid, unshifted
+                theirs.update(grid_size=5, grid_shift=0.0)
             differ = [f"{key} {v} vs {recipe[name].get(key)}" for key, v in theirs.items()
                       if recipe[name].get(key) != v]
             if differ:
@@ -104,9 +108,19 @@ def mi_jax_rows(dirs: list) -> tuple:
         metrics, cfg = wd.read_json(d / wd.METRICS_FILE), wd.read_json(d / wd.CONFIG_FILE)
         for name, b in metrics["bridges"].items():
             width[name] = b["oracle_mode_width"]
-            recipe[name] = {key: cfg.get(key) for key in ("steps", "batch_size", "T", "width",
-                                                          "lr", "lr_schedule", "batch_order",
-                                                          "num_samples")}
+            recipe[name] = {key: cfg.get(key) for key in (
+                "batch_size", "T", "width", "lr", "lr_schedule", "batch_order", "num_samples",
+                "hal_window", "grid_size", "grid_shift")}
+            recipe[name]["focus_steps"] = cfg.get("focus_steps") or 0
+            recipe[name]["ema_decay"] = cfg.get("ema_decay") or 0.0
+            n_train = (metrics.get("configs", {}).get(name, {}).get("num_train")
+                       or cfg.get("num_train"))
+            recipe[name]["num_train"] = n_train
+            # The steps this model trained: an epoch budget stops it before `steps`.
+            steps = cfg.get("steps")
+            if cfg.get("epochs") and n_train:
+                steps = min(steps, cfg["epochs"] * (n_train // cfg["batch_size"]))
+            recipe[name]["steps"] = steps
             rows[name] = [{"seed": s, **{q: b[q]["per_seed"][i] for q in QUANTITIES},
                            "num_bridges": b["num_bridges"][i]}
                           for i, s in enumerate(cfg["seeds"])]

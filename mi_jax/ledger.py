@@ -27,6 +27,7 @@ TOO_FEW, NOT_CONVERGED = "too few positives", "not converged"
 VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, TOO_FEW, NOT_CONVERGED, NOT_MEASURED)
 
 MIN_SEEDS = 3           # seeds (or models) a "reproduced" needs
+COMPARE_TOL = 1e-12     # "beyond a bar" means by more than this (float rounding of counts)
 MIN_POSITIVES = 100     # pooled hallucinations a detection row needs
 CONVERGENCE_REL = 0.10  # the bridge rate may move by 10 % of itself over the last quarter ...
 CONVERGENCE_ABS = 0.001  # ... or by 0.1 percentage point, or by twice its counting noise
@@ -35,8 +36,10 @@ RULE = (
     "Verdict rule. Each claim has a bar (the paper's level; for a direction claim, 0) and a weaker "
     "bar, and an orientation (larger or smaller supports it); every comparison below is strict. "
     "Values are per seed (non-finite ones dropped; none left: not measured). "
-    "(1) Not converged: a row resting on trained mixture models whose study has no convergence "
-    "curve reaching the end of training with >= 2 points in its last quarter, or whose mean "
+    "(1) Not converged: a row resting on the gmm1d / gmm2d studies' models (the studies that "
+    "record a convergence curve; the recursion and SIMPLE SHAPES rows are not gated) whose study "
+    "has no convergence curve reaching the end of training with >= 2 points in its last "
+    "quarter, or whose mean "
     "bridge rate over seeds moved over that last quarter by more than the largest of "
     f"{CONVERGENCE_REL:.0%} of its value, {100 * CONVERGENCE_ABS:g} percentage point and twice "
     "the counting standard error of the change. "
@@ -68,17 +71,24 @@ class Measurement:
     converged: bool | None = None
     convergence_note: str = ""
 
+    def __post_init__(self):
+        self.values = _floats(self.values)  # JSON null (an undefined seed) -> NaN
+
+    @property
+    def finite(self) -> list:
+        return [v for v in self.values if np.isfinite(v)]
+
     @property
     def n(self) -> int:
-        return len(self.values)
+        return len(self.finite)
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.values))
+        return float(np.mean(self.finite)) if self.finite else float("nan")
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n > 1 else float("nan")
+        return float(np.std(self.finite, ddof=1)) if self.n > 1 else float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +131,9 @@ def verdict(values, full: float, weak: float, higher: bool = True, *, counting=N
     sign = 1.0 if higher else -1.0
     mean, lo, hi = intervals.t_interval(v)
     seed_bound = lo if higher else hi
-    beyond = lambda x, bar: bool(np.isfinite(x)) and sign * x > sign * bar
+    # Strictly beyond, by more than float rounding: counts turned into rates and averaged over
+    # seeds leave ~1e-19 where the exact difference is 0 (a zero effect is not a direction).
+    beyond = lambda x, bar: bool(np.isfinite(x)) and sign * (x - bar) > COMPARE_TOL
     count_ok = counting is None or beyond(counting[0] if higher else counting[1], full)
     if v.size >= MIN_SEEDS and beyond(seed_bound, full) and count_ok:
         return REPRODUCED
@@ -211,9 +223,13 @@ def convergence(results, exp, names=None) -> tuple:
         n_train = _get(results, exp, "configs", name, "num_train") or cfg.get("num_train")
         if cfg.get("epochs") and n_train:
             end = min(end, int(cfg["epochs"]) * (int(n_train) // int(cfg["batch_size"])))
-        points = [(s, b) for s, b in zip(entry["steps"], entry["bridge"]["mean"]) if s <= end]
-        if not points or points[-1][0] < end:
+        series = list(zip(entry["steps"], entry["bridge"]["mean"]))
+        after = [(s, b) for s, b in series if s >= end]
+        if not after:
             return False, f"{name}: the curve stops before step {end}"
+        # The first point at or past the model's last step is its final model (frozen after an
+        # epoch budget that no curve point falls on exactly).
+        points = [(s, b) for s, b in series if s < end] + [(end, after[0][1])]
         quarter = [(s, b) for s, b in points if s >= 0.75 * end]
         if len(quarter) < 2:
             return False, f"{name}: fewer than 2 curve points in the last quarter of training"
@@ -346,7 +362,7 @@ def _smooth_x0(results):
     m = Measurement(ratios, _protocol(results, "gmm1d", f"score analysis at t={t}, per gap "
                                       "and seed"),
                     f"steepest slope of x0_hat(x_t) between modes: exact / learned at t={t}")
-    return _gated(m, results, "gmm1d") if "gmm1d" in results else m
+    return _gated(m, results, "gmm1d")
 
 
 def _bridge_detection(b, key, num_samples) -> tuple:
@@ -427,7 +443,7 @@ def _detection_best_window(key):
                         f"{len(src['windows'])} windows: t in [{lo}, {hi})",
                         notes + "; the window is chosen on these samples", counting=counting,
                         positives=sum(sum(p) for p in pos))
-        return _gated(m, results, "gmm2d") if "gmm2d" in results else m
+        return _gated(m, results, "gmm2d")
     return extract
 
 
@@ -441,7 +457,7 @@ def _detection_1d(results):
                                                   _num_samples(results, "gmm1d"))
     return _gated(Measurement(vals, _protocol(results, "gmm1d", name + ", window t in [0, 10), "
                                               "bridges vs in-support"),
-                              f"AUROC {b['bridges_auroc']['mean']:.3f}; bridges per model "
+                              f"AUROC {_fmt(b['bridges_auroc']['mean'], 'auroc')}; bridges per model "
                               f"{b['num_bridges']}", counting=intervals.wilson(removed, pos),
                               positives=positives), results, "gmm1d", [name])
 
@@ -493,7 +509,8 @@ def _shapes_duplicate_detection(results):
                        f"{cfg.get('num_samples')} images/model, dense-tail sampler (every t < "
                        f"{cfg.get('dense_steps')}), duplicates vs in-support, max over columns, "
                        "official window", "; ".join(notes),
-                       counting=intervals.mean_auroc_interval(*zip(*counts)) if counts else None,
+                       counting=(intervals.mean_auroc_interval(*zip(*counts)) if counts
+                                 else (float("nan"), float("nan"))),
                        positives=sum(c[1] for c in counts))
 
 
@@ -517,7 +534,7 @@ def _shapes_detection_controlled(results):
         return None
     return Measurement(values, "shapes_detection: whole-image variance, AUROC over pairs of "
                        "images with the same number of shapes, best window", "; ".join(notes),
-                       positives=positives)
+                       counting=(float("nan"), float("nan")), positives=positives)
 
 
 def _shapes_detection(results):
@@ -537,7 +554,8 @@ def _shapes_detection(results):
     return Measurement([r["auroc"] for r in rows], f"shapes preset {cfg.get('preset')}: variance "
                        f"'{best}' over sampling steps {cfg.get('hal_window')}",
                        "all hallucinations (duplicates, empties, malformed) vs in-support",
-                       counting=intervals.mean_auroc_interval(*zip(*counts)) if counts else None,
+                       counting=(intervals.mean_auroc_interval(*zip(*counts)) if counts
+                                 else (float("nan"), float("nan"))),
                        positives=sum(c[1] for c in counts) if counts else None)
 
 
@@ -694,7 +712,7 @@ def ledger(results: dict) -> list:
                "bar": {"full": claim.full, "weak": claim.weak,
                        "direction": "higher" if claim.higher else "lower"},
                "percent": claim.percent}
-        if m is None or not m.values:
+        if m is None or not m.n:
             row.update(verdict=NOT_MEASURED, mean=None, std=None, n=0, per_seed=[], protocol="",
                        note=error or claim.unavailable, seed_interval=None, counting=None,
                        positives=None, converged=None)

@@ -39,7 +39,7 @@ def _official_file(path, seed, bridge_share, means=None):
     return path
 
 
-def _mi_jax_dir(root, bridges, steps=40):
+def _mi_jax_dir(root, bridges, steps=40, extra=None):
     per = lambda v: {"per_seed": v, "mean": float(np.mean(v))}
     root.mkdir()
     b = {"bridge": per(bridges), "blur": per([0.0] * len(bridges)),
@@ -50,7 +50,8 @@ def _mi_jax_dir(root, bridges, steps=40):
     (root / "config.json").write_text(json.dumps(
         {"seeds": list(range(len(bridges))), "steps": steps, "batch_size": 10_000, "T": 50,
          "width": 128, "lr": 1e-3, "lr_schedule": "constant", "batch_order": "in_order",
-         "num_samples": 2000}))
+         "num_samples": 2000, "num_train": 100_000, "hal_window": [0, 10], "grid_size": 5,
+         "grid_shift": 0.0, "focus_steps": 0, "ema_decay": 0.0, **(extra or {})}))
     return root
 
 
@@ -82,6 +83,15 @@ def test_runs_of_another_budget_or_other_modes_are_refused(tmp_path):
     f = _official_file(tmp_path / "s0.npz", 0, 0.05)
     ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj", [0.05, 0.05], steps=80)])
     with pytest.raises(InputError, match=r"not the protocol of the mi_jax run of square \(steps 40 vs 80\)"):
+        oc.official_rows([str(f)], width, 4.0, recipe)
+    # An epoch budget counts: 4 epochs of 10 batches stop the mi_jax model at step 40 of 80.
+    ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj_ep", [0.05, 0.05], steps=80,
+                                                      extra={"epochs": 4})])
+    assert recipe["square"]["steps"] == 40
+    oc.official_rows([str(f)], width, 4.0, recipe)
+    ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj_f", [0.05, 0.05],
+                                                      extra={"focus_steps": 100})])
+    with pytest.raises(InputError, match=r"focus_steps 0 vs 100"):
         oc.official_rows([str(f)], width, 4.0, recipe)
     bad = _official_file(tmp_path / "s1.npz", 1, 0.05,
                          means=np.asarray(mx.grid_2d("square", 0.05).means) * 2)

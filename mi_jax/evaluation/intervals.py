@@ -72,7 +72,7 @@ def mean_auroc_interval(aucs, num_pos, num_neg) -> tuple:
     """The counting interval of the mean of several models' AUROCs: mean +- z * sqrt(sum se^2)/n,
     each se from that model's counts (Hanley-McNeil), clipped to [0, 1]."""
     aucs = [float(a) for a in aucs]
-    ses = [auroc_se(a, int(p), int(n)) for a, p, n in zip(aucs, num_pos, num_neg)]
+    ses = [auroc_se(a, int(round(p)), int(round(n))) for a, p, n in zip(aucs, num_pos, num_neg)]
     if not aucs or not all(math.isfinite(s) for s in ses):
         return float("nan"), float("nan")
     m = float(np.mean(aucs))

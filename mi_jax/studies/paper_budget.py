@@ -173,8 +173,11 @@ def assemble(root, study: str, log=print) -> Path:
     for u in mine:
         state, g = _unit_state(root / UNITS_DIR / u.name)
         by_model[(g.configs[0].name, int(g.seeds[0]))] = (u, state)
-    order = [by_model[(grid.configs[c].name, int(s))]
-             for c, s in zip(grid.config_index, grid.model_seeds)]
+    wanted = [(grid.configs[c].name, int(s)) for c, s in zip(grid.config_index, grid.model_seeds)]
+    lacking = [f"{n} seed {s}" for n, s in wanted if (n, s) not in by_model]
+    if lacking:
+        raise InputError(f"study={study}: no unit holds the model(s) {', '.join(lacking)}")
+    order = [by_model[w] for w in wanted]
     log(f"assembling {study}: " + ", ".join(u.name for u, _ in order))
     stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *[s for _, s in order])
     stacked = stacked._replace(step=jnp.full_like(stacked.step, cfg.steps))

@@ -121,7 +121,8 @@ def run(cfg: Config, workdir, log=print) -> dict:
                 rates = support.label_rates(labels)
                 orates = support.label_rates(olabels)
                 sel = labels != support.BLUR
-                det = detection_summary(np.nan_to_num(hal[sel], nan=np.inf, posinf=1e30),
+                big = np.finfo(np.float32).max
+                det = detection_summary(np.nan_to_num(hal[sel], nan=big, posinf=big),
                                         labels[sel] == support.BRIDGE)
                 cell = cells.setdefault(f"T={T or 'cont'}, T'={Tp}", {"T": T, "T_prime": Tp,
                                                                      "per_seed": []})
