@@ -351,9 +351,10 @@ def _sweep_difference(results, panel, label):
 
 def _smooth_x0(results):
     sources = _get(results, "score_analysis", "sources") or {}
-    per_t = next((src["per_timestep"] for src in sources.values() if "per_timestep" in src), None)
-    if not per_t:
+    src = next((src for src in sources.values() if "per_timestep" in src), None)
+    if not src or not src["per_timestep"]:
         return None
+    per_t = src["per_timestep"]
     t = min((int(k) for k in per_t if int(k) > 0), default=None)
     if t is None:
         return None
@@ -362,7 +363,8 @@ def _smooth_x0(results):
     m = Measurement(ratios, _protocol(results, "gmm1d", f"score analysis at t={t}, per gap "
                                       "and seed"),
                     f"steepest slope of x0_hat(x_t) between modes: exact / learned at t={t}")
-    return _gated(m, results, "gmm1d")
+    # Gated on the analysed configuration's own curve (score_analysis: Fig. 2's first mixture).
+    return _gated(m, results, "gmm1d", [src["config"]] if "config" in src else None)
 
 
 def _bridge_detection(b, key, num_samples) -> tuple:
