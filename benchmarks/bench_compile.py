@@ -81,7 +81,7 @@ def compile_case(name: str) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default=",".join(CASES))
-    p.add_argument("--out", default="benchmarks/results_compile.json")
+    p.add_argument("--out", default="results/benchmarks/results_compile.json")
     p.add_argument("--case", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.case:

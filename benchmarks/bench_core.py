@@ -172,7 +172,7 @@ def main():
     p.add_argument("--reference_sample_steps", type=int, default=1000,
                    help="reverse steps per timed reference sampling run (its rate is scaled to "
                         "1000 steps; every step costs the same)")
-    p.add_argument("--out", default="benchmarks/results_core.json")
+    p.add_argument("--out", default="results/benchmarks/results_core.json")
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:

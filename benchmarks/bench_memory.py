@@ -51,7 +51,7 @@ def main():
     p.add_argument("--reference_steps", type=int, default=100,
                    help="also run the smallest count at this T (0: skip)")
     p.add_argument("--chunk", type=int, default=10_000)
-    p.add_argument("--out", default="benchmarks/results_memory.json")
+    p.add_argument("--out", default="results/benchmarks/results_memory.json")
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:

@@ -3,7 +3,7 @@ r"""Mixed precision (bf16 matmuls): speed and effect on hallucinations and their
     python -m benchmarks.bench_precision --workdir=runs/shapes_quick        # a finished shapes run
     python -m benchmarks.bench_precision --workdir=W --num_samples=2000     # on a GPU
     python -m benchmarks.bench_precision --workdir=runs/gmm2d_quick --num_samples=10000 \
-        --chunk_size=10000 --out=benchmarks/results_precision_mlp.json     # a gmm1d/gmm2d run
+        --chunk_size=10000 --out=results/benchmarks/results_precision_mlp.json     # a gmm1d/gmm2d run
 
 Loads the trained models of a finished work directory and samples the same points (same keys,
 same noise) with float32 and with bfloat16 matmuls (float32 params and norms; SIMPLE SHAPES: the
@@ -200,8 +200,8 @@ def main():
     p.add_argument("--chunk_size", type=int, default=200)
     p.add_argument("--seed", type=int, default=7,
                    help="shapes only; mixtures reuse the run's own sampling keys")
-    p.add_argument("--out", default="", help="default: benchmarks/results_precision.json "
-                   "(shapes) or benchmarks/results_precision_mlp.json (mixtures)")
+    p.add_argument("--out", default="", help="default: results/benchmarks/results_precision.json "
+                   "(shapes) or results/benchmarks/results_precision_mlp.json (mixtures)")
     a = p.parse_args()
     from mi_jax.studies.mixture_study import MODELS_FILE
 
@@ -218,8 +218,8 @@ def main():
     else:
         r = run_shapes(a.workdir, a.num_samples, a.sampling_steps, a.chunk_size, a.seed)
         report_shapes(r)
-    write_results(a.out or ("benchmarks/results_precision_mlp.json" if mixture
-                            else "benchmarks/results_precision.json"), r)
+    write_results(a.out or ("results/benchmarks/results_precision_mlp.json" if mixture
+                            else "results/benchmarks/results_precision.json"), r)
 
 
 if __name__ == "__main__":

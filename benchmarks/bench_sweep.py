@@ -62,7 +62,7 @@ def main():
     p.add_argument("--batch", type=int, default=1000, help="training batch per model")
     p.add_argument("--steps", type=int, default=50, help="timed training steps")
     p.add_argument("--num", type=int, default=1000, help="samples per model (T = 1000 steps)")
-    p.add_argument("--out", default="benchmarks/results_sweep.json")
+    p.add_argument("--out", default="results/benchmarks/results_sweep.json")
     p.add_argument("--case", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.case:

@@ -88,7 +88,7 @@ def main():
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--sampling_steps", type=int, default=20)
     p.add_argument("--rolled", action="store_true", help="also time the rolled (scan) loop")
-    p.add_argument("--out", default="benchmarks/results_unet.json")
+    p.add_argument("--out", default="results/benchmarks/results_unet.json")
     args = p.parse_args()
     mults = [int(m) for m in args.mults.split(",")]
     peak = _matmul_gflops()

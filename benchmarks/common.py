@@ -39,5 +39,6 @@ def print_table(header: list, rows: list) -> None:
 
 
 def write_results(path, results) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(results, f, indent=2)

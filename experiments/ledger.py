@@ -1,6 +1,7 @@
 r"""The claims ledger of any directory of finished experiments (a main job, a GPU run).
 
     python -m experiments.ledger --workdir=runs/reproduce
+    python -m experiments.ledger --results=docs/results.md   # the committed ledgers side by side
 
 Reads `<workdir>/<experiment>/metrics.json` and `config.json` for every experiment present,
 prints the ledger (Markdown) and writes `ledger.md` and `ledger.json` into the directory.
@@ -15,11 +16,18 @@ from mi_jax.studies import runner
 __doc__ += "\n" + _ledger.RULE + "\n"  # absl's --help prints this docstring
 
 flags.DEFINE_string("workdir", None, "Directory holding finished experiments.")
+flags.DEFINE_string("results", None, "Instead: write the ledgers of --columns side by side into "
+                    "this Markdown file (docs/results.md).")
+flags.DEFINE_list("columns", ["quick budget:results/quick", "paper budget:results/paper"],
+                  "With --results: label:directory pairs, each directory holding a ledger.json.")
 
 
 def main():
+    if flags.FLAGS.results:
+        print(runner.write_results(flags.FLAGS.results, flags.FLAGS.columns))
+        return
     print(runner.write_ledger(flags.FLAGS.workdir))
 
 
 if __name__ == "__main__":
-    cli.run_main(main)
+    cli.run_main(main, needs_workdir=lambda: not flags.FLAGS.results)

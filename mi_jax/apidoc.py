@@ -1,9 +1,10 @@
-"""The README's API section, generated from the docstrings of `mi_jax.__all__` (so it cannot drift).
+"""The API reference (docs/api.md), generated from the docstrings of `mi_jax.__all__` (so it
+cannot drift).
 
-    python -m mi_jax.apidoc            # print the section
-    python -m mi_jax.apidoc --write    # replace it in README.md (between the two markers)
+    python -m mi_jax.apidoc            # print the table
+    python -m mi_jax.apidoc --write    # replace it in docs/api.md (between the two markers)
 
-A test checks that README.md holds exactly what `render()` returns.
+A test checks that docs/api.md holds exactly what `render()` returns.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 START, END = "<!-- api:start (python -m mi_jax.apidoc --write) -->", "<!-- api:end -->"
-README = Path(__file__).resolve().parent.parent / "README.md"
+API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
 def _summary(obj) -> str:
@@ -55,7 +56,7 @@ def render() -> str:
 
 
 def current(text: str) -> str | None:
-    """The API section found in a README text, or None."""
+    """The API section found in a document's text, or None."""
     if START not in text or END not in text:
         return None
     return text[text.index(START): text.index(END) + len(END)]
@@ -66,12 +67,12 @@ def main(argv) -> int:
     if "--write" not in argv:
         print(section)
         return 0
-    text = README.read_text()
+    text = API_DOC.read_text()
     old = current(text)
     if old is None:
-        print(f"README.md has no {START} ... {END} markers", file=sys.stderr)
+        print(f"{API_DOC} has no {START} ... {END} markers", file=sys.stderr)
         return 2
-    README.write_text(text.replace(old, section))
+    API_DOC.write_text(text.replace(old, section))
     return 0
 
 

@@ -127,14 +127,15 @@ def _flags_parser(argv):
         sys.exit(EXIT_BAD_INPUT)
 
 
-def run_main(body: Callable[[], None]) -> None:
-    """`app.run` with one-line errors for bad flags and bad values (exit status 2)."""
+def run_main(body: Callable[[], None], needs_workdir: Callable[[], bool] = lambda: True) -> None:
+    """`app.run` with one-line errors for bad flags and bad values (exit status 2).
+    needs_workdir: whether this command line needs --workdir (asked after parsing)."""
 
     def main(argv):
         if len(argv) > 1:
             print(f"error: unexpected arguments {argv[1:]!r}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-        if not flags.FLAGS.workdir:
+        if not flags.FLAGS.workdir and needs_workdir():
             print("error: --workdir is required", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         try:

@@ -769,7 +769,7 @@ def _bounds(row) -> str:
     if row["mean"] is None:
         return "-"
     f = (lambda v: f"{100 * v:.2f}%") if row["percent"] else (lambda v: f"{v:.3f}")
-    show = lambda iv: ("n/a" if iv is None or not all(np.isfinite(iv))
+    show = lambda iv: ("n/a" if iv is None or not all(np.isfinite(_floats(iv)))  # JSON: null
                        else f"[{f(iv[0])}, {f(iv[1])}]")
     parts = [f"seeds {show(row['seed_interval'])}"]
     if row["counting"] is not None:
@@ -811,10 +811,11 @@ def _cell(row) -> str:
     return f"{value}: **{row['verdict']}**"
 
 
-def results_markdown(columns: dict, sources: dict) -> str:
+def results_markdown(columns: dict, sources: dict, progress: dict | None = None) -> str:
     """The ledgers of several budgets side by side ({label: rows}, each from a `ledger.json`):
     one line per claim with each budget's value and verdict, the verdict counts per budget, the
-    protocol each row was measured with, and the rule. `sources` ({label: path}) is cited."""
+    protocol each row was measured with, and the rule. `sources` ({label: path}) is cited;
+    `progress` ({label: Markdown}) says how far a budget's runs have got."""
     labels = list(columns)
     keys = [r["key"] for r in next(iter(columns.values()))]
     by = {label: {r["key"]: r for r in rows} for label, rows in columns.items()}
@@ -833,6 +834,8 @@ def results_markdown(columns: dict, sources: dict) -> str:
     for v in VERDICTS:
         lines.append(f"| {v} | " + " | ".join(str(verdict_counts(columns[label])[v])
                                                for label in labels) + " |")
+    for label, text in (progress or {}).items():
+        lines += ["", f"## {label}: progress", "", text.rstrip()]
     for label in labels:
         lines += ["", f"## {label}: protocols, intervals and notes", "",
                   ledger_markdown(columns[label]).split("\n\n" + RULE)[0].rstrip()]

@@ -147,7 +147,7 @@ def write_results(path, columns) -> str:
     each directory holding a `ledger.json`), written to `path`; returns the text."""
     from mi_jax import ledger
 
-    rows, sources = {}, {}
+    rows, sources, progress = {}, {}, {}
     for item in columns:
         label, sep, directory = item.partition(":")
         if not sep or not label or not directory:
@@ -159,6 +159,12 @@ def write_results(path, columns) -> str:
             rows[label], sources[label] = wd.read_json(file)["ledger"], str(file)
         else:  # no study finished there yet: every row "not measured"
             rows[label], sources[label] = ledger.ledger({}), f"{directory} (no ledger.json yet)"
-    text = ledger.results_markdown(rows, sources)
+        if (Path(directory) / "units").is_dir():  # the paper budget's units (paper_budget)
+            from mi_jax.studies import paper_budget as pb
+
+            progress[label] = "\n".join(
+                ["| unit | state |", "|---|---|"]
+                + [f"| {u.name} | {pb.status(directory, u)} |" for u in pb.units()])
+    text = ledger.results_markdown(rows, sources, progress)
     wd.write_text(Path(path), text)
     return text
