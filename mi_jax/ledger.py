@@ -615,6 +615,11 @@ def _control(results):
                        counting=_rate_interval(vals, trials))
 
 
+def _not_here(key: str, statement: str, quantity: str, reason: str) -> Claim:
+    """A claim of the paper this project cannot measure: always "not measured", with `reason`."""
+    return Claim(key, statement, quantity, 0.0, 0.0, True, lambda r: None, unavailable=reason)
+
+
 CLAIMS = (
     Claim("control", "The exact score does not hallucinate (the control).",
           "exact-score hallucination rate per mixture (1000 steps)", 0.001, 0.01, False, _control),
@@ -675,16 +680,16 @@ CLAIMS = (
           unavailable="implemented (`python -m experiments.vdm`: T x T' bridge rates against "
                       "the exact score sampled the same way) but not yet run at its preset; "
                       "experiments.ablations covers the figure's other columns"),
-    Claim("hands", "A latent diffusion model trained on 11k Hands draws extra and missing "
-          "fingers, and the trajectory variance flags them (Figs. 1, 5, 17-23).",
-          "hallucination rate and AUROC on hands", 0.01, 0.0, True, lambda r: None,
-          unavailable="the 11k Hands images are not shipped by any package installable here and "
-                      "nothing is downloaded at run time; `experiments.shapes --images_dir=PATH` "
-                      "runs the same pipeline on a folder of your own images"),
-    Claim("shapes_64", "The SIMPLE SHAPES results at the paper's 64x64 resolution (Figs. 1, 5, "
-          "7, 8, 10).", "duplicate share and AUROC at 64x64", 0.01, 0.0, True, lambda r: None,
-          unavailable="the 64x64 `paper` preset needs a GPU (none was lent); it has run only at "
-                      "toy width on the CPU (a test); the SIMPLE SHAPES rows above are 32x32"),
+    _not_here("hands", "A latent diffusion model trained on 11k Hands draws extra and missing "
+              "fingers, and the trajectory variance flags them (Figs. 1, 5, 17-23).",
+              "hallucination rate and AUROC on hands",
+              "the 11k Hands images are not shipped by any package installable here and nothing "
+              "is downloaded at run time; `experiments.shapes --images_dir=PATH` runs the same "
+              "pipeline on a folder of your own images"),
+    _not_here("shapes_64", "The SIMPLE SHAPES results at the paper's 64x64 resolution (Figs. 1, "
+              "5, 7, 8, 10).", "duplicate share and AUROC at 64x64",
+              "the 64x64 `paper` preset needs a GPU (none was lent); it has run only at toy "
+              "width on the CPU (a test); the SIMPLE SHAPES rows above are 32x32"),
 )
 
 
