@@ -326,9 +326,7 @@ def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
     assert rows[2][-1].rstrip(" |").split(" +- ")[0] == f"{np.mean(share):.2f}"
     top = json.loads((gmm_run / "metrics.json").read_text())
     assert top["headline"]["gmm2d"]["metric"] == "hallucination_rate"
-    from mi_jax.report import _recursive_lines
-
-    text = "\n".join(_recursive_lines(top))  # the main job's summary section
+    text = "\n".join(recursive_study.STUDY.summary(top))  # the main job's summary section
     none_g2 = rate["none"]["mean"][2]
     assert f"| 2 | {100 * none_g2:.2f}%" in text and "recursive/fig8_recursive.png" in text
 

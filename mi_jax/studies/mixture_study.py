@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mi_jax import config
+from mi_jax import config, ledger
 from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.schedule import Schedule
+from mi_jax.evaluation import intervals
 from mi_jax.sampling.ddpm import SampleResult
 from mi_jax.sweeps import (Config, Grid, auto_mesh, hallucination_rates, init_grid, sample_grid,
                            finite_mean, sample_oracle, seed_summary, train_grid)
@@ -327,6 +328,27 @@ def bridge_table(study: StudyResult, k: float) -> dict:
         entry["oracle_mode_width"] = oracle_width
         table[conf.name] = entry
     return table
+
+
+def bridge_detection_counts(entry: dict, key: str, num_samples) -> tuple:
+    """(counts, positives) of one configuration's bridge detection `key` (auroc or
+    removed_at_96_kept) over its seeds, from a `bridge_table` entry as read back from
+    metrics.json: counts are what `combined_detection_interval` pools."""
+    vals = ledger.floats(entry[f"bridges_{key}"]["per_seed"])
+    pos = [int(p) for p in entry["num_bridges"]]
+    if key == "auroc":
+        neg = [num_samples * (1 - h) for h in ledger.floats(entry["hallucinated"]["per_seed"])]
+        ok = [i for i, v in enumerate(vals) if np.isfinite(v)]
+        return ([vals[i] for i in ok], [pos[i] for i in ok], [neg[i] for i in ok]), sum(pos)
+    return ledger.pooled_counts(vals, pos), sum(pos)
+
+
+def combined_detection_interval(counts: list, key: str) -> tuple:
+    """The 95 % counting interval of several configurations' `bridge_detection_counts`."""
+    if key == "auroc":
+        aucs, pos, neg = (sum((list(p[i]) for p in counts), []) for i in range(3))
+        return intervals.mean_auroc_interval(aucs, pos, neg)
+    return intervals.wilson(sum(p[0] for p in counts), sum(p[1] for p in counts))
 
 
 MODELS_FILE = "models.npz"

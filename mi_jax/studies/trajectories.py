@@ -18,6 +18,7 @@ from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.sampling.ddpm import sample_network
 from mi_jax.studies import mixture_study
+from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
 OPTIONS = analysis_options(
@@ -76,8 +77,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
                             for n, groups in out.items()},
                "provenance": wd.provenance()}
     wd.write_npz(workdir / "arrays.npz", **arrays)
-    wd.write_json(workdir / wd.METRICS_FILE, metrics)
-    return metrics
+    return STUDY.write_metrics(workdir, metrics)
 
 
 def _panel(ax, traj, inside, dim, per_class, conf, m) -> None:
@@ -107,3 +107,18 @@ def _panel(ax, traj, inside, dim, per_class, conf, m) -> None:
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
     ax.set_title(f"{conf.name} (model {m})", fontsize=9)
+
+
+# ------------------------------------------------------------------------------------------
+# Outputs: the summary section and the ledger claims (see mi_jax.studies.registry)
+# ------------------------------------------------------------------------------------------
+
+
+def summary_lines(metrics: dict) -> list:
+    return ["## Trajectories (paper Fig. 6)", "",
+            "![Fig. 6, 1D](trajectories/fig6_gmm1d.png)", "",
+            "![Fig. 6, 2D](trajectories/fig6_gmm2d.png)", ""]
+
+
+STUDY = Study("trajectories", Schema(metrics=("k", "sources")), needs=("gmm1d", "gmm2d"),
+              summary=summary_lines)
