@@ -26,7 +26,7 @@ from mi_jax.diffusion.oracle import ORACLE
 from mi_jax.diffusion.schedule import sampling_plan
 from mi_jax.nets import make_mlp
 from mi_jax.sampling.ddpm import sample_network
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models, mixture_study
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 from mi_jax.training import train as tr
@@ -160,7 +160,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     samplers, sources = {}, {}
     for path in model_sources(cfg, workdir):
-        models = mixture_study.load_models(path)
+        models = mixture_models.load_models(path)
         name = str(path).rstrip("/").split("/")[-1]
         sources[models.grid.configs[0].mixture.dim] = models
         picks = [0] if models.grid.configs[0].mixture.dim == 1 else list(range(len(models.grid.configs)))

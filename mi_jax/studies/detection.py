@@ -22,7 +22,7 @@ from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.detection import evaluate
 from mi_jax.evaluation import intervals
-from mi_jax.studies import gmm2d, mixture_study
+from mi_jax.studies import gmm2d, mixture_models
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
@@ -66,7 +66,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     arrays = {}
     for path in model_sources(cfg, workdir):
         name = str(path).rstrip("/").split("/")[-1]
-        res, arrays[name] = evaluate.evaluate_models(mixture_study.load_models(path),
+        res, arrays[name] = evaluate.evaluate_models(mixture_models.load_models(path),
                                                      detection_config(cfg))
         results[name] = {"source": str(path), **res}
     metrics = {"experiment": "detection", "k": cfg.k, "sources": results,

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from mi_jax import config
 from mi_jax import workdir as wd
-from mi_jax.studies import mixture_study, registry
+from mi_jax.studies import mixture_models, registry
 from mi_jax.validation import InputError
 
 
@@ -71,7 +71,7 @@ def check_models_from(cfg) -> None:
     """Every `models_from` directory must hold a finished gmm1d/gmm2d run (one-line error)."""
     if cfg.models_from:
         for path in cfg.models_from.split(","):
-            mixture_study.load_models(path)
+            mixture_models.load_models(path)
 
 
 def selected(text: str | None, names: Sequence[str]) -> list:

@@ -25,7 +25,7 @@ from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.forward import predict_x0
 from mi_jax.diffusion.oracle import oracle_score, oracle_x0
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
@@ -77,7 +77,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     out, arrays = {}, {}
     for path in model_sources(cfg, workdir):
-        models = mixture_study.load_models(path)
+        models = mixture_models.load_models(path)
         name = str(path).rstrip("/").split("/")[-1]
         dim = models.grid.configs[0].mixture.dim
         out[name] = (_analyse_1d if dim == 1 else _analyse_2d)(models, cfg, workdir, name)

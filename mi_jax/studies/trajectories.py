@@ -17,7 +17,7 @@ from mi_jax import plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.sampling.ddpm import sample_network
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
@@ -41,7 +41,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     out, arrays = {}, {}
     for path in model_sources(cfg, workdir):
-        models = mixture_study.load_models(path)
+        models = mixture_models.load_models(path)
         grid = models.grid
         dim = grid.configs[0].mixture.dim
         t_max = min(cfg.t_max, models.schedule.num_steps)
