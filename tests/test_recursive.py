@@ -504,8 +504,8 @@ def test_shapes_problem_counts_categories_and_runs_one_model_at_a_time_on_cpu():
 
     d = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick", datasets="shapes"),
                            "shapes")
-    d.update(num_train=50, resolution=32)
-    problem, training, info = exp.shapes_problem(d)
+    d = dataclasses.replace(d, num_train=50, resolution=32)
+    problem, training, info = exp.PROBLEMS["shapes"](d, print)
     real = problem.real(0)
     assert real.shape == (50, 32, 32, 1) and problem.shape == (32, 32, 1)
     assert training.vectorise is False and training.unroll is True  # XLA:CPU conv workarounds
@@ -521,12 +521,12 @@ def test_between_weight_reaches_every_generations_training_and_is_unset_by_defau
     from mi_jax.studies import recursive as exp
 
     plain = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick"), "gmm2d")
-    assert "between_weight" not in plain  # earlier work directories' configs still match
+    assert "between_weight" not in plain.to_dict()  # earlier work directories still match
     d = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick", between_weight=10.0),
                            "gmm2d")
-    _, training, _ = exp.gmm2d_problem(d)
+    _, training, _ = exp.PROBLEMS["gmm2d"](d, print)
     assert training.config.between_weight == 10.0
-    _, plain_training, _ = exp.gmm2d_problem(plain)
+    _, plain_training, _ = exp.PROBLEMS["gmm2d"](plain, print)
     assert plain_training.config.between_weight == 0.0
 
 
@@ -639,8 +639,11 @@ def test_ranked_selection_keeps_the_same_set_in_the_filters_own_order():
 def test_the_gmm2d_paper_recursion_trains_as_the_official_code_and_takes_the_quick_recipe():
     from mi_jax import config
 
-    d = recursive_study.DATASET_PRESETS["paper"]["gmm2d"]
-    training = recursive_study._training(d, make_mlp(2, 16, 3, True, d["T"]))
+    from mi_jax.studies.recursive import problems
+
+    d = recursive_study.dataset_config(config.preset(
+        recursive_study.Config, recursive_study.PRESETS, "paper", datasets="gmm2d"), "gmm2d")
+    training = problems.training(d, make_mlp(2, 16, 3, True, d.T))
     assert training.config.batch_order == "in_order" and training.config.lr_schedule == "constant"
     assert training.config.focus_steps == 0
     # The quick training recipe on the paper protocol, as flags (issue 38, item 5).
@@ -648,7 +651,42 @@ def test_the_gmm2d_paper_recursion_trains_as_the_official_code_and_takes_the_qui
                         steps=24000, batch_size=1000, lr=2e-3, lr_schedule="cosine",
                         batch_order="random", width=64, focus_steps=100)
     dq = recursive_study.dataset_config(cfg, "gmm2d")
-    assert (dq["num_candidates"], dq["num_train"], dq["T"]) == (102_500, 100_000, 1000)
-    tq = recursive_study._training(dq, make_mlp(2, dq["width"], 3, True, dq["T"]))
+    assert (dq.num_candidates, dq.num_train, dq.T) == (102_500, 100_000, 1000)
+    tq = problems.training(dq, make_mlp(2, dq.width, 3, True, dq.T))
     assert (tq.config.focus_steps, tq.config.focus_prob, tq.config.lr_schedule) == (100, 0.5, "cosine")
-    assert tq.config.decay_steps == 24000 and dq["width"] == 64
+    assert tq.config.decay_steps == 24000 and dq.width == 64
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_committed_runs_are_still_recognised_as_finished(seed):
+    # Dataset configs are typed now; their saved form must equal what older versions wrote, or
+    # a rerun of the same command would retrain (and wipe) a finished dataset directory.
+    from mi_jax import config
+    from mi_jax import workdir as wd
+
+    sub = Path(__file__).resolve().parent.parent / f"results/recursive/shapes_c1500_seed{seed}/shapes"
+    saved = wd.read_json(sub / wd.CONFIG_FILE)
+    typed = recursive_study.DatasetConfig.from_dict(saved)
+    assert isinstance(typed, recursive_study.ShapesConfig) and typed.to_dict() == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="shapes", filters=saved["filters"], seeds=(seed,),
+                        hal_window=(0, 600), num_candidates=1500)
+    d = recursive_study.dataset_config(cfg, "shapes")
+    assert d == typed and wd.finished(sub, d)
+    assert not wd.finished(sub, dataclasses.replace(d, steps=1501))
+
+
+def test_dataset_configs_are_typed_per_dataset():
+    from mi_jax import config
+
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="gmm2d,digits", width=32)
+    grid, digits = (recursive_study.dataset_config(cfg, n) for n in ("gmm2d", "digits"))
+    assert isinstance(grid, recursive_study.Gmm2dConfig) and grid.k == 4.0 and grid.width == 32
+    assert digits.width == 32 and digits.headline_metric == "frechet"
+    assert grid.headline_metric == "hallucination_rate"
+    saved = digits.to_dict()
+    assert "lr_schedule" not in saved and "restart_t" not in saved  # unset: left out
+    with pytest.raises(TypeError, match="base"):  # a shapes field in a digits config
+        recursive_study.DatasetConfig.from_dict(dict(saved, base=16))
