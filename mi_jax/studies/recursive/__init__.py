@@ -8,9 +8,10 @@ directory that resumes after interruption, generation by generation):
   gmm2d   the 2D grid of Gaussians (toy MLP): hallucination rate, modes covered, per-mode mass,
           histogram KL to the true mixture;
   shapes  SIMPLE SHAPES (UNet): hallucination rate by category from the shape counter;
-  digits  MNIST from IDX files (--mnist_dir), else digits rendered from matplotlib's fonts
-          (offline; NOT MNIST): Frechet distance in the feature space of a small classifier
-          trained on the real digits (NOT Inception FID) and the predicted-label distribution.
+  digits  real MNIST (UNet): the 5 000 digits shipped in the `mnist` extra (or the IDX files of
+          --mnist_dir), or with --digits_source=rendered digits typeset from matplotlib's fonts
+          (NOT MNIST): Frechet distance in the feature space of a small classifier trained on
+          the real digits (NOT Inception FID) and the predicted-label distribution.
 The per-dataset flags (--steps, --seeds, --num_train, ...) override the preset of every selected
 dataset; SIMPLE SHAPES is not in the quick default (a UNet that draws clean shapes costs tens of
 minutes per model on 2 CPU cores, and the study trains one per generation, filter and seed).

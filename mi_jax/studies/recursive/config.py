@@ -42,7 +42,7 @@ OPTIONS = (
     config.Option("lr", "float", "Adam learning rate.", low=0, low_open=True),
     config.Option("lr_schedule", "choice", "constant (official) or cosine decay to 0 over --steps "
                   "(unset: cosine, except gmm2d's paper preset).", choices=("constant", "cosine")),
-    config.Option("width", "int", "gmm2d / digits: the MLP's width (unset: the dataset's preset).",
+    config.Option("width", "int", "gmm2d: the MLP's width (unset: the dataset's preset).",
                   low=2),
     config.Option("focus_steps", "int", "Importance-weighted timesteps: a share --focus_prob of t "
                   "from [0, focus_steps) (the same objective; unset or 0: uniform t, official).",
@@ -69,7 +69,12 @@ OPTIONS = (
                   "--sampling_steps strided ones above it (0: strided throughout).", low=0),
     config.Option("resolution", "int", "Image side for shapes (divides 64) and digits (rendered: "
                   "divides 64; MNIST: divides 28).", low=4, high=64),
-    config.Option("mnist_dir", "str", "Folder with MNIST's train-images/-labels IDX files."),
+    config.Option("digits_source", "choice", "digits: mnist (real handwritten MNIST: the 5 000 "
+                  "digits of the `mnist` extra, or the IDX files of --mnist_dir) or rendered "
+                  "(digits typeset from matplotlib's fonts: NOT MNIST).",
+                  choices=("mnist", "rendered")),
+    config.Option("mnist_dir", "str", "Folder with MNIST's train-images/-labels IDX files (the "
+                  "full 60 000; default: the 5 000 of the `mnist` extra)."),
     config.Option("grid_size", "int", "Side of the gmm2d square grid (quick preset: 3; 5: the "
                   "official 25 modes).", low=2, high=10),
     config.Option("between_weight", "float", "Train every generation with the between-points term "
@@ -87,13 +92,17 @@ DATASET_OPTIONS = ("generations", "seeds", "steps", "batch_size", "lr", "lr_sche
                    "batch_order", "width", "focus_steps", "focus_prob", "num_train",
                    "num_candidates", "train_chunk",
                    "chunk_size", "sampling_steps", "hal_window", "hal_clock", "dense_steps",
-                   "resolution", "mnist_dir", "grid_size", "between_weight",
+                   "resolution", "digits_source", "mnist_dir", "grid_size", "between_weight",
                    "input_bias")
 # Unset per-dataset options mean "the dataset's own preset" (DATASET_PRESETS).
 OPTIONS = tuple(dataclasses.replace(o, default=None) if o.name in DATASET_OPTIONS else o
                 for o in OPTIONS)
 Config = config.config_class("RecursiveConfig", OPTIONS)
-MNIST_RESOLUTION = {"quick": 7, "paper": 28}  # MNIST's 28 x 28 pooled (quick: 4x4 blocks)
+# Digits' side when --resolution is not given: MNIST's 28 x 28 pooled 2 x 2 on the CPU preset
+# (sides divide 28); rendered digits are drawn at 64 x 64 and pooled (sides divide 64).
+DIGITS_RESOLUTION = {"mnist": {"quick": 14, "paper": 28}, "rendered": {"quick": 16, "paper": 32}}
+MNIST_HELD_OUT = 1000  # real digits kept out of training: classifier test, Frechet reference
+NOT_MNIST = "NOT MNIST"  # ends the source of rendered digits, which the MNIST row refuses
 PRESETS = {
     # SIMPLE SHAPES is not in the quick default: a UNet that draws clean shapes needs ~1 500 steps
     # (~25 min per model with sampling on 2 cores), i.e. hours for the study: --datasets=shapes.
@@ -116,10 +125,15 @@ DATASET_PRESETS = {
                       beta_end=1e-3 + 299 * 0.199 / 999, steps=5000, batch_size=512, lr=2e-3,
                       num_train=5000, num_candidates=5500, train_chunk=1000, chunk_size=5500,
                       sampling_steps=300, hal_window=[0, 10], k=4.0, generations=5, seeds=[0, 1]),
-        "digits": dict(resolution=8, width=128, T=1000, beta_start=1e-4, beta_end=0.02,
-                       steps=2500, batch_size=256, lr=1e-3, num_train=5000, num_candidates=5500,
-                       train_chunk=500, chunk_size=5500, sampling_steps=100, hal_window=[0, 10],
-                       classifier_steps=2000, generations=5, seeds=[0, 1]),
+        # Real MNIST (the 5 000 digits of the `mnist` extra) at 14 x 14 with the shapes UNet's
+        # layout at two levels; 2 000 of them train generation 0, the other 3 000 are the
+        # Frechet reference and the classifier's test set. Sampled like shapes (50 strided
+        # steps, then t = 9..0 one by one: the official window). ~5 min per model on 2 cores.
+        "digits": dict(digits_source="mnist", base=16, mults=[1, 2], T=1000, beta_start=1e-4,
+                       beta_end=0.02, steps=2000, batch_size=64, lr=1e-3, num_train=2000,
+                       num_candidates=2200, train_chunk=1, chunk_size=1100, sampling_steps=50,
+                       dense_steps=10, hal_window=[0, 10], hal_clock="train",
+                       classifier_steps=2000, generations=3, seeds=[0, 1]),
         # The UNet of experiments.shapes' quick preset, 1 500 steps on 1 000 images (17.9 %
         # hallucinated at generation 0); a base-8 UNet at lr 2e-3 diverged at sampling
         # (BUILD_NOTES.md). The official window (t = 9..0) sampled step by step after 50 strided
@@ -137,11 +151,11 @@ DATASET_PRESETS = {
                       num_candidates=102_500, train_chunk=2000, chunk_size=102_500,
                       sampling_steps=1000, hal_window=[0, 10], k=4.0, generations=5,
                       seeds=[0, 1, 2, 3, 4]),
-        "digits": dict(resolution=28, width=512, T=1000, beta_start=1e-4, beta_end=0.02,
-                       steps=50_000, batch_size=256, lr=1e-4, num_train=60_000,
-                       num_candidates=61_500, train_chunk=1000, chunk_size=20_500,
-                       sampling_steps=1000, hal_window=[0, 10], classifier_steps=10_000,
-                       generations=5, seeds=[0, 1, 2]),
+        "digits": dict(digits_source="mnist", base=32, mults=[1, 2, 2], T=1000,
+                       beta_start=1e-4, beta_end=0.02, steps=20_000, batch_size=128, lr=2e-4,
+                       num_train=4000, num_candidates=4100, train_chunk=1000, chunk_size=1025,
+                       sampling_steps=1000, hal_window=[0, 10], hal_clock="train",
+                       classifier_steps=5000, generations=5, seeds=[0, 1, 2]),
         "shapes": dict(resolution=64, base=64, mults=[1, 2, 2, 2], T=1000, beta_start=1e-4,
                        beta_end=0.02, steps=50_000, batch_size=128, lr=2e-4, num_train=5000,
                        num_candidates=5125, train_chunk=1000, chunk_size=1025,
@@ -191,6 +205,7 @@ class DatasetConfig:
     grid_size: int | None = None
     input_bias: bool | None = None
     mnist_dir: str | None = None
+    digits_source: str | None = None
 
     # The per-generation metric of the dataset's Fig. 8 panel and ledger row.
     headline_metric: ClassVar[str] = "hallucination_rate"
@@ -222,11 +237,14 @@ class Gmm2dConfig(DatasetConfig):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DigitsConfig(DatasetConfig):
-    """MNIST (mnist_dir) or rendered digits (MLP on flattened images), judged by a classifier
-    trained for classifier_steps."""
+    """Real MNIST (digits_source mnist: the `mnist` extra's 5 000, or mnist_dir's IDX files) or
+    rendered digits, modelled by a UNet of base channels and level multipliers mults, judged
+    by a classifier trained for classifier_steps."""
 
+    digits_source: str
     resolution: int
-    width: int
+    base: int
+    mults: tuple
     classifier_steps: int
 
     headline_metric: ClassVar[str] = "frechet"
@@ -257,9 +275,9 @@ def names(text: str, flag: str, allowed=None) -> list:
 def dataset_config(cfg: Config, name: str) -> DatasetConfig:
     """One dataset's resolved config: its preset, then every per-dataset flag that was given."""
     values = dict(DATASET_PRESETS[cfg.preset][name])
-    if name == "digits" and cfg.mnist_dir:
-        values["resolution"] = MNIST_RESOLUTION[cfg.preset]
     values.update({k: getattr(cfg, k) for k in DATASET_OPTIONS if getattr(cfg, k) is not None})
+    if name == "digits" and cfg.resolution is None:
+        values["resolution"] = DIGITS_RESOLUTION[values["digits_source"]][cfg.preset]
     values.update({k: getattr(cfg, k) for k in ("preset", "filters", "real_fraction",
                                                 "accumulate", "restart_t")})
     return DATASET_CONFIGS[name](dataset=name, **values)
@@ -314,13 +332,33 @@ def check_dataset(cfg: Config, d: DatasetConfig) -> None:
     if name == "shapes" and 64 % d.resolution:
         raise InputError(f"resolution={d.resolution}: must divide 64 (shapes)")
     if name == "digits":
-        if d.mnist_dir:
-            from mi_jax.data import digits as dg
+        check_digits(d)
 
-            dg.load_mnist(d.mnist_dir, 28, limit=1)  # InputError "mnist_dir=...: why"
-            if 28 % d.resolution:
-                raise InputError(f"resolution={d.resolution}: must divide 28 for MNIST")
-        elif 64 % d.resolution:
-            raise InputError(f"resolution={d.resolution}: must divide 64 (digits)")
-        if d.mnist_dir is None and d.num_train > 100_000:
+
+def check_digits(d: DatasetConfig) -> None:
+    """The digits' source exists and fits the resolution, training-set size and UNet."""
+    from mi_jax.data import digits as dg
+
+    if d.digits_source == "rendered":
+        if d.mnist_dir:
+            raise InputError(f"mnist_dir={d.mnist_dir}: only with --digits_source=mnist")
+        if 64 % d.resolution:
+            raise InputError(f"resolution={d.resolution}: must divide 64 (rendered digits)")
+        if d.num_train > 100_000:
             raise InputError(f"num_train={d.num_train}: at most 100000 rendered digits")
+    else:
+        if 28 % d.resolution:
+            raise InputError(f"resolution={d.resolution}: must divide 28 for MNIST")
+        if d.mnist_dir:
+            dg.load_mnist(d.mnist_dir, 28, limit=1)  # InputError "mnist_dir=...: why"
+        else:
+            dg.packaged_mnist_path()  # InputError: how to install the `mnist` extra
+            available = dg.PACKAGED_MNIST_SIZE - MNIST_HELD_OUT
+            if d.num_train > available:
+                raise InputError(f"num_train={d.num_train}: at most {available} of the "
+                                 f"{dg.PACKAGED_MNIST_SIZE} packaged MNIST digits ("
+                                 f"{MNIST_HELD_OUT} are held out; --mnist_dir for more)")
+    levels = 2 ** (len(d.mults) - 1)
+    if d.resolution % levels:
+        raise InputError(f"resolution={d.resolution}: the UNet's {len(d.mults)} levels halve "
+                         f"it {len(d.mults) - 1} times, so it must divide by {levels}")

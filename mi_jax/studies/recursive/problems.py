@@ -13,8 +13,9 @@ from mi_jax import recursive as rec
 from mi_jax.data import mixtures as mx
 from mi_jax.diffusion import schedule as sched
 from mi_jax.nets import make_mlp, make_unet
-from mi_jax.studies.recursive.config import (DatasetConfig, DigitsConfig, Gmm2dConfig,
-                                             ShapesConfig, sampling_timesteps)
+from mi_jax.studies.recursive.config import (MNIST_HELD_OUT, NOT_MNIST, DatasetConfig,
+                                             DigitsConfig, Gmm2dConfig, ShapesConfig,
+                                             sampling_timesteps)
 from mi_jax.training import train as tr
 
 PHASE_REFERENCE = 7  # key phase of the 2D reference sample and of the digits classifier
@@ -66,43 +67,66 @@ def gmm2d_problem(d: Gmm2dConfig, log=print):
     return problem, training(d, network), info
 
 
-def digits_problem(d: DigitsConfig, log=print):
+def real_digits(d: DigitsConfig) -> tuple:
+    """(train images, train labels, held-out images, held-out labels, source) of dataset `d`.
+    Real MNIST is shuffled once (a fixed permutation), its first num_train digits train
+    generation 0 and the rest (up to 10 000) are held out; rendered digits draw both."""
     from mi_jax.data import digits as dg
+    from mi_jax.validation import check
+
+    size = d.resolution
+    if d.digits_source == "rendered":
+        train, held = dg.render(0, d.num_train, size), dg.render(2, 5000, size)
+        return (train.images, train.labels, held.images, held.labels,
+                f"{train.source} -- {NOT_MNIST}")
+    data = dg.load_mnist(d.mnist_dir, size) if d.mnist_dir else dg.load_packaged_mnist(size)
+    order = np.random.default_rng(PHASE_REFERENCE).permutation(len(data.labels))
+    check(len(order) - d.num_train >= MNIST_HELD_OUT, "num_train", d.num_train,
+          f"must leave >= {MNIST_HELD_OUT} of the {len(order)} digits of {data.source} held out")
+    train, held = order[:d.num_train], order[d.num_train:][:10_000]
+    return (data.images[train], data.labels[train], data.images[held], data.labels[held],
+            data.source)
+
+
+def digits_problem(d: DigitsConfig, log=print):
     from mi_jax.evaluation.classifier import fit_judge
 
     size = d.resolution
-    if d.mnist_dir:
-        data = dg.load_mnist(d.mnist_dir, size)
-        train, clf_x, clf_y = data.images[:d.num_train], data.images[10_000:], data.labels[10_000:]
-        test_x, test_y = data.images[:10_000], data.labels[:10_000]
-        reference, source = data.images[:10_000], data.source
-    else:
-        data = dg.render(0, d.num_train, size)
-        clf = dg.render(1, 20_000, size)
-        test = dg.render(2, 5000, size)
-        train, clf_x, clf_y, test_x, test_y = data.images, clf.images, clf.labels, test.images, test.labels
-        reference, source = test.images, data.source + " -- NOT MNIST"
+    train, train_labels, held, held_labels, source = real_digits(d)
     t0 = time.perf_counter()
-    judge = fit_judge(clf_x, clf_y, test_x, test_y, jax.random.key(PHASE_REFERENCE),
-                      steps=d.classifier_steps, reference=reference)
+    # The judge: a classifier fitted to the training digits' labels, tested on the held-out
+    # ones, whose features' Gaussian (of the held-out digits) is the Frechet reference.
+    judge = fit_judge(train, train_labels, held, held_labels, jax.random.key(PHASE_REFERENCE),
+                      steps=d.classifier_steps)
     floor = judge.evaluate(train[:5000])["frechet"]
     log(f"digits: {source}; feature classifier test accuracy {100 * judge.test_accuracy:.1f}% "
         f"({time.perf_counter() - t0:.0f}s); Frechet distance of the training digits to the "
-        f"reference {floor:.2f}")
-    dim = size * size
-    neighbours = train[:NEAREST_REFERENCE].reshape(-1, dim)
+        f"held-out ones {floor:.2f}")
+    neighbours = train[:NEAREST_REFERENCE].reshape(-1, size * size)
 
     def evaluate(x):
         out = judge.evaluate(x.reshape(len(x), size, size))
         # Distance to the closest training digit: large for novel images (rare or invented).
-        out["nearest_train"] = nearest_distance(x.reshape(len(x), dim), neighbours)
+        out["nearest_train"] = nearest_distance(x.reshape(len(x), size * size), neighbours)
         return out
 
-    problem = rec.Problem("digits", (dim,), lambda seed: train.reshape(len(train), dim), evaluate)
+    images = train[..., None]
+    problem = rec.Problem("digits", (size, size, 1), lambda seed: images, evaluate)
     info = {"source": source, "classifier_accuracy": judge.test_accuracy, "frechet_real": floor,
+            "label_hist_real": np.bincount(train_labels, minlength=10).tolist(),
             "feature_space": "penultimate layer (64 units) of an MLP classifier trained on the "
                              "real digits; not Inception FID"}
-    return problem, training(d, make_mlp(dim, d.width, 3, False, d.T)), info
+    return problem, unet_training(d), info
+
+
+def unet_training(d) -> rec.Training:
+    """A UNet (d.base, d.mults) for one image dataset. XLA:CPU: conv weight gradients are ~30x
+    slower inside a loop body and vmapped UNets ~3.5x per model (BUILD_NOTES.md), so on CPU
+    models train unrolled, one after another, one step per call (compiles in half the time of
+    five) with a checkpoint every 30 s."""
+    on_cpu = jax.default_backend() == "cpu"
+    return training(d, make_unet(1, d.base, tuple(d.mults)), unroll=on_cpu,
+                    vectorise=not on_cpu, checkpoint_every_s=30.0 if on_cpu else 0.0)
 
 
 NEAREST_REFERENCE = 5000  # training digits searched for each sample's nearest neighbour
@@ -133,13 +157,7 @@ def shapes_problem(d: ShapesConfig, log=print):
         return {"hallucination_rate": rates["hallucination_rate"],
                 **{c: v for c, v in rates["category_primary"].items()}}
 
-    network = make_unet(1, d.base, tuple(d.mults))
-    on_cpu = jax.default_backend() == "cpu"
-    # XLA:CPU: conv weight gradients are ~30x slower inside a loop body and vmapped UNets ~3.5x
-    # per model (BUILD_NOTES.md), so on CPU models train unrolled, one after another, one step
-    # per call (compiles in half the time of five) with a checkpoint every 30 s.
-    shapes_training = training(d, network, unroll=on_cpu, vectorise=not on_cpu,
-                               checkpoint_every_s=30.0 if on_cpu else 0.0)
+    shapes_training = unet_training(d)
     info = {"source": f"SIMPLE SHAPES {res}x{res}, {d.num_train} training images"}
     return (rec.Problem("shapes", (res, res, 1), lambda seed: images, evaluate), shapes_training,
             info)
