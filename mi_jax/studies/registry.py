@@ -30,9 +30,9 @@ from mi_jax.validation import InputError
 
 # The main job's studies, in the order they run and report.
 MAIN_JOB = ("gmm1d", "gmm2d", "detection", "score_analysis", "trajectories", "ablations",
-            "shapes", "shapes_detection", "recursive")
+            "shapes", "shapes_detection", "recursive", "vdm")
 # Registered beside the main job: their ledger rows are read wherever a directory holds them.
-BESIDE_MAIN_JOB = ("vdm",)
+BESIDE_MAIN_JOB = ()
 
 
 class SchemaError(InputError):

@@ -39,8 +39,8 @@ from mi_jax import recursive as rec
 from mi_jax import workdir as wd
 from mi_jax.studies.recursive import pooling, report
 from mi_jax.studies.recursive.config import (DATASET_CONFIGS, DATASET_OPTIONS, DATASET_PRESETS,
-                                             DATASETS, OPTIONS, PRESETS, Config, DatasetConfig,
-                                             DigitsConfig, Gmm2dConfig, ShapesConfig,
+                                             DATASETS, NOT_MNIST, OPTIONS, PRESETS, Config,
+                                             DatasetConfig, DigitsConfig, Gmm2dConfig, ShapesConfig,
                                              check_dataset, dataset_config, names,
                                              recursion_config)
 from mi_jax.studies.recursive.pooling import (min_mode_share, pool_inputs, pool_metrics,
@@ -149,7 +149,8 @@ STUDY = Study("recursive", Schema(metrics=("datasets", "results")), summary=repo
               claims=report.CLAIMS)
 
 __all__ = ["Config", "PRESETS", "OPTIONS", "DATASETS", "DATASET_PRESETS", "DATASET_CONFIGS",
-           "DatasetConfig", "Gmm2dConfig", "DigitsConfig", "ShapesConfig", "STUDY", "validate",
+           "DatasetConfig", "Gmm2dConfig", "DigitsConfig", "ShapesConfig", "NOT_MNIST", "STUDY",
+           "validate",
            "run", "run_dataset", "run_pool", "dataset_config", "recursion_config",
            "pool_metrics", "pooled_table", "recursion_table", "curve_panel", "min_mode_share",
            "nearest_distance", "PROBLEMS"]
