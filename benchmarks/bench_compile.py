@@ -43,7 +43,9 @@ def compile_case(name: str) -> dict:
 
     from mi_jax.diffusion.schedule import linear_schedule
     from mi_jax.nets import make_mlp, make_unet
-    from mi_jax.sampling import ddpm
+    from mi_jax.sampling import observers as obs
+    from mi_jax.sampling import sampler
+    from mi_jax.sampling.solvers import DDPM
     from mi_jax.training import train as tr
 
     c = CASES[name]
@@ -66,10 +68,10 @@ def compile_case(name: str) -> dict:
     t1 = time.perf_counter()
     lowered.compile()
     t2, c2 = time.perf_counter(), time.process_time()
-    observers = ddpm.shorthand_observers(c["steps"], shape)
-    lowered = ddpm._chunk_jit.lower(net, c["samples"], shape, ddpm.DDPM(),
-                                    ddpm.default_net_batch(), True, True, state.params, sched, keys,
-                                    observers, jnp.arange(c["steps"], dtype=jnp.int32))
+    lowered = sampler._chunk_jit.lower(net, c["samples"], shape, DDPM(),
+                                       sampler.default_net_batch(), True, "vmap", state.params,
+                                       sched, keys, obs.paper_observers(),
+                                       jnp.arange(c["steps"], dtype=jnp.int32))
     t3 = time.perf_counter()
     lowered.compile()
     t4, c4 = time.perf_counter(), time.process_time()

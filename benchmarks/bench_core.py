@@ -107,12 +107,12 @@ def case_sample(dim: int, num: int, chunk: int, net_batch=None,
     net = mj.make_mlp(dim, compute_dtype=compute_dtype)
     params = net.init(jax.random.key(0))
     t0 = time.perf_counter()
-    mj.sample_network(net, params, schedule, jax.random.key(1), min(chunk, num), (dim,),
-                      chunk_size=chunk, net_batch=net_batch)
+    mj.sample(net, schedule, jax.random.key(1), min(chunk, num), (dim,), params=params,
+              chunk_size=chunk, net_batch=net_batch)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = mj.sample_network(net, params, schedule, jax.random.key(2), num, (dim,), chunk_size=chunk,
-                            net_batch=net_batch)
+    res = mj.sample(net, schedule, jax.random.key(2), num, (dim,), params=params, chunk_size=chunk,
+                    net_batch=net_batch)
     sec = time.perf_counter() - t0
     assert res.hal.shape == (num,)
     return {"samples_per_s": num / sec, "first_call_s": first,

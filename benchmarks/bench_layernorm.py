@@ -44,8 +44,8 @@ def case_ab(what: str, rounds: int) -> dict:
             variants[name] = [net, cfg, jax.block_until_ready(state), data]
         else:
             params = net.init(jax.random.key(0))
-            mj.sample_network(net, params, schedule, jax.random.key(1), 10_000, (2,),
-                              chunk_size=10_000)
+            mj.sample(net, schedule, jax.random.key(1), 10_000, (2,), params=params,
+                      chunk_size=10_000)
             variants[name] = [net, params]
     rates = {name: [] for name in variants}
     names = list(variants)
@@ -60,8 +60,8 @@ def case_ab(what: str, rounds: int) -> dict:
                 v[2] = jax.block_until_ready(state)
                 rates[name].append(20 / (time.perf_counter() - t0))
             else:
-                res = mj.sample_network(v[0], v[1], schedule, jax.random.key(2 + r), 10_000, (2,),
-                                        chunk_size=10_000)
+                res = mj.sample(v[0], schedule, jax.random.key(2 + r), 10_000, (2,), params=v[1],
+                                chunk_size=10_000)
                 jax.block_until_ready(res.hal)
                 rates[name].append(10_000 / (time.perf_counter() - t0))
     return rates

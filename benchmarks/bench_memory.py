@@ -36,12 +36,12 @@ def case(num: int, steps: int, chunk: int) -> dict:
     state, _ = tr.train(net, schedule, cfg, state, data, 10_000, 300, chunk_steps=300)
     params = state.params
     t0 = time.perf_counter()
-    res = mj.sample_network(net, params, schedule, jax.random.key(1), num, (1,), chunk_size=chunk,
-                            window=(0, min(10, steps)))
+    res = mj.sample(net, schedule, jax.random.key(1), num, (1,), params=params, chunk_size=chunk,
+                    observers=mj.paper_observers((0, min(10, steps))))
     sec = time.perf_counter() - t0
     assert res.x.shape == (num, 1) and res.hal.shape == (num,) and res.num_nonfinite == 0
     return {"num": num, "T": steps, "seconds": sec, "peak_rss_mib": peak_rss_mib(),
-            "output_mib": (res.x.nbytes + res.hal_windows.nbytes) / 2**20}
+            "output_mib": (res.x.nbytes + res.observed["hal"].var.nbytes) / 2**20}
 
 
 def main():

@@ -34,7 +34,8 @@ from mi_jax import checkpoint
 from mi_jax.data import shape_counter as sc
 from mi_jax.diffusion import schedule as sched
 from mi_jax.nets import COMPUTE_DTYPES, make_unet
-from mi_jax.sampling.ddpm import sample_network
+from mi_jax.sampling.observers import paper_observers
+from mi_jax.sweeps import sample_models
 from mi_jax.training import train as tr
 
 
@@ -62,19 +63,17 @@ def run_shapes(workdir: Path, num: int, sampling_steps: int | None, chunk: int,
     params = load_params(workdir, cfg)
     steps = sampling_steps or cfg["sampling_steps"]
     train_sched = sched.linear_schedule(cfg["T"], cfg["beta_start"], cfg["beta_end"])
-    if steps == cfg["T"]:
-        sample_sched, ts = train_sched, None
-    else:
-        sample_sched, ts = sched.respace(train_sched.betas, sched.strided_timesteps(cfg["T"], steps))
+    sample_sched, ts = sched.sampling_plan(train_sched, steps)
     m = len(cfg["seeds"])
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(m))
     rows = {}
     for dtype in COMPUTE_DTYPES:
         net = make_unet(1, cfg["base"], tuple(cfg["mults"]), 1, cfg["attention"], dtype)
-        kw = dict(stacked=True, window=tuple(cfg["hal_window"]), chunk_size=chunk,
-                  net_timesteps=ts, regions=sc.column_masks(res))
+        observers = paper_observers(cfg["hal_window"], regions=sc.column_masks(res),
+                                    clock="index")  # as experiments.shapes counts it
+        kw = dict(chunk_size=chunk, net_timesteps=ts, observers=observers)
         out, seconds = _timed(
-            lambda n: sample_network(net, params, sample_sched, keys, n, (res, res, 1), **kw),
+            lambda n: sample_models(net, params, sample_sched, keys, n, (res, res, 1), **kw),
             num, chunk)
         counts = [sc.count_shapes(np.asarray(out.x[i]), res) for i in range(m)]
         rows[dtype] = {"images_per_s": num * m / seconds, "seconds": seconds,
@@ -114,7 +113,8 @@ def sample_mixture(workdir: Path, num: int, chunk: int) -> tuple[dict, object]:
 
         def draw(n):
             return sample_grid(models.network, models.params, models.schedule, grid, n, (dim,),
-                               window=tuple(cfg.hal_window), chunk_size=min(chunk, n))
+                               observers=paper_observers(cfg.hal_window),
+                               chunk_size=min(chunk, n))
 
         out, seconds = _timed(draw, num, chunk)
         x, hal = np.asarray(out.x), np.nan_to_num(np.asarray(out.hal),

@@ -3,6 +3,7 @@ MLP (M = 1, 4, 16), per sweep and per model, beside one model alone.
 
     python -m benchmarks.bench_sweep                          # M = 1, 4, 16 (about 10 minutes)
     python -m benchmarks.bench_sweep --models=1,4 --num=500
+    python -m benchmarks.bench_sweep --models=4,8,16 --loop=map   # sampling one model at a time
 
 A sweep costs no more per model than one model alone when (sweep rate x M) >= the M = 1 rate.
 Each M runs in a fresh subprocess (own peak RSS and compile). Training: batch --batch per model;
@@ -19,7 +20,7 @@ import time
 from benchmarks.common import peak_rss_mib, run_case
 
 
-def case(m: int, batch: int, steps: int, num: int, dim: int = 2) -> dict:
+def case(m: int, batch: int, steps: int, num: int, loop: str = "vmap", dim: int = 2) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -42,8 +43,9 @@ def case(m: int, batch: int, steps: int, num: int, dim: int = 2) -> dict:
     state, _ = tr.train(net, schedule, cfg, state, data, n_valid, 5 + steps, chunk_steps=steps,
                         stacked=True)
     train_s = time.perf_counter() - t0
-    sample = lambda k: mj.sample_network(net, state.params, schedule, k, num, (dim,),
-                                         stacked=True, chunk_size=num)
+    models = mj.Stacked(None if loop == "auto" else loop)
+    sample = lambda k: mj.sample(net, schedule, k, num, (dim,), params=state.params,
+                                 models=models, chunk_size=num)
     t0 = time.perf_counter()
     sample(jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
     sample_first = time.perf_counter() - t0
@@ -51,7 +53,8 @@ def case(m: int, batch: int, steps: int, num: int, dim: int = 2) -> dict:
     res = sample(jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys))
     sample_s = time.perf_counter() - t0
     assert res.hal.shape == (m, num)
-    return {"models": m, "train_steps_per_s": steps / train_s, "train_first_call_s": train_first,
+    return {"models": m, "loop": loop, "train_steps_per_s": steps / train_s,
+            "train_first_call_s": train_first,
             "samples_per_s": m * num / sample_s, "sample_first_call_s": sample_first,
             "peak_rss_mib": peak_rss_mib()}
 
@@ -62,16 +65,18 @@ def main():
     p.add_argument("--batch", type=int, default=1000, help="training batch per model")
     p.add_argument("--steps", type=int, default=50, help="timed training steps")
     p.add_argument("--num", type=int, default=1000, help="samples per model (T = 1000 steps)")
+    p.add_argument("--loop", default="vmap", choices=("vmap", "map", "auto"),
+                   help="how one sampler call runs over the M models (mi_jax.Stacked)")
     p.add_argument("--out", default="results/benchmarks/results_sweep.json")
     p.add_argument("--case", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.case:
-        print(json.dumps(case(a.case, a.batch, a.steps, a.num)))
+        print(json.dumps(case(a.case, a.batch, a.steps, a.num, a.loop)))
         return
     results = []
     for m in [int(x) for x in a.models.split(",")]:
         results.append(run_case("benchmarks.bench_sweep", f"--case={m}", f"--batch={a.batch}",
-                                f"--steps={a.steps}", f"--num={a.num}"))
+                                f"--steps={a.steps}", f"--num={a.num}", f"--loop={a.loop}"))
     one = results[0]
     # "vs M=1": model-steps/s (samples/s) of the sweep over those of one model; >= 1 means a
     # model in the sweep costs no more than a model alone.

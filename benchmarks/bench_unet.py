@@ -61,13 +61,14 @@ def bench(res, base, mults, batch, steps, chunk, num_samples, sampling_steps, un
                         unroll=unroll)
     train_rate = steps / (time.perf_counter() - t0)
     flops = _flops_per_image(net, state.params, res)
-    s_sched, ts = sched.respace(schedule.betas, sched.strided_timesteps(1000, sampling_steps))
-    kw = dict(chunk_size=num_samples, net_timesteps=ts, regions=sc.column_masks(res))
+    s_sched, ts = sched.sampling_plan(schedule, sampling_steps)
+    kw = dict(params=state.params, chunk_size=num_samples, net_timesteps=ts,
+              observers=mj.paper_observers(regions=sc.column_masks(res), clock="index"))
     t0 = time.perf_counter()
-    mj.sample_network(net, state.params, s_sched, jax.random.key(1), num_samples, (res, res, 1), **kw)
+    mj.sample(net, s_sched, jax.random.key(1), num_samples, (res, res, 1), **kw)
     sample_first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mj.sample_network(net, state.params, s_sched, jax.random.key(2), num_samples, (res, res, 1), **kw)
+    mj.sample(net, s_sched, jax.random.key(2), num_samples, (res, res, 1), **kw)
     sample_rate = num_samples / (time.perf_counter() - t0)
     return {"resolution": res, "base": base, "mults": list(mults), "unroll": unroll,
             "params": net.num_params(state.params), "mflops_per_image": flops / 1e6,

@@ -9,10 +9,10 @@ The public API (each symbol documented where it is defined; README "Library API"
                dense tail), q_sample, predict_x0, eps_loss,
                oracle_eps, oracle_score, oracle_x0 (the exact Gaussian-mixture score)
     nets:      Network, make_mlp, make_unet, take_model
-    sampling:  sample, sample_network, SampleResult, DDPM, DDIM, observers (WindowVariance,
-               RegionMeanVariance, PreemptiveFlag, Record, FinalEpsNorm, JacobianTrace,
-               window_variance, region_mean_variance, preemptive_flag, record, jacobian_trace),
-               reverse (one jittable chunk)
+    sampling:  sample, SampleResult, Single / Stacked (one model or a stack), DDPM, DDIM,
+               observers (paper_observers, WindowVariance, RegionMeanVariance, PreemptiveFlag,
+               Record, FinalEpsNorm, JacobianTrace, window_variance, region_mean_variance,
+               preemptive_flag, record, jacobian_trace), reverse (one jittable chunk)
     training:  TrainConfig, TrainState, init_state, train, eps_loss
     sweeps:    Grid, Config, train_grid, sample_grid, train_models, sample_models, sample_oracle
     detection: auroc, roc_curve, removed_at_kept, kept_at_removed, detection_summary, flipd,
@@ -38,12 +38,12 @@ from mi_jax.diffusion.schedule import (Schedule, cosine_schedule, dense_tail_tim
                                        sampling_plan, strided_timesteps)
 from mi_jax.nets import Network, make_mlp, make_unet, take_model
 from mi_jax.sampling.chain import reverse
-from mi_jax.sampling.ddpm import SampleResult, sample, sample_network
+from mi_jax.sampling.sampler import SampleResult, Single, Stacked, sample
 from mi_jax.sampling.repair import repair_flagged
 from mi_jax.sampling.observers import (FinalEpsNorm, JacobianTrace, PreemptiveFlag, Record,
                                        RegionMeanVariance, StepView, WindowVariance,
-                                       jacobian_trace, preemptive_flag, record,
-                                       region_mean_variance, window_variance)
+                                       jacobian_trace, paper_observers, preemptive_flag,
+                                       record, region_mean_variance, window_variance)
 from mi_jax.sampling.solvers import DDIM, DDPM
 from mi_jax.sweeps import (Config, Grid, sample_grid, sample_models, sample_oracle, train_grid,
                            train_models)
@@ -68,7 +68,7 @@ __all__ = [
     "oracle_score", "oracle_x0", "Schedule", "cosine_schedule", "dense_tail_timesteps",
     "linear_schedule", "make_schedule", "quadratic_schedule", "respace", "sampling_plan", "strided_timesteps",
     "Network", "make_mlp", "make_unet", "take_model", "reverse", "SampleResult", "sample",
-    "sample_network", "FinalEpsNorm", "JacobianTrace", "PreemptiveFlag", "Record", "StepView",
+    "Single", "Stacked", "paper_observers", "FinalEpsNorm", "JacobianTrace", "PreemptiveFlag", "Record", "StepView",
     "WindowVariance", "RegionMeanVariance", "region_mean_variance", "jacobian_trace", "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
     "sample_grid", "sample_models", "sample_oracle", "train_grid", "train_models", "TrainConfig", "TrainState", "init_state",
     "train", "InputError", "FusedDetector", "fit_fused_detector", "repair_flagged", "load_models",

@@ -36,7 +36,8 @@ from mi_jax import workdir as wd
 from mi_jax.detection.detectors import trajectory_scores
 from mi_jax.detection.metrics import keep_lowest
 from mi_jax.diffusion.schedule import Schedule
-from mi_jax.sampling.ddpm import print_progress, shorthand_observers
+from mi_jax.sampling.observers import paper_observers, window_variance
+from mi_jax.sampling.sampler import print_progress
 from mi_jax.training import train as tr
 from mi_jax.validation import check, check_float, check_int
 
@@ -139,7 +140,7 @@ class Training:
     sampling_schedule: Schedule | None = None   # respaced schedule for strided sampling
     net_timesteps: np.ndarray | None = None     # its network timesteps
     window: tuple = (0, 10)
-    window_clock: str = "index"        # "train": `window` in training-schedule timesteps
+    window_clock: str = "train"        # how `window` counts (mi_jax.sampling.observers.CLOCKS)
     sample_chunk: int = 10_000
     vectorise: bool = True             # False: one model at a time (conv nets on CPU)
     keep_candidates: int = 20_000      # candidates saved per model and generation (figures)
@@ -221,10 +222,7 @@ def _train_group(training: Training, seeds, generation, data, n_valid, ckpt_dir,
 
 def _sample_group(training: Training, params, seeds, generation, num, shape, tracks, chunk_dir):
     schedule = training.sampling_schedule or training.schedule
-    clock_steps = (training.schedule.num_steps if training.window_clock == "train"
-                   else schedule.num_steps)
-    observers = shorthand_observers(clock_steps, shape, window=training.window, track=tracks,
-                                    clock=training.window_clock)
+    observers = paper_observers(training.window, track=tracks, clock=training.window_clock)
     return sweeps.sample_models(
         training.network, params, schedule,
         sweeps.seed_keys(seeds, generation, PHASE_SAMPLE), num, shape, _mesh(training, len(seeds)),
@@ -294,10 +292,7 @@ def _restart_flagged(training: Training, rcfg: RecursionConfig, params, x, score
     threshold = float(np.max(var[kept]))
     # Non-finite candidates are not restarted (re-noising NaN gives NaN); they are never kept.
     var = np.where(finite, var, -np.inf)
-    shape = x.shape[1:]
-    observers = {"hal": shorthand_observers(training.schedule.num_steps, shape,
-                                            window=training.window,
-                                            clock=training.window_clock)["hal"]}
+    observers = {"hal": window_variance(training.window, clock=training.window_clock)}
     # (A fresh eps_fn per model: `repair.restart` compiles once per model and generation,
     # ~1-2 s on CPU, inside the generation's recorded seconds.)
     out = repair.repair_flagged(training.network.eps_fn(params), training.schedule, key, x,

@@ -21,7 +21,7 @@ from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.oracle import ORACLE
 from mi_jax.diffusion.schedule import Schedule
-from mi_jax.sampling.ddpm import SampleResult, sample_network
+from mi_jax.sampling.sampler import SampleResult, Stacked, sample
 from mi_jax.training import train as tr
 from mi_jax.validation import check, check_int
 
@@ -154,32 +154,38 @@ def train_grid(network, schedule: Schedule, config: tr.TrainConfig, grid: Grid, 
 
 
 def sample_grid(network, params, schedule: Schedule, grid: Grid, num: int, shape: Sequence[int],
-                mesh=None, **kwargs) -> SampleResult:
-    """Sample every model of the grid; arrays have a leading model axis M (see train_grid: mesh)."""
+                mesh=None, loop: str | None = None, **kwargs) -> SampleResult:
+    """Sample every model of the grid; arrays have a leading model axis M (see train_grid: mesh).
+    kwargs: those of `mi_jax.sample`."""
     return sample_models(network, params, schedule, grid.keys(PHASE_SAMPLE), num, shape, mesh,
-                         **kwargs)
+                         loop, **kwargs)
 
 
 def sample_models(network, params, schedule: Schedule, keys, num: int, shape: Sequence[int],
-                  mesh=None, **kwargs) -> SampleResult:
-    """`sample_network` for a stack of M models with keys (M,), optionally over a device mesh."""
+                  mesh=None, loop: str | None = None, **kwargs) -> SampleResult:
+    """`sample(network, ..., params=params, models=Stacked(loop))` for a stack of M models with
+    keys (M,), optionally spread over a device mesh (then the models are padded to a multiple of
+    the device count, and the padding dropped)."""
     if mesh is None:
-        return sample_network(network, params, schedule, keys, num, shape, stacked=True, **kwargs)
+        return sample(network, schedule, keys, num, shape, params=params, models=Stacked(loop),
+                      **kwargs)
     m = int(np.shape(keys)[0])
     params, keys = shd.shard_models((params, keys), mesh)
-    res = sample_network(network, params, schedule, keys, num, shape, stacked=True, **kwargs)
+    res = sample(network, schedule, keys, num, shape, params=params, models=Stacked(loop),
+                 **kwargs)
     return res.take_models(m)
 
 
 def sample_oracle(mixtures: Sequence[mx.GaussianMixture], schedule: Schedule, seed: int, num: int,
-                  **kwargs) -> SampleResult:
-    """The exact-score control for each mixture (one vmapped call per chunk); leading axis C."""
+                  loop: str | None = None, **kwargs) -> SampleResult:
+    """The exact-score control for each mixture (one call per chunk over a stack of C exact
+    models, `Stacked(loop)`); leading axis C. kwargs: those of `mi_jax.sample`."""
     stacked = mx.stack(list(mixtures))
     c = len(mixtures)
     schedules = jax.tree.map(lambda a: jnp.broadcast_to(a, (c,) + a.shape), schedule)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(c))
-    return sample_network(ORACLE, (stacked, schedules), schedule, keys, num,
-                          (stacked.dim,), stacked=True, **kwargs)
+    return sample(ORACLE, schedule, keys, num, (stacked.dim,), params=(stacked, schedules),
+                  models=Stacked(loop), **kwargs)
 
 
 @jax.jit

@@ -50,8 +50,18 @@ CASES = {
         lambda: mj.sample(ORACLE, S, KEY, 8, (2,), net_timesteps=np.arange(50)[::-1]),
         r"^net_timesteps=.*: must be increasing"),
     "stacked params and keys that disagree": (
-        lambda: mj.sample_network(NET, P3, S, jax.random.split(KEY, 4), 8, (2,), stacked=True),
+        lambda: mj.sample(NET, S, jax.random.split(KEY, 4), 8, (2,), params=P3,
+                          models=mj.Stacked()),
         r"^params='stacks of \[3\] models': must stack as many models as the keys \(4\)"),
+    "a model choice of the wrong type": (
+        lambda: mj.sample(NET, S, jax.random.split(KEY, 3), 8, (2,), params=P3, models="vmap"),
+        r"^models='vmap': must be mi_jax.Single\(\) or mi_jax.Stacked\("),
+    "a solver class instead of a solver": (lambda: mj.sample(ORACLE, S, KEY, 8, (2,), solver=mj.DDIM),
+                                           r"^solver=.*: must be a solver"),
+    "region weights of another shape": (
+        lambda: mj.sample(ORACLE, S, KEY, 8, (2,),
+                          observers=mj.paper_observers(regions=np.ones((1, 3)))),
+        r"^observers\['hal'\]\.regions=\(1, 3\): must have shape \(R, \*\(2,\)\)"),
     "a (models, n) array to a detector helper": (
         lambda: mj.auroc(np.random.rand(2, 10), np.random.rand(2, 10) > 0.5),
         r"^scores=\(2, 10\): must be one model's scores"),

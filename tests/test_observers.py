@@ -13,7 +13,6 @@ import mi_jax as mj
 from mi_jax.diffusion import schedule as sch
 from mi_jax.nets import _MLP_CACHE
 from mi_jax.sampling import chain
-from mi_jax.sampling import observers as obs
 from mi_jax.validation import InputError
 
 MIX = mj.mixture_1d([1.0, 2.0, 3.0])
@@ -62,6 +61,23 @@ def test_train_clock_windows_select_training_timesteps_on_a_respaced_schedule():
     assert np.all(out["train"].var[1] == 0) and np.all(out["index"].var[0] > 0)
 
 
+def test_one_clock_default_everywhere():
+    """Every windowed observer, the paper's set and the detector benchmark count windows on the
+    training clock unless told otherwise (a window then means the same timesteps whatever the
+    sampling plan)."""
+    import inspect
+
+    from mi_jax.detection.benchmark import standard_detectors
+
+    makers = (mj.window_variance, mj.region_mean_variance, mj.preemptive_flag,
+              mj.jacobian_trace, mj.paper_observers, standard_detectors)
+    assert {inspect.signature(f).parameters["clock"].default for f in makers} == {"train"}
+    paper = mj.paper_observers(flag_threshold=0.1)
+    assert {o.clock for o in paper.values() if hasattr(o, "clock")} == {"train"}
+    assert {o.clock for o in mj.paper_observers(clock="index").values()
+            if hasattr(o, "clock")} == {"index"}
+
+
 def test_dense_tail_sampler_equals_the_full_sampler_on_its_dense_part():
     T, dense = 1000, 50
     ts = mj.dense_tail_timesteps(T, 50, dense)
@@ -101,8 +117,8 @@ def test_ddim_on_a_respaced_schedule_with_composed_observers():
                     observers=observers)
     xt = np.asarray(res.observed["rec"]["xt"])[:, :, 0]
     np.testing.assert_allclose(res.observed["max_abs"], np.abs(xt).max(axis=0), rtol=1e-6)
-    # Legacy fields come from the reserved names only ("hal" here; "rec" is not "trajectory").
-    assert res.hal.shape == (32,) and res.stats == {} and res.trajectory is None
+    # `hal` reads the 'hal' observer's first window; every other output is under its own name.
+    assert res.hal.shape == (32,) and set(res.observed) == {"hal", "max_abs", "rec"}
     # DDIM uses no step noise: from the same x_T, other keys give the same samples.
     x_T = jax.random.normal(jax.random.key(5), (32, 1))
     runs = [chain.reverse(oracle, rs, jax.random.key(k), 32, (1,), solver=mj.DDIM(),
@@ -114,13 +130,14 @@ def test_ddim_on_a_respaced_schedule_with_composed_observers():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(window=(0, 5), windows=[(0, 5)]), "^window=.*not both"),
-    (dict(observers={"hal": obs.FinalEpsNorm()}, window=(0, 5)), "^window=.*not both"),
-    (dict(solver=mj.DDIM(), variance="small"), "^variance=.*not both"),
     (dict(observers={"hal": mj.window_variance([(4, 6)])}, net_timesteps=np.arange(0, 60, 3)),
      "^hal=.*none of the sampled timesteps"),
+    (dict(observers=mj.paper_observers((0, 21), clock="index")),
+     r"^hal=\[\[0, 21\]\]: windows must end at or before 20 \(the index clock"),
+    (dict(observers=mj.paper_observers((0, 59)), net_timesteps=np.arange(0, 60, 3)),
+     r"^hal=\[\[0, 59\]\]: windows must end at or before 58 \(the train clock"),
 ])
-def test_conflicting_or_empty_sampler_arguments_fail_in_one_line(kwargs, message):
+def test_empty_or_out_of_range_windows_fail_in_one_line(kwargs, message):
     schedule = mj.linear_schedule(20)
     with pytest.raises(InputError, match=message):
         mj.sample(mj.oracle_eps(MIX, schedule), schedule, jax.random.key(0), 8, (1,), **kwargs)
@@ -151,17 +168,17 @@ def test_network_sampler_does_not_retrace_for_new_params_windows_or_thresholds()
     keys = jax.random.split(jax.random.key(5), 3)
     p1 = jax.vmap(net.init)(keys)
     p2 = jax.vmap(net.init)(jax.random.split(jax.random.key(6), 3))
-    first = mj.sample(counting, schedule, keys, 16, (1,), params=p1, stacked=True,
-                      window=(0, 5), flag_threshold=[0.1, 0.2, 0.3])
+    first = mj.sample(counting, schedule, keys, 16, (1,), params=p1, models=mj.Stacked(),
+                      observers=mj.paper_observers((0, 5), flag_threshold=[0.1, 0.2, 0.3]))
     count = len(traces)
-    second = mj.sample(counting, schedule, keys, 16, (1,), params=p2, stacked=True,
-                       window=(2, 9), flag_threshold=[0.3, 0.2, 0.1])
+    second = mj.sample(counting, schedule, keys, 16, (1,), params=p2, models=mj.Stacked(),
+                       observers=mj.paper_observers((2, 9), flag_threshold=[0.3, 0.2, 0.1]))
     assert count >= 1 and len(traces) == count
     assert not np.array_equal(first.x, second.x)
     # Same for a sweep driver over 3 models (no flag: another program, traced once).
-    mj.sample_models(counting, p1, schedule, keys, 16, (1,), window=(1, 4))
+    mj.sample_models(counting, p1, schedule, keys, 16, (1,), observers=mj.paper_observers((1, 4)))
     count = len(traces)
-    mj.sample_models(counting, p2, schedule, keys, 16, (1,), window=(3, 7))
+    mj.sample_models(counting, p2, schedule, keys, 16, (1,), observers=mj.paper_observers((3, 7)))
     assert len(traces) == count
 
 
@@ -245,8 +262,8 @@ def test_jacobian_trace_is_exact_for_a_single_gaussian():
         mj.jacobian_trace((0, 10), probes=0)
     # A trained-style network (custom-VJP LayerNorm) goes through the reverse-mode estimate.
     net = mj.make_mlp(2, width=16)
-    out = mj.sample_network(net, net.init(jax.random.key(0)), sched, jax.random.key(1), 8, (2,),
-                            observers={"tr": mj.jacobian_trace((0, 5))})
+    out = mj.sample(net, sched, jax.random.key(1), 8, (2,), params=net.init(jax.random.key(0)),
+                    observers={"tr": mj.jacobian_trace((0, 5))})
     assert out.observed["tr"].shape == (8,) and np.isfinite(out.observed["tr"]).all()
 
 

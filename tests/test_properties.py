@@ -93,11 +93,13 @@ def test_windows_accepted_iff_inside_schedule(T, lo, hi):
     eps_fn = mj.oracle_eps(mj.mixture_1d([0.0, 1.0]), schedule)
     valid = 0 <= lo < hi <= T
     if valid:
-        r = mj.sample(eps_fn, schedule, jax.random.key(0), 4, (1,), window=(lo, hi))
+        r = mj.sample(eps_fn, schedule, jax.random.key(0), 4, (1,),
+                      observers=mj.paper_observers((lo, hi)))
         assert r.hal.shape == (4,) and np.all(np.isfinite(r.hal)) and np.all(r.hal >= 0)
-    else:
-        with pytest.raises(InputError, match="^window"):
-            mj.sample(eps_fn, schedule, jax.random.key(0), 4, (1,), window=(lo, hi))
+    else:  # refused when built (lo < 0, lo >= hi) or when checked against the chain (hi > T)
+        with pytest.raises(InputError, match="^(windows|hal)="):
+            mj.sample(eps_fn, schedule, jax.random.key(0), 4, (1,),
+                      observers=mj.paper_observers((lo, hi)))
 
 
 @settings(max_examples=20, deadline=None)

@@ -6,7 +6,7 @@ import pytest
 import mi_jax as mj
 from mi_jax.data import mixtures as mx
 from mi_jax.data.support import true_outside_rate
-from mi_jax.sampling import chain, ddpm
+from mi_jax.sampling import chain, sampler
 from mi_jax.sampling import observers as obs
 from mi_jax.validation import InputError
 
@@ -38,7 +38,8 @@ def test_oracle_sampler_matches_exact_gaussian_law(s, variance):
     schedule = mj.linear_schedule()
     g = mj.GaussianMixture([[0.7]], s)
     n = 20_000
-    r = mj.sample(mj.oracle_eps(g, schedule), schedule, jax.random.key(1), n, (1,), variance=variance)
+    r = mj.sample(mj.oracle_eps(g, schedule), schedule, jax.random.key(1), n, (1,),
+                  solver=mj.DDPM(variance))
     m, v = exact_gaussian_chain(schedule, 0.7, float(g.stds[0]), variance)
     x = r.x[:, 0].astype(np.float64)
     assert abs(x.mean() - m) < 4 * np.sqrt(v / n)
@@ -107,27 +108,26 @@ def briefly_trained_grid_net():
     return net, state.params
 
 
-@pytest.mark.parametrize("variance", ["large", "small", "ddim"])
-def test_full_run_has_no_nonfinite_values(variance, briefly_trained_grid_net):
+@pytest.mark.parametrize("solver", [mj.DDPM("large"), mj.DDPM("small"), mj.DDIM()])
+def test_full_run_has_no_nonfinite_values(solver, briefly_trained_grid_net):
     schedule = mj.linear_schedule()
     net, params = briefly_trained_grid_net
-    windows = [(0, 10), (20, 35), (900, 1000)]
+    observers = mj.paper_observers([(0, 10), (20, 35), (900, 1000)], record=8,
+                                   track=("x0", "xt", "eps"))
     runs = [mj.sample(mj.oracle_eps(mx.grid_2d("rotated"), schedule), schedule, jax.random.key(7),
-                      256, (2,), variance=variance, windows=windows, record=8,
-                      track=("x0", "xt", "eps"))]
-    if variance != "ddim":
+                      256, (2,), solver=solver, observers=observers)]
+    if solver != mj.DDIM():
         # Deterministic DDIM has no contraction at large t (x_{t-1} ~ 1.118 x_t - 0.118 eps_hat), so
         # an under-trained net's eps errors legitimately compound; it is checked with the oracle.
-        runs.append(mj.sample_network(net, params, schedule, jax.random.key(6), 256, (2,),
-                                      variance=variance, windows=windows, record=8,
-                                      track=("x0", "xt", "eps")))
+        runs.append(mj.sample(net, schedule, jax.random.key(6), 256, (2,), params=params,
+                              solver=solver, observers=observers))
     for r in runs:
         assert r.num_nonfinite == 0 and np.all(np.isfinite(r.x))
-        for name, arr in [("traj_x0", r.trajectory["x0"]), ("traj_xt", r.trajectory["xt"]),
-                          ("hal", r.hal_windows)] + list(r.stats.items()):
-            assert np.all(np.isfinite(arr)), name
+        assert set(r.observed) == {"hal", "var_xt", "var_eps", "eps_norm_last", "trajectory"}
+        for path, arr in jax.tree_util.tree_leaves_with_path(r.observed):
+            assert np.all(np.isfinite(arr)), jax.tree_util.keystr(path)
         # x0_hat at t = T-1 divides by sqrt(alpha_bar) ~ 1e-24 yet stays finite in float32.
-        assert np.all(np.isfinite(r.trajectory["x0"][-1]))
+        assert np.all(np.isfinite(r.observed["trajectory"]["x0"][-1]))
 
 
 def test_network_sampler_agrees_with_function_sampler_and_stacks():
@@ -135,11 +135,12 @@ def test_network_sampler_agrees_with_function_sampler_and_stacks():
     net = mj.make_mlp(1)
     keys = jax.random.split(jax.random.key(7), 3)
     params = jax.vmap(net.init)(keys)
-    stacked = mj.sample_network(net, params, schedule, keys, 40, (1,), stacked=True, chunk_size=16)
+    stacked = mj.sample(net, schedule, keys, 40, (1,), params=params, models=mj.Stacked(),
+                        chunk_size=16)
     assert stacked.x.shape == (3, 40, 1) and stacked.hal.shape == (3, 40)
     for i in range(3):
         p = jax.tree.map(lambda a: a[i], params)
-        one = mj.sample_network(net, p, schedule, keys[i], 40, (1,), chunk_size=16)
+        one = mj.sample(net, schedule, keys[i], 40, (1,), params=p, chunk_size=16)
         fn = mj.sample(net.eps_fn(p), schedule, keys[i], 40, (1,), chunk_size=16)
         np.testing.assert_allclose(stacked.x[i], one.x, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(stacked.hal[i], one.hal, rtol=1e-4, atol=1e-8)
@@ -166,10 +167,10 @@ def test_nonfinite_samples_are_reported():
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    (dict(window=(5, 5)), "window"), (dict(window=(-1, 4)), "window"),
-    (dict(window=(0, 1001)), "window"), (dict(window=3), "window"),
     (dict(num=0), "num"), (dict(shape=2), "shape"), (dict(chunk_size=0), "chunk_size"),
-    (dict(variance="huge"), "variance"), (dict(track=("x0", "bogus")), "track"),
+    (dict(observers=mj.paper_observers((0, 1001))), "hal"),
+    (dict(solver=mj.DDPM), "solver"), (dict(models=True), "models"),
+    (dict(models=mj.Stacked()), "key"),
 ])
 def test_bad_sampler_arguments(kwargs, name):
     schedule = mj.linear_schedule()
@@ -180,20 +181,52 @@ def test_bad_sampler_arguments(kwargs, name):
         mj.sample(eps_fn, schedule, jax.random.key(0), **args)
 
 
+@pytest.mark.parametrize("make, name", [
+    (lambda: mj.paper_observers((5, 5)), "windows"),
+    (lambda: mj.paper_observers((-1, 4)), "windows"), (lambda: mj.paper_observers(3), "windows"),
+    (lambda: mj.paper_observers(track=("x0", "bogus")), "track"),
+    (lambda: mj.paper_observers(clock="sampling"), "clock"), (lambda: mj.DDPM("huge"), "variance"),
+    (lambda: mj.Stacked("loop"), "loop"),
+])
+def test_bad_observer_solver_and_loop_arguments(make, name):
+    with pytest.raises(InputError, match=f"^{name}"):
+        make()
+
+
+def test_default_observers_are_the_papers_and_hal_reads_their_first_window():
+    schedule = mj.linear_schedule(T=40)
+    eps_fn = mj.oracle_eps(mj.mixture_1d([0.0, 1.0]), schedule)
+    default = mj.sample(eps_fn, schedule, jax.random.key(2), 30, (1,))
+    explicit = mj.sample(eps_fn, schedule, jax.random.key(2), 30, (1,),
+                         observers=mj.paper_observers((0, 10)))
+    assert set(default.observed) == {"hal", "eps_norm_last"}
+    for a, b in zip(jax.tree.leaves(default.observed), jax.tree.leaves(explicit.observed)):
+        np.testing.assert_array_equal(a, b)
+    two = mj.sample(eps_fn, schedule, jax.random.key(2), 30, (1,),
+                    observers=mj.paper_observers([(5, 20), (0, 10)]))
+    np.testing.assert_array_equal(two.hal, two.observed["hal"].var[0])
+    np.testing.assert_array_equal(two.observed["hal"].var[1], default.hal)
+    assert not np.allclose(two.hal, default.hal)
+    bare = mj.sample(eps_fn, schedule, jax.random.key(2), 30, (1,), observers={})
+    np.testing.assert_array_equal(bare.x, default.x)  # observers only watch
+    with pytest.raises(KeyError, match="no 'hal'"):
+        bare.hal
+
+
 def test_preemptive_flag_matches_stored_trajectory():
     schedule = mj.linear_schedule()
     m = mj.mixture_1d([1.0, 2.0, 3.0])
     n, thr = 1000, 1e-4
-    r = mj.sample(mj.oracle_eps(m, schedule), schedule, jax.random.key(3), n, (1,), record=n,
-                  flag_threshold=thr)
-    traj = r.trajectory["x0"][:, :, 0]  # slot = timestep
+    r = mj.sample(mj.oracle_eps(m, schedule), schedule, jax.random.key(3), n, (1,),
+                  observers=mj.paper_observers(record=n, flag_threshold=thr))
+    traj = r.observed["trajectory"]["x0"][:, :, 0]  # slot = timestep
     ref = np.full(n, -1)
     for i in range(n):
         for t in range(8, -1, -1):  # window [0, 10): running variance of steps 9..t
             if np.var(traj[t:10, i]) > thr:
                 ref[i] = t
                 break
-    flag = r.stats["flag_t"]
+    flag = r.observed["flag_t"]
     assert 0 < np.mean(flag >= 0) < 1
     # float32 running vs float64 stored variance may disagree only when a value sits at the threshold
     assert np.mean(flag == ref) > 0.995
@@ -205,9 +238,9 @@ def test_resume_dir_reuses_finished_chunks_and_refuses_other_calls(tmp_path):
     eps_fn = mj.oracle_eps(m, schedule)
     key = jax.random.key(3)
     args = (eps_fn, schedule, key, 50, (1,))
-    plain = ddpm.sample(*args, chunk_size=16)
+    plain = sampler.sample(*args, chunk_size=16)
     store = tmp_path / "chunks"
-    first = ddpm.sample(*args, chunk_size=16, resume_dir=store)
+    first = sampler.sample(*args, chunk_size=16, resume_dir=store)
     assert sorted(p.name for p in store.glob("chunk_*.npz")) == [f"chunk_{c:06d}.npz" for c in range(4)]
     # Pretend the run died after two chunks, and poison one kept chunk to prove it is reused.
     (store / "chunk_000002.npz").unlink()
@@ -216,17 +249,18 @@ def test_resume_dir_reuses_finished_chunks_and_refuses_other_calls(tmp_path):
         kept = {k: f[k] for k in f.files}
     kept["x"] = kept["x"] + 100.0
     np.savez(store / "chunk_000001.npz", **kept)
-    resumed = ddpm.sample(*args, chunk_size=16, resume_dir=store)
+    resumed = sampler.sample(*args, chunk_size=16, resume_dir=store)
     np.testing.assert_array_equal(first.x, plain.x)
     np.testing.assert_array_equal(first.hal, plain.hal)
     np.testing.assert_array_equal(resumed.x[:16], plain.x[:16])
     np.testing.assert_array_equal(resumed.x[16:32], plain.x[16:32] + 100.0)
     np.testing.assert_array_equal(resumed.x[32:], plain.x[32:])
     with pytest.raises(InputError, match="differs in observers"):
-        ddpm.sample(*args, chunk_size=16, window=(0, 5), resume_dir=store)
+        sampler.sample(*args, chunk_size=16, observers=mj.paper_observers((0, 5)),
+                       resume_dir=store)
     (store / "chunk_000000.npz").write_bytes(b"PK\x03\x04broken")
     with pytest.raises(InputError, match="chunk_000000.npz"):
-        ddpm.sample(*args, chunk_size=16, resume_dir=store)
+        sampler.sample(*args, chunk_size=16, resume_dir=store)
 
 
 def test_region_variances_are_weighted_means_of_the_per_dimension_variance():
@@ -234,19 +268,21 @@ def test_region_variances_are_weighted_means_of_the_per_dimension_variance():
     schedule = mj.linear_schedule(30)
     regions = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 3]], np.float32)
     args = (mj.oracle_eps(m, schedule), schedule, jax.random.key(0), 12, (4,))
-    res = ddpm.sample(*args, windows=[(0, 5), (2, 9)], regions=regions, record=12)
-    var = res.stats["var_x0_regions"]
+    res = sampler.sample(*args, observers=mj.paper_observers([(0, 5), (2, 9)], regions=regions,
+                                                             record=12))
+    var = res.observed["hal"].var_regions
     assert var.shape == (2, 12, 4)
-    traj = res.trajectory["x0"]  # (T, n, 4), slot s = timestep s
+    traj = res.observed["trajectory"]["x0"]  # (T, n, 4), slot s = timestep s
     for w, (lo, hi) in enumerate([(0, 5), (2, 9)]):
         per_dim = np.var(np.asarray(traj[lo:hi], np.float64), axis=0)  # (n, 4)
         ref = per_dim @ (regions / regions.sum(1, keepdims=True)).T
         np.testing.assert_allclose(var[w], ref, rtol=1e-4, atol=1e-9)
-        np.testing.assert_allclose(var[w, :, 2], res.hal_windows[w], rtol=1e-5)
-    with pytest.raises(InputError, match="regions"):
-        ddpm.sample(*args, regions=np.ones((2, 3), np.float32))
-    with pytest.raises(InputError, match="regions"):
-        ddpm.sample(*args, regions=np.zeros((1, 4), np.float32))
+        np.testing.assert_allclose(var[w, :, 2], res.observed["hal"].var[w], rtol=1e-5)
+    wrong_shape = r"^observers\['hal'\]\.regions=\(2, 3\): must have shape \(R, \*\(4,\)\)"
+    with pytest.raises(InputError, match=wrong_shape):
+        sampler.sample(*args, observers=mj.paper_observers(regions=np.ones((2, 3), np.float32)))
+    with pytest.raises(InputError, match="^regions"):
+        mj.paper_observers(regions=np.zeros((1, 4), np.float32))
 
 
 def test_net_batch_tiles_the_network_only():
@@ -262,16 +298,18 @@ def test_net_batch_tiles_the_network_only():
         return oracle(x, t)
 
     runs = {nb: mj.sample(eps_fn, schedule, jax.random.key(3), 50, (1,), chunk_size=50,
-                          net_batch=nb, windows=[(0, 10), (5, 20)]) for nb in (0, 16)}
+                          net_batch=nb, observers=mj.paper_observers([(0, 10), (5, 20)]))
+            for nb in (0, 16)}
     assert seen == {(50, 1), (16, 1), (2, 1)}
     np.testing.assert_allclose(runs[16].x, runs[0].x, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(runs[16].hal_windows, runs[0].hal_windows, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(runs[16].observed["hal"].var, runs[0].observed["hal"].var,
+                               rtol=1e-4, atol=1e-9)
 
     net = mj.make_mlp(1, width=16)
     params = jax.vmap(net.init)(jax.random.split(jax.random.key(4), 2))
     keys = jax.random.split(jax.random.key(5), 2)
-    out = {nb: mj.sample_network(net, params, schedule, keys, 40, (1,), stacked=True,
-                                 chunk_size=40, net_batch=nb) for nb in (0, 16)}
+    out = {nb: mj.sample(net, schedule, keys, 40, (1,), params=params, models=mj.Stacked(),
+                         chunk_size=40, net_batch=nb) for nb in (0, 16)}
     np.testing.assert_allclose(out[16].x, out[0].x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out[16].hal, out[0].hal, rtol=1e-3, atol=1e-8)
     with pytest.raises(InputError, match="net_batch"):
@@ -289,29 +327,48 @@ def test_second_sample_call_does_not_retrace():
         traces.append(1)
         return oracle(x, t)
 
-    first = mj.sample(eps_fn, schedule, jax.random.key(0), 30, (1,), window=(0, 5))
+    first = mj.sample(eps_fn, schedule, jax.random.key(0), 30, (1,),
+                      observers=mj.paper_observers((0, 5)))
     count = len(traces)
-    second = mj.sample(eps_fn, schedule, jax.random.key(1), 30, (1,), window=(2, 9))
+    second = mj.sample(eps_fn, schedule, jax.random.key(1), 30, (1,),
+                       observers=mj.paper_observers((2, 9)))
     assert count >= 1 and len(traces) == count
     assert not np.array_equal(first.x, second.x)
 
 
 def test_stacked_models_one_at_a_time_equal_the_vmapped_stack():
-    """model_loop='map' (lax.map over the models, CPU-faster) gives the vmapped result, with a
+    """Stacked('map') (lax.map over the models, CPU-faster) gives the vmapped result, with a
     per-model observer field (thresholds) sliced per model and shared windows kept whole."""
-    import mi_jax as mj
-
     schedule = mj.linear_schedule(T=30)
     net = mj.make_mlp(1, width=16)
     params = jax.vmap(net.init)(jax.random.split(jax.random.key(0), 3))
     keys = jax.random.split(jax.random.key(1), 3)
-    common = dict(stacked=True, windows=[(0, 5), (0, 10)], flag_threshold=np.asarray([1e-4, 1e-3, 1e-2]),
-                  chunk_size=20)
-    a = mj.sample_network(net, params, schedule, keys, 40, (1,), **common)
-    b = mj.sample_network(net, params, schedule, keys, 40, (1,), model_loop="map", **common)
+    observers = mj.paper_observers([(0, 5), (0, 10)],
+                                   flag_threshold=np.asarray([1e-4, 1e-3, 1e-2]))
+    a, b = (mj.sample(net, schedule, keys, 40, (1,), params=params, models=mj.Stacked(loop),
+                      observers=observers, chunk_size=20) for loop in ("vmap", "map"))
     assert b.x.shape == (3, 40, 1) and np.isfinite(a.x).all()
     np.testing.assert_allclose(b.x, a.x, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(b.hal_windows, a.hal_windows, rtol=1e-4, atol=1e-9)
-    np.testing.assert_array_equal(b.stats["flag_t"], a.stats["flag_t"])
-    with pytest.raises(mj.InputError, match="model_loop"):
-        mj.sample_network(net, params, schedule, keys, 4, (1,), model_loop="loop", **common)
+    np.testing.assert_allclose(b.observed["hal"].var, a.observed["hal"].var, rtol=1e-4, atol=1e-9)
+    np.testing.assert_array_equal(b.observed["flag_t"], a.observed["flag_t"])
+    assert not np.array_equal(a.observed["flag_t"][0], a.observed["flag_t"][2])  # per model
+
+
+def test_the_default_model_loop_depends_on_backend_and_model_count(monkeypatch):
+    """Stacked() runs `auto_loop`: lax.map on a CPU from MAP_MIN_MODELS models, vmap below, and
+    vmap on other backends or for models spread over devices; the run is the explicit loop's."""
+    n = sampler.MAP_MIN_MODELS
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert [sampler.auto_loop(m) for m in (1, n - 1, n, 4 * n)] == ["vmap", "vmap", "map", "map"]
+    assert sampler.auto_loop(4 * n, on_one_device=False) == "vmap"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert sampler.auto_loop(4 * n) == "vmap"
+    monkeypatch.undo()
+    schedule = mj.linear_schedule(T=10)
+    net = mj.make_mlp(1, width=8)
+    keys = jax.random.split(jax.random.key(2), n)
+    params = jax.vmap(net.init)(keys)
+    run = lambda models: mj.sample(net, schedule, keys, 8, (1,), params=params, models=models)
+    chosen = sampler.auto_loop(n)
+    assert chosen == ("map" if jax.default_backend() == "cpu" else "vmap")
+    np.testing.assert_array_equal(run(mj.Stacked()).x, run(mj.Stacked(chosen)).x)

@@ -133,8 +133,8 @@ def test_grid_equals_models_run_one_by_one():
         for a, b in zip(jax.tree.leaves(alone.params),
                         jax.tree.leaves(jax.tree.map(lambda x: x[m], state.params))):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-        one = mj.sample_network(net, alone.params, schedule,
-                                jax.random.fold_in(key, sweeps.PHASE_SAMPLE), 50, (1,), chunk_size=25)
+        one = mj.sample(net, schedule, jax.random.fold_in(key, sweeps.PHASE_SAMPLE), 50, (1,),
+                        params=alone.params, chunk_size=25)
         np.testing.assert_allclose(res.x[m], one.x, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(res.hal[m], one.hal, rtol=1e-2, atol=1e-7)
     # Configurations of one seed share their initial weights (common random numbers).

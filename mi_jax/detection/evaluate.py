@@ -22,7 +22,8 @@ from mi_jax import sweeps
 from mi_jax.data import support
 from mi_jax.detection import detectors
 from mi_jax.detection import metrics as dm
-from mi_jax.sampling.ddpm import print_progress, sample_network
+from mi_jax.sampling.observers import paper_observers
+from mi_jax.sampling.sampler import print_progress
 from mi_jax.validation import check, check_float, check_int
 
 DETECTORS = ("var_x0", "var_xt", "var_eps", "eps_norm_last", "flipd", "random")
@@ -85,7 +86,7 @@ def evaluate_models(models: "mixture_models.TrainedModels",
 
     # Calibration: the exact-score sampler's in-support samples give each configuration's threshold.
     oracle = sweeps.sample_oracle([c.mixture for c in grid.configs], schedule, config.oracle_seed,
-                                  config.num_samples, windows=windows,
+                                  config.num_samples, observers=paper_observers(windows),
                                   chunk_size=config.chunk_size, progress=print_progress("oracle"))
     cal = []
     for c, conf in enumerate(grid.configs):
@@ -93,10 +94,11 @@ def evaluate_models(models: "mixture_models.TrainedModels",
         cal.append(dm.calibrated_threshold(oracle.hal[c][inside], config.keep))
     thresholds = np.asarray([cal[c] for c in grid.config_index])
 
-    res = sample_network(network, models.params, schedule, grid.keys(sweeps.PHASE_SAMPLE),
-                         config.num_samples, (dim,), stacked=True, windows=windows,
-                         track=("x0", "xt", "eps"), chunk_size=config.chunk_size,
-                         flag_threshold=thresholds, progress=print_progress("sample"))
+    observers = paper_observers(windows, track=("x0", "xt", "eps"), flag_threshold=thresholds)
+    res = sweeps.sample_grid(network, models.params, schedule, grid, config.num_samples, (dim,),
+                             observers=observers, chunk_size=config.chunk_size,
+                             progress=print_progress("sample"))
+    hal_windows = res.observed["hal"].var  # (M, W, n)
     finite = np.all(np.isfinite(res.x), axis=-1)
     x_safe = np.where(finite[..., None], res.x, 0.0)
     inside = np.asarray(jax.vmap(support.in_support, (0, 0, None))(jnp.asarray(x_safe), mixtures,
@@ -115,13 +117,13 @@ def evaluate_models(models: "mixture_models.TrainedModels",
         p = positive[m]
         row = {"detectors": {d: dm.detection_summary(np.nan_to_num(scores[d][m], posinf=big), p)
                              for d in DETECTORS},
-               "windows": [dm.detection_summary(np.nan_to_num(res.hal_windows[m, w], posinf=big), p)
+               "windows": [dm.detection_summary(np.nan_to_num(hal_windows[m, w], posinf=big), p)
                            for w in range(len(windows))]}
         # Bridges (mode interpolation) against in-support samples, blur left out, per window.
         labels = support.classify(res.x[m], grid.configs[grid.config_index[m]].mixture, config.k)
         sel = (labels == support.BRIDGE) | (labels == support.IN_SUPPORT)
         row["bridge_windows"] = [
-            dm.detection_summary(np.nan_to_num(res.hal_windows[m, w][sel], posinf=big),
+            dm.detection_summary(np.nan_to_num(hal_windows[m, w][sel], posinf=big),
                                  labels[sel] == support.BRIDGE) for w in range(len(windows))]
         hal = res.hal[m]
         n = len(hal)
@@ -132,7 +134,7 @@ def evaluate_models(models: "mixture_models.TrainedModels",
                                  "rate_after": float(np.mean(p[idx])) if len(idx) else float("nan")}
                           for name, idx in kept.items()}
         row["rate_before"] = float(np.mean(p))
-        flag_t = res.stats["flag_t"][m]
+        flag_t = res.observed["flag_t"][m]
         flagged = flag_t >= 0
         T = schedule.num_steps
         # A trajectory flagged at step t need not run its remaining t steps (t-1 .. 0).
@@ -159,7 +161,7 @@ def evaluate_models(models: "mixture_models.TrainedModels",
             "preemptive": summarise_seeds([r["preemptive"] for r in rows]),
             "calibrated_threshold": cal[c],
         }
-    arrays = {"positive": positive, "scores": scores, "hal_windows": res.hal_windows,
+    arrays = {"positive": positive, "scores": scores, "hal_windows": hal_windows,
               "config_index": grid.config_index, "names": [c.name for c in grid.configs]}
     return out, arrays
 

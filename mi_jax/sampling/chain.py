@@ -2,7 +2,7 @@
 
 `reverse` runs t = T-1 ... 0 for one chunk of samples and one `eps_fn`; it is jittable and
 vmappable (vmap it over stacked params and keys for a sweep). Memory does not grow with T:
-observers keep statistics, not trajectories. `mi_jax.sampling.ddpm.sample` is the host driver
+observers keep statistics, not trajectories. `mi_jax.sampling.sampler.sample` is the host driver
 (chunks, progress, resume) around it.
 """
 

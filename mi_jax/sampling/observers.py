@@ -332,28 +332,36 @@ def windows_array(windows: Sequence, name: str = "windows") -> np.ndarray:
     return arr.astype(np.int32)
 
 
+def regions_array(regions) -> np.ndarray:
+    """(R, *shape) float32 region weights: finite, non-negative, each region with a positive sum
+    (e.g. `shape_counter.column_masks`); `sample` checks *shape against the samples'."""
+    arr = np.asarray(regions, np.float64)
+    flat = arr.reshape(arr.shape[0], -1) if arr.ndim >= 2 else arr[None]
+    check(arr.ndim >= 2 and bool(np.all(np.isfinite(flat))) and bool(np.all(flat >= 0))
+          and bool(np.all(flat.sum(1) > 0)), "regions", f"array of shape {arr.shape}",
+          "must be (R, *shape) finite non-negative weights, each region with a positive sum")
+    return arr.astype(np.float32)
+
+
 def window_variance(windows, quantity: str = "x0", *, regions=None,
                     clock: str = "train") -> WindowVariance:
-    """A validated `WindowVariance`. windows: one (lo, hi) or a list of them."""
+    """A validated `WindowVariance`. windows: one (lo, hi) or a list of them. regions: optional
+    (R, *shape) finite non-negative weights, each region with a positive sum."""
     check(quantity in QUANTITIES, "quantity", quantity, f"must be one of {QUANTITIES}")
     check(clock in CLOCKS, "clock", clock, f"must be one of {CLOCKS}")
     return WindowVariance(jnp.asarray(windows_array(windows)),
-                          None if regions is None else jnp.asarray(regions), quantity, clock)
+                          None if regions is None else jnp.asarray(regions_array(regions)),
+                          quantity, clock)
 
 
 def region_mean_variance(windows, regions, quantity: str = "x0", *,
                          clock: str = "train") -> RegionMeanVariance:
-    """A validated `RegionMeanVariance`. regions: (R, *shape) non-negative weights, each region
-    with a positive sum (e.g. `shape_counter.column_masks`)."""
+    """A validated `RegionMeanVariance`. regions: (R, *shape) finite non-negative weights, each
+    region with a positive sum (e.g. `shape_counter.column_masks`)."""
     check(quantity in QUANTITIES, "quantity", quantity, f"must be one of {QUANTITIES}")
     check(clock in CLOCKS, "clock", clock, f"must be one of {CLOCKS}")
-    arr = np.asarray(regions, np.float64)
-    flat = arr.reshape(arr.shape[0], -1) if arr.ndim >= 2 else arr[None]
-    check(arr.ndim >= 2 and bool(np.all(flat >= 0)) and bool(np.all(flat.sum(1) > 0)), "regions",
-          f"array of shape {arr.shape}", "must be (R, *shape) non-negative weights, each region "
-          "with a positive sum")
-    return RegionMeanVariance(jnp.asarray(windows_array(windows)), jnp.asarray(arr, jnp.float32),
-                              quantity, clock)
+    return RegionMeanVariance(jnp.asarray(windows_array(windows)),
+                              jnp.asarray(regions_array(regions)), quantity, clock)
 
 
 def preemptive_flag(window, threshold, *, clock: str = "train") -> PreemptiveFlag:
@@ -376,16 +384,53 @@ def record(count: int, stride: int = 1, quantities=("x0", "xt")) -> Record:
     return Record(count, stride, quantities)
 
 
+OFFICIAL_WINDOW = (0, 10)  # the official filter: x0_hat over the last 10 reverse steps, t = 9..0
+
+
+def paper_observers(windows=OFFICIAL_WINDOW, *, track=("x0",), record: int = 0,
+                    record_stride: int = 1, flag_threshold=None, regions=None,
+                    clock: str = "train") -> dict:
+    """The paper's statistics as observers (what `sample` uses when given none), named as the
+    studies read them from `SampleResult.observed`.
+
+      'hal': x0_hat's variance over each window (`WindowStats`: var (W, n), with `regions` also
+        var_regions (W, n, R)); `SampleResult.hal` is its first window. The default, (0, 10),
+        is the official filter.
+      'var_xt', 'var_eps': the same for x_t / eps_hat, for each of them in `track`.
+      'eps_norm_last': |eps_hat| at the last reverse step.
+      'flag_t': with `flag_threshold` (a scalar or one per stacked model), the pre-emptive flag
+        on the first window.
+      'trajectory': with `record` > 0, x0_hat and x_t of that many leading samples every
+        `record_stride` steps.
+
+    windows: one (lo, hi) or several, counted on `clock` ('train': training-schedule timesteps,
+    the default everywhere; 'index': sampling steps, t = 0 the last).
+
+    Example: `mj.sample(eps_fn, schedule, key, n, (2,), observers=mj.paper_observers(
+    [(0, 10), (0, 5)], track=("x0", "eps")))`, then `res.observed["var_eps"].var[1]`."""
+    wins = windows_array(windows)
+    track = tuple(track)
+    check(len(track) >= 1 and "x0" in track and all(q in QUANTITIES for q in track), "track",
+          track, f"must hold 'x0' and optionally {QUANTITIES[1:]}")
+    out = {"hal": window_variance(wins, "x0", regions=regions, clock=clock)}
+    for q in track[1:]:
+        out[f"var_{q}"] = window_variance(wins, q, clock=clock)
+    out["eps_norm_last"] = FinalEpsNorm()
+    if flag_threshold is not None:
+        out["flag_t"] = preemptive_flag(wins[0], flag_threshold, clock=clock)
+    if check_int(record, "record", low=0):
+        out["trajectory"] = _record(record, record_stride)
+    return out
+
+
+_record = record  # paper_observers' `record` argument shadows the constructor
+
+
 def stacked_axes(observers: dict) -> dict:
     """vmap in_axes for a dict of observers over a stack of models: 0 for the leaves that carry
     a model axis (an observer's `stacked_axes()`), None (shared) for every other."""
     return {name: obs.stacked_axes() if hasattr(obs, "stacked_axes") else None
             for name, obs in observers.items()}
-
-
-__all__ = ["StepView", "WindowVariance", "WindowStats", "RegionMeanVariance", "PreemptiveFlag",
-           "Record", "FinalEpsNorm", "window_variance", "region_mean_variance", "preemptive_flag",
-           "record", "windows_array", "stacked_axes", "QUANTITIES", "CLOCKS"]
 
 
 def jacobian_trace(window, probes: int = 1, seed: int = 0, *,
@@ -397,3 +442,9 @@ def jacobian_trace(window, probes: int = 1, seed: int = 0, *,
     check_int(seed, "seed", low=0, high=2**31 - 1)
     return JacobianTrace(jnp.asarray(windows_array(window, "window")[0]),
                          jnp.asarray(seed, jnp.int32), probes, clock)
+
+
+__all__ = ["StepView", "WindowVariance", "WindowStats", "RegionMeanVariance", "PreemptiveFlag",
+           "Record", "FinalEpsNorm", "window_variance", "region_mean_variance", "preemptive_flag",
+           "record", "jacobian_trace", "paper_observers", "windows_array", "regions_array",
+           "stacked_axes", "QUANTITIES", "CLOCKS", "OFFICIAL_WINDOW"]

@@ -52,11 +52,4 @@ class DDIM:
         return schedule.sqrt_recip_alphas[t] * x + schedule.ddim_eps_coef[t] * eps
 
 
-def solver_for(variance: str):
-    """The solver of a variance name: 'large' / 'small' (DDPM) or 'ddim'."""
-    check(variance in DDPM_VARIANCES + ("ddim",), "variance", variance,
-          f"must be one of {DDPM_VARIANCES + ('ddim',)}")
-    return DDIM() if variance == "ddim" else DDPM(variance)
-
-
-__all__ = ["DDPM", "DDIM", "solver_for"]
+__all__ = ["DDPM", "DDIM"]

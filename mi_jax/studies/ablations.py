@@ -25,7 +25,9 @@ from mi_jax.data import support
 from mi_jax.diffusion.oracle import ORACLE
 from mi_jax.diffusion.schedule import sampling_plan
 from mi_jax.nets import make_mlp
-from mi_jax.sampling.ddpm import sample_network
+from mi_jax.sampling.observers import paper_observers
+from mi_jax.sampling.sampler import Stacked, sample
+from mi_jax.sampling.solvers import DDIM, DDPM
 from mi_jax.studies import mixture_models, mixture_study
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
@@ -57,14 +59,14 @@ def validate(cfg: Config) -> None:
 
 
 def _samplers(schedule, steps_list):
-    """(name, schedule, net timesteps, variance) for every sampler variant."""
+    """(name, schedule, net timesteps, solver) for every sampler variant."""
     full = np.arange(schedule.num_steps)
-    out = [("DDPM T", schedule, full, "large"), ("DDIM T", schedule, full, "ddim")]
+    out = [("DDPM T", schedule, full, DDPM()), ("DDIM T", schedule, full, DDIM())]
     for n in steps_list:
         if n >= schedule.num_steps:
             continue
         sub, kept = sampling_plan(schedule, n)
-        out += [(f"DDPM T'={len(kept)}", sub, kept, "large"), (f"DDIM T'={len(kept)}", sub, kept, "ddim")]
+        out += [(f"DDPM T'={len(kept)}", sub, kept, DDPM()), (f"DDIM T'={len(kept)}", sub, kept, DDIM())]
     return out
 
 
@@ -78,18 +80,19 @@ def sampler_ablation(models, cfg, config_indices) -> dict:
     confs = [grid.configs[c] for c in config_indices]
     oracle_mixtures = mx.stack([c.mixture for c in confs])
     out = {}
-    for name, sched, kept, variance in _samplers(models.schedule, cfg.sampling_steps):
-        common = dict(variance=variance, net_timesteps=kept, chunk_size=cfg.num_samples,
-                      windows=[(0, min(10, sched.num_steps))])
-        res = sample_network(models.network, params, sched, keys, cfg.num_samples, (dim,),
-                             stacked=True, **common)
+    for name, sched, kept, solver in _samplers(models.schedule, cfg.sampling_steps):
+        # The last 10 sampling steps, whatever the plan (the study reads only the samples).
+        common = dict(solver=solver, net_timesteps=kept, chunk_size=cfg.num_samples,
+                      observers=paper_observers((0, min(10, sched.num_steps)), clock="index"),
+                      models=Stacked())
+        res = sample(models.network, sched, keys, cfg.num_samples, (dim,), params=params,
+                     **common)
         rates = sweeps.hallucination_rates(res.x, mixtures, [cfg.k])[:, 0]
         # The exact denoiser is conditioned on the original timestep (net_timesteps), so it must
         # index the original schedule's constants, not the respaced one's.
         scheds = jax.tree.map(lambda a: np.broadcast_to(a, (len(confs),) + a.shape), models.schedule)
-        ores = sample_network(ORACLE, (oracle_mixtures, scheds), sched,
-                              jax.vmap(jax.random.key)(np.arange(len(confs))), cfg.num_samples,
-                              (dim,), stacked=True, **common)
+        ores = sample(ORACLE, sched, jax.vmap(jax.random.key)(np.arange(len(confs))),
+                      cfg.num_samples, (dim,), params=(oracle_mixtures, scheds), **common)
         orates = sweeps.hallucination_rates(ores.x, oracle_mixtures, [cfg.k])[:, 0]
         out[name] = {}
         for i, c in enumerate(config_indices):

@@ -25,6 +25,7 @@ from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.evaluation.mixture import bridge_blur_report
 from mi_jax.nets import make_mlp
+from mi_jax.sampling.observers import paper_observers
 from mi_jax.sweeps import finite_mean
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError
@@ -62,7 +63,7 @@ PRESETS = {
                   num_train=100_000, k=support.DEFAULT_K),
 }
 
-T, BETA_START, BETA_END, WINDOW = 1000, 0.001, 0.2, (0, 10)
+T, BETA_START, BETA_END = 1000, 0.001, 0.2
 
 
 def _names(text: str, allowed, flag: str) -> list:
@@ -105,7 +106,7 @@ def run_recipe(name: str, cfg: Config, grid: sweeps.Grid, oracle_width: dict, lo
         clock["train"] += time.perf_counter() - clock["t0"]
         if step % cfg.eval_every == 0:
             res = sweeps.sample_grid(network, state.eval_params, schedule, grid,
-                                     cfg.num_samples, (2,), window=WINDOW,
+                                     cfg.num_samples, (2,), observers=paper_observers(),
                                      chunk_size=cfg.num_samples)
             models = []
             for m in range(grid.num_models):
@@ -157,7 +158,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
 
     oracle = sweeps.sample_oracle([c.mixture for c in grid.configs],
                                   linear_schedule(T, BETA_START, BETA_END), 0, cfg.num_samples,
-                                  window=WINDOW, chunk_size=cfg.num_samples)
+                                  observers=paper_observers(), chunk_size=cfg.num_samples)
     oracle_width = {c.name: support.mode_width(oracle.x[i], c.mixture, cfg.k)
                     for i, c in enumerate(grid.configs)}
     oracle_rates = {c.name: {n: float(v) for n, v in support.label_rates(

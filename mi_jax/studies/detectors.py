@@ -38,7 +38,8 @@ from mi_jax.data import support
 from mi_jax.detection import benchmark as bm
 from mi_jax.detection.detectors import flipd
 from mi_jax.detection.evaluate import summarise_seeds
-from mi_jax.sampling.ddpm import print_progress
+from mi_jax.diffusion.schedule import plan_timesteps
+from mi_jax.sampling.sampler import print_progress
 from mi_jax.studies import mixture_models, shapes_detection
 from mi_jax.studies.runner import analysis_options, model_sources
 from mi_jax.validation import InputError
@@ -107,8 +108,9 @@ def validate(cfg: Config) -> None:
         if kind == "shapes" and cfg.dense_steps + cfg.strided_steps > T:
             raise InputError(f"dense_steps={cfg.dense_steps}: with strided_steps="
                              f"{cfg.strided_steps} must fit in T={T} ({path})")
-        visited = (mj.dense_tail_timesteps(T, cfg.strided_steps, cfg.dense_steps)
-                   if kind == "shapes" else np.arange(T))
+        plan = (plan_timesteps(T, cfg.strided_steps, cfg.dense_steps) if kind == "shapes"
+                else None)  # what _Source samples
+        visited = np.arange(T) if plan is None else plan
         for lo, hi in cfg.windows:
             if not np.any((visited >= lo) & (visited < hi)):
                 raise InputError(f"windows={lo}:{hi}: holds none of the {len(visited)} sampled "
@@ -172,11 +174,14 @@ class _Source:
         return {t: inside | (labels == lab) for t, lab in MIXTURE_TASKS.items()}, ~inside
 
     def sample(self, observers: dict, num: int, chunk: int, key_phase: int, params=None,
-               stacked=True):
+               models=mj.Stacked()):
+        """Every model's samples (or, with `models=Single()` and one model's params, the first
+        model's)."""
         keys = sample_keys(self.num_models, key_phase, self.sample_seed)
-        return mj.sample(self.network, self.schedule, keys if stacked else keys[0], num,
-                         self.shape, params=self.params if params is None else params,
-                         stacked=stacked, observers=observers, net_timesteps=self.ts,
+        return mj.sample(self.network, self.schedule,
+                         keys if isinstance(models, mj.Stacked) else keys[0], num, self.shape,
+                         params=self.params if params is None else params, models=models,
+                         observers=observers, net_timesteps=self.ts,
                          chunk_size=min(chunk, num), progress=print_progress("sample"))
 
     def flipd(self, params, x, t0, probes, key):
@@ -205,7 +210,7 @@ def _costs(src: _Source, detectors, cfg: Config, n: int) -> dict:
     chunk = min(cfg.chunk_size, n)
 
     def run(observers):
-        return lambda: src.sample(observers, n, chunk, PHASE_BENCHMARK, params0, stacked=False)
+        return lambda: src.sample(observers, n, chunk, PHASE_BENCHMARK, params0, mj.Single())
 
     official = detectors[0]
     x = jnp.asarray(run(official.observers)().x)

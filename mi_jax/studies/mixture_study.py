@@ -24,7 +24,8 @@ from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.schedule import Schedule
 from mi_jax.evaluation import intervals
-from mi_jax.sampling.ddpm import SampleResult
+from mi_jax.sampling.observers import paper_observers
+from mi_jax.sampling.sampler import SampleResult
 from mi_jax.sweeps import (Config, Grid, auto_mesh, hallucination_rates, init_grid, sample_grid,
                            finite_mean, sample_oracle, seed_summary, train_grid)
 from mi_jax.training import train as tr
@@ -97,7 +98,7 @@ def convergence_point(network, params, schedule: Schedule, grid: Grid, num: int,
     from mi_jax.evaluation.mixture import bridge_blur_report
 
     res = sample_grid(network, params, schedule, grid, num, (grid.configs[0].mixture.dim,),
-                      window=window, chunk_size=num, mesh=auto_mesh())
+                      observers=paper_observers(window), chunk_size=num, mesh=auto_mesh())
     out = []
     for m in range(grid.num_models):
         c = int(grid.config_index[m])
@@ -195,7 +196,7 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
     import time
 
     from mi_jax.nets import make_mlp
-    from mi_jax.sampling.ddpm import print_progress
+    from mi_jax.sampling.sampler import print_progress
 
     grid = Grid(list(configs), list(cfg.seeds))
     schedule = schedule_from_config(cfg)
@@ -211,7 +212,7 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
     state, losses, curve = _train_resumable(network, schedule, train_cfg, grid, cfg,
                                             checkpoint_dir, log)
     seconds["train"] = time.perf_counter() - t0
-    common = dict(window=tuple(cfg.hal_window), chunk_size=cfg.chunk_size)
+    common = dict(observers=paper_observers(cfg.hal_window), chunk_size=cfg.chunk_size)
     log(f"sampling {cfg.num_samples} per model ({cfg.T} steps, trajectory variance over "
         f"t in [{cfg.hal_window[0]}, {cfg.hal_window[1]}))")
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from mi_jax import config
 from mi_jax import plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import support
-from mi_jax.sampling.ddpm import print_progress, sample_network
+from mi_jax.sampling.sampler import print_progress
 from mi_jax.studies import mixture_models
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 from mi_jax.validation import InputError
@@ -81,9 +81,9 @@ def run(cfg: Config, workdir, log=print) -> dict:
         dim = grid.configs[0].mixture.dim
         log(f"[mode_mass] {path}: {len(grid.config_index)} model(s), {cfg.num_samples} samples each")
         chunk = min(cfg.chunk_size, cfg.num_samples)
-        res = sample_network(models.network, models.params, schedule, grid.keys(PHASE_MASS),
-                             cfg.num_samples, (dim,), stacked=True, chunk_size=chunk,
-                             progress=print_progress("sample"))
+        res = sweeps.sample_models(models.network, models.params, schedule, grid.keys(PHASE_MASS),
+                                   cfg.num_samples, (dim,), chunk_size=chunk,
+                                   progress=print_progress("sample"))
         oracle = sweeps.sample_oracle([c.mixture for c in grid.configs], schedule,
                                       int(grid.seeds[0]) + PHASE_MASS, cfg.num_samples,
                                       chunk_size=chunk, progress=print_progress("oracle"))

@@ -30,7 +30,8 @@ from mi_jax.data import shapes as sh
 from mi_jax.detection import metrics as dm
 from mi_jax.diffusion import schedule as sched
 from mi_jax.nets import make_unet
-from mi_jax.sampling.ddpm import print_progress, sample_network
+from mi_jax.sampling.observers import paper_observers
+from mi_jax.sampling.sampler import print_progress
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError, check_training_and_sampling
@@ -205,14 +206,15 @@ def run(cfg: Config, workdir, log=print) -> dict:
     log(f"sampling {cfg.num_samples} images per model, {cfg.sampling_steps} steps, "
         f"trajectory variance over sampling steps [{cfg.hal_window[0]}, {cfg.hal_window[1]})")
     t0 = time.perf_counter()
-    out = sample_network(network, state.eval_params, sample_sched, sweeps.seed_keys(seeds, PHASE_SAMPLE),
-                         cfg.num_samples, (res, res, 1), stacked=True,
-                         window=tuple(cfg.hal_window), chunk_size=cfg.chunk_size,
-                         net_timesteps=ts_net, regions=sc.column_masks(res),
-                         progress=print_progress("sample"), resume_dir=workdir / "sample_chunks")
+    observers = paper_observers(cfg.hal_window, regions=sc.column_masks(res), clock="index")
+    out = sweeps.sample_models(network, state.eval_params, sample_sched,
+                               sweeps.seed_keys(seeds, PHASE_SAMPLE), cfg.num_samples,
+                               (res, res, 1), observers=observers, chunk_size=cfg.chunk_size,
+                               net_timesteps=ts_net, progress=print_progress("sample"),
+                               resume_dir=workdir / "sample_chunks")
     sample_s = time.perf_counter() - t0
     hal = out.hal  # (M, n) whole image
-    hal_columns = out.stats["var_x0_regions"][:, 0]  # (M, n, 3)
+    hal_columns = out.observed["hal"].var_regions[:, 0]  # (M, n, 3)
     metrics = {"experiment": "shapes", "network": network.name,
                "num_params": network.num_params(jax.tree.map(lambda a: a[0], state.params)),
                "final_loss": [float(v) for v in losses[:, -100:].mean(-1)],

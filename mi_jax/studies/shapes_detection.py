@@ -34,8 +34,8 @@ from mi_jax import config, ledger
 from mi_jax import workdir as wd
 from mi_jax.data import shape_counter as sc
 from mi_jax.detection import metrics as dm
-from mi_jax.sampling.ddpm import print_progress
 from mi_jax.evaluation import intervals
+from mi_jax.sampling.sampler import print_progress
 from mi_jax.studies import shapes
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.training import train as tr
@@ -144,10 +144,10 @@ def evaluate_source(path: Path, cfg: Config, log=print, checkpoint_file: Path | 
     windows, columns = [tuple(w) for w in cfg.windows], sc.column_masks(res_px)
     observers = {"hal": mj.window_variance(windows, regions=columns),
                  "ink": mj.region_mean_variance(windows, columns)}
-    out = mj.sample(network, sample_sched, sweeps.seed_keys(seeds, PHASE_DETECTION),
-                    cfg.num_samples, (res_px, res_px, 1), params=state.eval_params, stacked=True,
-                    observers=observers, net_timesteps=ts_net, chunk_size=cfg.chunk_size,
-                    progress=print_progress("sample"))
+    out = sweeps.sample_models(network, state.eval_params, sample_sched,
+                               sweeps.seed_keys(seeds, PHASE_DETECTION), cfg.num_samples,
+                               (res_px, res_px, 1), observers=observers, net_timesteps=ts_net,
+                               chunk_size=cfg.chunk_size, progress=print_progress("sample"))
     var, var_regions = out.observed["hal"].var, out.observed["hal"].var_regions  # (M,W,n),(M,W,n,3)
     counts = [sc.count_shapes(out.x[m], res_px) for m in range(len(seeds))]
     primary = np.stack([c.primary for c in counts])  # (M, n): -1 in support, else a category

@@ -16,7 +16,7 @@ from mi_jax import config
 from mi_jax import plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import support
-from mi_jax.sampling.ddpm import sample_network
+from mi_jax.sampling.observers import paper_observers
 from mi_jax.studies import mixture_models
 from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
@@ -46,11 +46,11 @@ def run(cfg: Config, workdir, log=print) -> dict:
         dim = grid.configs[0].mixture.dim
         t_max = min(cfg.t_max, models.schedule.num_steps)
         windows = [w for w in WINDOWS if w[1] <= models.schedule.num_steps]
-        res = sample_network(models.network, models.params, models.schedule,
-                             grid.keys(sweeps.PHASE_SAMPLE), cfg.num_samples, (dim,),
-                             stacked=True, windows=windows, record=cfg.num_samples,
-                             chunk_size=cfg.num_samples)
-        traj = res.trajectory["x0"][:, :t_max]  # (M, t_max, n, D), slot = timestep
+        res = sweeps.sample_grid(models.network, models.params, models.schedule, grid,
+                                 cfg.num_samples, (dim,), chunk_size=cfg.num_samples,
+                                 observers=paper_observers(windows, record=cfg.num_samples))
+        traj = res.observed["trajectory"]["x0"][:, :t_max]  # (M, t_max, n, D), slot = timestep
+        variance = res.observed["hal"].var  # (M, W, n)
         name = str(path).rstrip("/").split("/")[-1]
         groups = {}
         fig, axes = plots.figure(ncols=len(grid.configs), width=4.0, height=3.4)
@@ -61,9 +61,9 @@ def run(cfg: Config, workdir, log=print) -> dict:
             groups[conf.name] = {
                 "num_hallucinated": int((~inside).sum()), "num_in_support": int(inside.sum()),
                 "mean_variance_by_window": {
-                    f"{lo}:{hi}": {"hallucinated": float(np.mean(res.hal_windows[m, w][~inside]))
+                    f"{lo}:{hi}": {"hallucinated": float(np.mean(variance[m, w][~inside]))
                                    if (~inside).any() else None,
-                                   "in_support": float(np.mean(res.hal_windows[m, w][inside]))}
+                                   "in_support": float(np.mean(variance[m, w][inside]))}
                     for w, (lo, hi) in enumerate(windows)},
             }
             _panel(axes[0, c], traj[m], inside, dim, cfg.per_class, conf, m)
