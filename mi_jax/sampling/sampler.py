@@ -35,8 +35,9 @@ from mi_jax.sampling.solvers import DDPM
 from mi_jax.validation import InputError, check, check_int, check_key
 
 LOOPS = ("vmap", "map")
-# On CPU, from this many models on `lax.map` (one model after another) samples faster than vmap:
-# measured 0.92x at 4 and 1.47x at 16 paper MLPs (2 cores; BUILD_NOTES.md), NEW_MEASUREMENT.
+# On CPU, from this many models on, `lax.map` (one model after another) samples faster than vmap
+# (the vmapped dots fall out of the cache): paper MLPs, 1 000 samples each, 2 cores, map / vmap
+# 1.02x at 4, 1.33x at 8, 1.39x at 16 models (BUILD_NOTES.md 4.2).
 MAP_MIN_MODELS = 8
 
 
