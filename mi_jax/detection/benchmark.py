@@ -65,7 +65,7 @@ def standard_detectors(windows: Sequence, trace_window, *, probes: int = 1, regi
     dets = []
     for name in names:
         entry = registry.get(name)
-        own = {k: shared[k] for k in entry.observers(setup)}
+        own = {k: shared[k] for k in registry.own_observers(name, setup)}
         if entry.per_window:
             dets += [ReportedDetector(registry.window_name(name, w), own, name, i)
                      for i, w in enumerate(windows)]

@@ -67,7 +67,7 @@ class Model:
 class Detector:
     """One registered detector.
 
-    observers(setup) -> {name: observer} it reads; score(observed, context) -> (n,) from one
+    observers(setup) -> {name: observer} it reads (None: none); score(observed, context) -> (n,) from one
     model's observer outputs; or post_hoc(model, x, key) -> (n,), a traceable function of the
     model and its samples (then `score` is unused). direction: +1 when a higher raw score means
     more likely hallucinated, -1 when lower (`score` orients it). per_window: the benchmark
@@ -77,7 +77,7 @@ class Detector:
 
     name: str
     description: str
-    observers: Callable[[Setup], dict] = lambda setup: {}
+    observers: Callable[[Setup], dict] | None = None  # None: reads no observer
     score: Callable | None = None
     post_hoc: Callable | None = None
     direction: int = 1
@@ -132,9 +132,15 @@ def observers(detector_names: Sequence[str], setup: Setup) -> dict:
     """The one observer set a sampling pass needs for these detectors, merged by name."""
     out: dict = {}
     for name in detector_names:
-        for key, o in get(name).observers(setup).items():
+        for key, o in own_observers(name, setup).items():
             out.setdefault(key, o)
     return out
+
+
+def own_observers(name: str, setup: Setup) -> dict:
+    """{name: observer} detector `name` reads, built for `setup`."""
+    build = get(name).observers
+    return {} if build is None else build(setup)
 
 
 def score(name: str, observed: Mapping, context: Context) -> np.ndarray:
@@ -250,6 +256,6 @@ def model_slice(tree, m: int):
 
 
 __all__ = ["Detector", "Setup", "Context", "Model", "register", "unregister", "names", "get",
-           "observers", "score", "post_hoc_scores", "is_post_hoc", "detection_names",
+           "observers", "own_observers", "score", "post_hoc_scores", "is_post_hoc", "detection_names",
            "filter_names", "window_name", "describe",
            "model_slice", "OFFICIAL"]
