@@ -99,7 +99,7 @@ def evaluate_models(models: "mixture_models.TrainedModels",
     thresholds = np.asarray([cal[c] for c in grid.config_index])
 
     names = detection_detectors()
-    setup = registry.Setup(tuple(windows), probes=config.probes)
+    setup = registry.Setup(tuple(windows), probes=config.probes, tracked_windows=tuple(windows))
     observers = {**registry.observers(names, setup),
                  "flag_t": preemptive_flag(windows[0], thresholds)}
     res = sweeps.sample_grid(network, models.params, schedule, grid, config.num_samples, (dim,),

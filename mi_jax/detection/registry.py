@@ -29,9 +29,11 @@ OFFICIAL = 0  # index of the official window in `Setup.windows`
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """What a pass's observers are built for. windows: x0_hat (and x_t, eps_hat) variance
-    windows, the first the official one; trace_window, probes, seed: the curvature's Hutchinson
-    estimate; regions: optional (R, *shape) masks (images: per column)."""
+    """What a pass's observers are built for. windows: x0_hat variance windows, the first the
+    official one; tracked_windows: the x_t / eps_hat variances' (None: the official one only;
+    the detection study keeps every window, and the floats of a window depend on how many are
+    computed together, so each consumer keeps its own); trace_window, probes, seed: the
+    curvature's Hutchinson estimate; regions: optional (R, *shape) masks (images: per column)."""
 
     windows: tuple = (obs.OFFICIAL_WINDOW,)
     clock: str = "train"
@@ -39,6 +41,7 @@ class Setup:
     probes: int = 1
     seed: int = 0
     regions: Any = None
+    tracked_windows: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,9 +194,11 @@ def window_name(name: str, window) -> str:
 
 def _window_var(key: str, quantity: str) -> Callable:
     def build(setup: Setup) -> dict:
-        regions = setup.regions if quantity == "x0" else None
-        return {key: obs.window_variance(setup.windows, quantity, regions=regions,
-                                         clock=setup.clock)}
+        if quantity == "x0":
+            windows, regions = setup.windows, setup.regions
+        else:
+            windows, regions = setup.tracked_windows or setup.windows[:1], None
+        return {key: obs.window_variance(windows, quantity, regions=regions, clock=setup.clock)}
     return build
 
 
