@@ -17,7 +17,9 @@ The public API (each symbol documented where it is defined; README "Library API"
     sweeps:    Grid, Config, train_grid, sample_grid, train_models, sample_models, sample_oracle
     detection: auroc, roc_curve, removed_at_kept, kept_at_removed, detection_summary, flipd,
                curvature_score, fit_fused_detector / FusedDetector (a logistic fusion fitted on a
-               held-out split)
+               held-out split, inputs by detector name); the detector registry: Detector,
+               register_detector, unregister_detector, detector_names, score_detector,
+               DetectorSetup, DetectorContext (mi_jax.detection.registry)
     repair:    repair_flagged (restart flagged samples from a re-noised t')
     models:    load_models (a finished gmm1d / gmm2d work directory), save_checkpoint,
                load_checkpoint
@@ -29,6 +31,13 @@ from mi_jax.data.mixtures import GaussianMixture, grid_2d, mixture_1d, stack
 from mi_jax.data.support import classify, hallucination_rate, in_support, pair_summary
 from mi_jax.detection.benchmark import FusedDetector, fit_fused_detector
 from mi_jax.detection.detectors import curvature_score, flipd
+from mi_jax.detection.registry import Context as DetectorContext
+from mi_jax.detection.registry import Detector
+from mi_jax.detection.registry import Setup as DetectorSetup
+from mi_jax.detection.registry import names as detector_names
+from mi_jax.detection.registry import register as register_detector
+from mi_jax.detection.registry import score as score_detector
+from mi_jax.detection.registry import unregister as unregister_detector
 from mi_jax.detection.metrics import (auroc, detection_summary, kept_at_removed, removed_at_kept,
                                       roc_curve)
 from mi_jax.diffusion.forward import eps_loss, predict_x0, q_sample
@@ -71,6 +80,8 @@ __all__ = [
     "Single", "Stacked", "paper_observers", "FinalEpsNorm", "JacobianTrace", "PreemptiveFlag", "Record", "StepView",
     "WindowVariance", "RegionMeanVariance", "region_mean_variance", "jacobian_trace", "preemptive_flag", "record", "window_variance", "DDIM", "DDPM", "Config", "Grid",
     "sample_grid", "sample_models", "sample_oracle", "train_grid", "train_models", "TrainConfig", "TrainState", "init_state",
-    "train", "InputError", "FusedDetector", "fit_fused_detector", "repair_flagged", "load_models",
+    "train", "InputError", "FusedDetector", "fit_fused_detector", "Detector", "register_detector",
+    "unregister_detector", "detector_names", "score_detector", "DetectorSetup", "DetectorContext",
+    "repair_flagged", "load_models",
     "save_checkpoint", "load_checkpoint", "__version__",
 ]

@@ -33,7 +33,7 @@ import numpy as np
 
 from mi_jax import sweeps
 from mi_jax import workdir as wd
-from mi_jax.detection.detectors import trajectory_scores
+from mi_jax.detection import registry
 from mi_jax.detection.metrics import keep_lowest
 from mi_jax.diffusion.schedule import Schedule
 from mi_jax.sampling.observers import paper_observers, window_variance
@@ -47,11 +47,7 @@ BUILTIN_FILTERS = ("none", "random", "variance", "restart")
 # re-noised to `restart_t` and resampled by the same model (`mi_jax.sampling.repair`), re-scored
 # and restarted again up to `restart_rounds` times; then the first num_keep are kept, as "none"
 # keeps them. Its 'generated' metrics are the model's candidates before repair, 'kept' after.
-DETECTOR_PREFIX = "detector:"  # detector:var_xt, detector:var_eps, detector:eps_norm_last
-DETECTOR_TRACKS = {"var_xt": "xt", "var_eps": "eps", "var_x0": "x0", "eps_norm_last": "eps",
-                   "var_x0_two_sided": "x0"}
-# var_x0_two_sided: |log var - median log var| of the x0_hat variance -- flags both tails, for data
-# whose failures come in two kinds (SIMPLE SHAPES: duplicates high, empty images low; measured).
+DETECTOR_PREFIX = "detector:"  # detector:<name>: any of `registry.filter_names()`
 GENERATION_DIR = "gen_{}"
 MIN_REMOVED = 2  # fewer dropped candidates than this: no 'removed' evaluation
 KEPT_FILE, SAMPLES_FILE = "kept.npz", "samples.npz"
@@ -88,9 +84,9 @@ class RecursionConfig:
         check_int(self.restart_rounds, "restart_rounds", low=1, high=10)
         for name in self.filters:
             check(name in BUILTIN_FILTERS or (isinstance(name, str) and name.startswith(
-                DETECTOR_PREFIX) and name[len(DETECTOR_PREFIX):] in DETECTOR_TRACKS),
+                DETECTOR_PREFIX) and name[len(DETECTOR_PREFIX):] in registry.filter_names()),
                 "filters", name, f"must be one of {BUILTIN_FILTERS} or "
-                f"{DETECTOR_PREFIX}<{'|'.join(DETECTOR_TRACKS)}>")
+                f"{DETECTOR_PREFIX}<{'|'.join(registry.filter_names())}>")
 
     @property
     def num_real(self) -> int:
@@ -108,10 +104,11 @@ class RecursionConfig:
         return self.num_train + generation * self.num_keep
 
     @property
-    def tracks(self) -> tuple:
-        extra = {DETECTOR_TRACKS[f[len(DETECTOR_PREFIX):]] for f in self.filters
-                 if f.startswith(DETECTOR_PREFIX)}
-        return ("x0",) + tuple(sorted(extra - {"x0"}))
+    def detectors(self) -> tuple:
+        """The registered detectors the filters score with ('var_x0' always: the variance
+        filter, restart and the saved candidates' variance)."""
+        return ("var_x0",) + tuple(f[len(DETECTOR_PREFIX):] for f in self.filters
+                                   if f.startswith(DETECTOR_PREFIX) and f != "detector:var_x0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +149,8 @@ def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key,
            ranked: bool = False) -> np.ndarray:
     """Indices of the `count` candidates a filter keeps; non-finite candidates are never kept.
 
-    scores: per-candidate statistics of one model ('var_x0', 'var_xt', ... as the sampler gives).
+    scores: per-candidate scores of one model by registered detector name (`registry.score`;
+    'var_x0' for the variance filter).
     ranked: return them in the filter's own order (a score filter's ascending score, random's
     draw order) instead of sorted: the official code trains the next generation on them in that
     order with unshuffled batches.
@@ -167,11 +165,8 @@ def select(filter_name: str, scores: dict, finite: np.ndarray, count: int, key,
         kept = order[finite[order]][:count]
         return kept if ranked else np.sort(kept)
     name = "var_x0" if filter_name == "variance" else filter_name[len(DETECTOR_PREFIX):]
-    if name == "var_x0_two_sided":
-        raw = np.log(np.maximum(np.asarray(scores["var_x0"], np.float64), 1e-30))
-        raw = np.abs(raw - np.median(raw[finite & np.isfinite(raw)]))
-    else:
-        raw = np.asarray(scores[name], np.float64)
+    check(name in scores, "filters", filter_name, f"has no scores (given: {sorted(scores)})")
+    raw = np.asarray(scores[name], np.float64)
     values = np.where(finite, np.nan_to_num(raw, nan=np.inf), np.inf)
     kept = keep_lowest(values, count)
     return kept[np.argsort(values[kept], kind="stable")] if ranked else kept
@@ -220,9 +215,16 @@ def _train_group(training: Training, seeds, generation, data, n_valid, ckpt_dir,
     return tr.train_resumable(run, state, ckpt_dir, log, every_s=training.checkpoint_every_s)
 
 
-def _sample_group(training: Training, params, seeds, generation, num, shape, tracks, chunk_dir):
+def _setup(training: Training) -> registry.Setup:
+    return registry.Setup((tuple(training.window),), training.window_clock,
+                          tuple(training.window))
+
+
+def _sample_group(training: Training, params, seeds, generation, num, shape, detectors,
+                  chunk_dir):
     schedule = training.sampling_schedule or training.schedule
-    observers = paper_observers(training.window, track=tracks, clock=training.window_clock)
+    observers = {**paper_observers(training.window, clock=training.window_clock),
+                 **registry.observers(detectors, _setup(training))}
     return sweeps.sample_models(
         training.network, params, schedule,
         sweeps.seed_keys(seeds, generation, PHASE_SAMPLE), num, shape, _mesh(training, len(seeds)),
@@ -238,10 +240,11 @@ def _groups(num_models: int, vectorise: bool) -> list:
 def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig, seeds, g: int,
                     data: np.ndarray, n_valid: np.ndarray, gdir: Path | None, log):
     """Train and sample one generation's models (all in one vmapped call unless not vectorised).
-    Returns (losses (M, S), candidates x (M, n, ...), scores {name: (M, n)}, seconds, params
-    stacked over the M models on the host -- only with a restart filter, else None)."""
+    Returns (losses (M, S), candidates x (M, n, ...), the observer outputs {name: (M, ...)}
+    (scored by `_scores` once the finite mask is known), seconds, params stacked over the M
+    models on the host -- only with a restart filter, else None)."""
     t0 = time.perf_counter()
-    losses, xs, scores, params = [], [], {}, []
+    losses, xs, observed, params = [], [], [], []
     for i, group in enumerate(_groups(len(seeds), training.vectorise)):
         sub = None if gdir is None else (gdir if training.vectorise else gdir / f"model_{group[0]}")
         if sub is not None:
@@ -251,20 +254,27 @@ def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig,
         t1 = time.perf_counter()
         chunks = None if sub is None else sub / "sample_chunks"
         res = _sample_group(training, state.params, gseeds, g, rcfg.num_candidates,
-                            problem.shape, rcfg.tracks, chunks)
+                            problem.shape, rcfg.detectors, chunks)
         losses.append(loss)
         xs.append(res.x)
         if "restart" in rcfg.filters:  # the repair needs the models; otherwise never gathered
             params.append(jax.device_get(state.params))
-        for name, value in trajectory_scores(res).items():
-            scores.setdefault(name, []).append(value)
+        observed.append(jax.tree.map(np.asarray, res.observed))
         log(f"generation {g}, models {group[0]}..{group[-1]}: trained in {t1 - t0:.0f}s, sampled "
             f"{rcfg.num_candidates} candidates each in {res.seconds:.0f}s")
         if chunks is not None:
             shutil.rmtree(chunks, ignore_errors=True)
     params = jax.tree.map(lambda *a: np.concatenate(a), *params) if params else None
     return (np.concatenate(losses), np.concatenate(xs),
-            {k: np.concatenate(v) for k, v in scores.items()}, time.perf_counter() - t0, params)
+            jax.tree.map(lambda *a: np.concatenate(a), *observed), time.perf_counter() - t0,
+            params)
+
+
+def _scores(detectors, observed: dict, finite: np.ndarray) -> dict:
+    """{detector: (M, n)} of the registered `detectors` from stacked observer outputs."""
+    return {d: np.stack([registry.score(d, registry.model_slice(observed, m),
+                                        registry.Context(finite.shape[1], finite=finite[m]))
+                         for m in range(len(finite))]) for d in detectors}
 
 
 def check_restart(rcfg: RecursionConfig, num_steps: int, window, respaced: bool) -> None:
@@ -364,7 +374,7 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
             data, n_valid = _training_sets(rcfg, real_m, kept_history, g)
             log(f"generation {g}: training {f * r} models ({f} filters x {r} seeds) on "
                 f"{int(n_valid[0])} samples each")
-        losses, xs, scores, seconds, params = _run_generation(training, problem, rcfg,
+        losses, xs, observed, seconds, params = _run_generation(training, problem, rcfg,
                                                               gen_seeds, g, data, n_valid,
                                                               gdir, log)
         generated = _evaluate_all(problem, xs)
@@ -373,9 +383,10 @@ def run_recursion(problem: Problem, training: Training, rcfg: RecursionConfig,
         if g == 0:  # broadcast the seeds' candidates (and their evaluation) to every filter
             rows = np.asarray([m % r for m in range(f * r)])
             losses, xs = losses[rows], xs[rows]
-            scores = {k: v[rows] for k, v in scores.items()}
+            observed = jax.tree.map(lambda v: v[rows], observed)
             generated = {k: [v[i] for i in rows] for k, v in generated.items()}
         finite = np.all(np.isfinite(xs.reshape(f * r, rcfg.num_candidates, -1)), axis=-1)
+        scores = _scores(rcfg.detectors, observed, finite)
         filter_keys = sweeps.seed_keys(model_seeds, g, PHASE_FILTER)
         # What each filter chooses from: the candidates, or for restart their repaired copy.
         pool, repaired = xs, {}

@@ -37,8 +37,8 @@ def test_standard_detectors_read_the_same_pass_as_the_papers_statistics():
 
 
 def test_merged_observers_refuse_two_different_observers_under_one_name():
-    a = bm.Detector("a", {"v": mj.window_variance((0, 10))}, lambda o, x: o["v"].var[0])
-    b = bm.Detector("b", {"v": mj.window_variance((0, 5))}, lambda o, x: o["v"].var[0])
+    a = bm.ReportedDetector("a", {"v": mj.window_variance((0, 10))}, "var_x0")
+    b = bm.ReportedDetector("b", {"v": mj.window_variance((0, 5))}, "var_x0")
     assert set(bm.merged_observers([a, a])) == {"v"}
     with pytest.raises(InputError, match="^observers=.v.: is needed by two"):
         bm.merged_observers([a, b])

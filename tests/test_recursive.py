@@ -13,10 +13,12 @@ import jax
 import numpy as np
 import pytest
 
+import mi_jax as mj
 from mi_jax import recursive as rec
 from mi_jax.data import mixtures as mx
 from mi_jax.diffusion.schedule import linear_schedule
 from mi_jax.nets import make_mlp
+from mi_jax.sampling.observers import WindowStats
 from mi_jax.studies import recursive as recursive_study
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError
@@ -44,6 +46,9 @@ def test_filters_keep_what_they_promise(key):
     xt = rec.select("detector:var_xt", s, finite, k, key)
     assert s["var_xt"][xt].max() < np.delete(s["var_xt"], xt).min()
     # Two-sided: keeps the k variances closest to the median in log space, drops both tails.
+    s["var_x0_two_sided"] = mj.score_detector(
+        "var_x0_two_sided", {"hal": WindowStats(s["var_x0"][None], None)},
+        mj.DetectorContext(n, finite=finite))
     two = rec.select("detector:var_x0_two_sided", s, finite, k, key)
     dist = np.abs(np.log(s["var_x0"]) - np.median(np.log(s["var_x0"])))
     assert dist[two].max() < np.delete(dist, two).min()
@@ -85,7 +90,7 @@ def test_official_protocol_is_the_default():
     c = rec.RecursionConfig()
     assert (c.generations, c.num_train, c.num_candidates, c.num_keep) == (5, 100_000, 102_500,
                                                                           100_000)
-    assert c.filters == ("none", "random", "variance") and c.tracks == ("x0",)
+    assert c.filters == ("none", "random", "variance") and c.detectors == ("var_x0",)
     mixed = rec.RecursionConfig(num_train=100, num_candidates=100, real_fraction=0.25)
     assert (mixed.num_real, mixed.num_keep) == (25, 75)
     acc = rec.RecursionConfig(num_train=100, num_candidates=100, accumulate=True)

@@ -23,63 +23,60 @@ import jax
 import numpy as np
 
 from mi_jax.detection import metrics as dm
-from mi_jax.detection.detectors import curvature_score
-from mi_jax.sampling import observers as obs
+from mi_jax.detection import registry
 from mi_jax.validation import check, check_float
 
 RANDOM, BEST_WINDOW, FUSED = "random", "var_x0 best window", "fused (logistic)"
-WINDOW_PREFIX = "var_x0 "
-# Scores the logistic fusion combines (when present): the x0_hat variance at the window best on
+WINDOW_PREFIX = "var_x0 "  # the per-window x0_hat variances ('var_x0 lo:hi')
+# Scores the logistic fusion combines (when present; registry names): the x0_hat variance at the window best on
 # the fit half (BEST_WINDOW, resolved in `evaluate_task`), the curvature, the final |eps_hat|
 # and FLIPD -- one per kind of signal, so the fit has few weights.
 FUSION_INPUTS = (BEST_WINDOW, "curvature", "eps_norm_last", "flipd")
 
 
 @dataclasses.dataclass(frozen=True)
-class Detector:
-    """A per-sample hallucination score. observers: {name: observer} it reads from the sampling
-    pass; score(observed, after) -> (n,), from one model's observer outputs (`observed[name]`)
-    and after-sampling outputs (`after[self.after]` when `after` is set)."""
+class ReportedDetector:
+    """A registered detector (`registry`) as the benchmark reports it: `name` (a windowed one's
+    carries its window, 'var_x0 0:10'), the registry entry `source`, the window index and the
+    observers it reads from the sampling pass (shared objects across one pass)."""
 
     name: str
     observers: Mapping
-    score: Callable
-    after: str | None = None
+    source: str
+    window: int = registry.OFFICIAL
 
 
 def window_name(window) -> str:
-    lo, hi = (int(v) for v in window)
-    return f"{WINDOW_PREFIX}{lo}:{hi}"
+    return registry.window_name("var_x0", window)
 
 
 def standard_detectors(windows: Sequence, trace_window, *, probes: int = 1, regions=None,
                        clock: str = "train", seed: int = 0) -> list:
-    """The benchmark's detectors. windows: variance windows, the first the official one;
-    trace_window: the curvature score's window; regions: optional (R, *shape) masks, adding the
-    variance's max over regions (images: per column) at the official window."""
+    """The benchmark's detectors: every registered one reported in the benchmark
+    (`Detector.in_benchmark`), a per-window one at every window. windows: variance windows, the
+    first the official one; trace_window: the curvature score's window; regions: optional
+    (R, *shape) masks, enabling the detectors that need them."""
     windows = [tuple(int(v) for v in w) for w in windows]
     check(len(windows) >= 1, "windows", windows, "must hold at least one window")
-    var = obs.window_variance(windows, regions=regions, clock=clock)
-    first = windows[:1]
-    dets = [Detector(window_name(w), {"var_x0": var},
-                     lambda o, a, i=i: o["var_x0"].var[i]) for i, w in enumerate(windows)]
-    if regions is not None:
-        dets.append(Detector(f"{window_name(first[0])} max over regions", {"var_x0": var},
-                             lambda o, a: o["var_x0"].var_regions[0].max(-1)))
-    for q in ("xt", "eps"):
-        dets.append(Detector(f"var_{q}", {f"var_{q}": obs.window_variance(first, q, clock=clock)},
-                             lambda o, a, q=q: o[f"var_{q}"].var[0]))
-    dets += [
-        Detector("eps_norm_last", {"eps_norm": obs.FinalEpsNorm()}, lambda o, a: o["eps_norm"]),
-        Detector("curvature", {"trace": obs.jacobian_trace(trace_window, probes, seed,
-                                                           clock=clock)},
-                 lambda o, a: curvature_score(o["trace"])),
-        Detector("flipd", {}, lambda o, a: a["flipd"], after="flipd"),
-    ]
+    setup = registry.Setup(tuple(windows), clock, tuple(trace_window), probes, seed, regions)
+    names = [n for n in registry.names() if registry.get(n).in_benchmark
+             and (regions is not None or not registry.get(n).needs_regions)]
+    shared = registry.observers(names, setup)  # one object per observer name
+    dets = []
+    for name in names:
+        entry = registry.get(name)
+        own = {k: shared[k] for k in registry.own_observers(name, setup)}
+        if entry.per_window:
+            dets += [ReportedDetector(registry.window_name(name, w), own, name, i)
+                     for i, w in enumerate(windows)]
+        elif entry.needs_regions:
+            dets.append(ReportedDetector(registry.window_name(name, windows[0]), own, name))
+        else:
+            dets.append(ReportedDetector(name, own, name))
     return dets
 
 
-def merged_observers(detectors: Sequence[Detector]) -> dict:
+def merged_observers(detectors: Sequence[ReportedDetector]) -> dict:
     """The one observer set a sampling pass needs for every detector (same name = same
     observer: refused if two detectors name different observers alike)."""
     out: dict = {}
@@ -90,18 +87,24 @@ def merged_observers(detectors: Sequence[Detector]) -> dict:
     return out
 
 
-def model_slice(tree, m: int):
-    """Model m of stacked observer outputs (leading model axis)."""
-    return jax.tree.map(lambda a: np.asarray(a)[m], tree)
+model_slice = registry.model_slice
 
 
-def score_all(detectors: Sequence[Detector], observed: dict, after: dict, n: int,
+def score_all(detectors: Sequence[ReportedDetector], observed: dict, after: dict, n: int,
               rng_seed: int = 0) -> dict:
-    """{detector name: (n,) float64} for one model, plus the random floor."""
-    out = {d.name: np.asarray(d.score(observed, after), np.float64) for d in detectors}
-    for name, s in out.items():
-        check(s.shape == (n,), "detector", name, f"gave shape {s.shape}, not ({n},)")
-    out[RANDOM] = np.random.default_rng(rng_seed).random(n)
+    """{detector name: (n,) float64} for one model: post-hoc ones from `after` ({registry name:
+    (n,)}, `registry.post_hoc_scores`), the others from the observer outputs; `rng_seed` seeds
+    the random floor."""
+    rng = np.random.default_rng(rng_seed)
+    out = {}
+    for d in detectors:
+        if registry.is_post_hoc(d.source):
+            out[d.name] = np.asarray(after[d.source], np.float64)
+            check(out[d.name].shape == (n,), "detector", d.name,
+                  f"gave shape {out[d.name].shape}, not ({n},)")
+        else:
+            out[d.name] = np.asarray(registry.score(d.source, observed,
+                                                    registry.Context(n, d.window, rng)), np.float64)
     return out
 
 
@@ -243,11 +246,14 @@ def evaluate_task(scores: dict, positive: np.ndarray, fit_mask: np.ndarray,
 def fusion_inputs(names: Sequence[str]) -> list:
     """The fusion's inputs among the detectors present (`FUSION_INPUTS`; BEST_WINDOW is kept
     when any variance window is present and resolved per task by `evaluate_task`)."""
+    for name in FUSION_INPUTS:
+        if name != BEST_WINDOW:
+            registry.get(name)  # a registry name, or one clear error
     has_window = any(n.startswith(WINDOW_PREFIX) for n in names)
     return [n for n in FUSION_INPUTS if n in names or (n == BEST_WINDOW and has_window)]
 
 
-__all__ = ["Detector", "standard_detectors", "merged_observers", "model_slice", "score_all",
+__all__ = ["ReportedDetector", "standard_detectors", "merged_observers", "model_slice", "score_all",
            "fit_split", "fit_logistic", "logistic_score", "evaluate_task", "fusion_inputs",
            "FusedDetector", "fit_fused_detector",
            "window_name", "RANDOM", "BEST_WINDOW", "FUSED"]

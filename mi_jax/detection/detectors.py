@@ -1,8 +1,7 @@
 """Hallucination scores for generated samples (higher = more likely hallucinated).
 
-Trajectory scores come free from one sampling pass (`paper_observers(track=("x0", "xt", "eps"))`):
-the variance of x0_hat (the paper's), of x_t and of eps_hat over the same window, and the final
-|eps_hat|.
+The trajectory scores (variances of x0_hat, x_t, eps_hat; the final |eps_hat|) are read from
+the sampler's observers by their `mi_jax.detection.registry` entries.
 `flipd` is a local-intrinsic-dimension estimate from the score (FLIPD, Kamkari et al. 2024),
 evaluated after sampling; `curvature_score` scores the sampler's `JacobianTrace` observer.
 """
@@ -52,17 +51,3 @@ def curvature_score(trace) -> np.ndarray:
     negative trace there, one smoothed flat a positive one (both measured, tests)."""
     trace = np.asarray(trace, np.float64)
     return np.abs(trace - np.nanmedian(trace))
-
-
-def trajectory_scores(result, window_index: int = 0) -> dict:
-    """Per-sample scores from one SampleResult of `paper_observers` (optionally stacked: leading
-    model axis): the window variances of x0_hat ('hal') and of x_t / eps_hat where tracked, and
-    the final |eps_hat|."""
-    observed = result.observed
-    axis = observed["hal"].var.ndim - 2  # window axis
-    scores = {"var_x0": np.take(observed["hal"].var, window_index, axis=axis)}
-    for q in ("xt", "eps"):
-        if f"var_{q}" in observed:
-            scores[f"var_{q}"] = np.take(observed[f"var_{q}"].var, window_index, axis=axis)
-    scores["eps_norm_last"] = observed["eps_norm_last"]
-    return scores

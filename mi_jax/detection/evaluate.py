@@ -20,13 +20,17 @@ import numpy as np
 
 from mi_jax import sweeps
 from mi_jax.data import support
-from mi_jax.detection import detectors
 from mi_jax.detection import metrics as dm
-from mi_jax.sampling.observers import paper_observers
+from mi_jax.detection import registry
+from mi_jax.sampling.observers import paper_observers, preemptive_flag
 from mi_jax.sampling.sampler import print_progress
 from mi_jax.validation import check, check_float, check_int
 
-DETECTORS = ("var_x0", "var_xt", "var_eps", "eps_norm_last", "flipd", "random")
+
+
+def detection_detectors() -> tuple:
+    """The detectors this study compares: the registry's `in_detection` ones."""
+    return registry.detection_names()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +98,10 @@ def evaluate_models(models: "mixture_models.TrainedModels",
         cal.append(dm.calibrated_threshold(oracle.hal[c][inside], config.keep))
     thresholds = np.asarray([cal[c] for c in grid.config_index])
 
-    observers = paper_observers(windows, track=("x0", "xt", "eps"), flag_threshold=thresholds)
+    names = detection_detectors()
+    setup = registry.Setup(tuple(windows), probes=config.probes, tracked_windows=tuple(windows))
+    observers = {**registry.observers(names, setup),
+                 "flag_t": preemptive_flag(windows[0], thresholds)}
     res = sweeps.sample_grid(network, models.params, schedule, grid, config.num_samples, (dim,),
                              observers=observers, chunk_size=config.chunk_size,
                              progress=print_progress("sample"))
@@ -104,19 +111,25 @@ def evaluate_models(models: "mixture_models.TrainedModels",
     inside = np.asarray(jax.vmap(support.in_support, (0, 0, None))(jnp.asarray(x_safe), mixtures,
                                                                       config.k))
     positive = ~(inside & finite)
-    scores = detectors.trajectory_scores(res)
-    lid = jax.jit(jax.vmap(lambda p, x, k: detectors.flipd(network.eps_fn(p), schedule, x,
-                                                             config.t0, k, config.probes)))
-    scores["flipd"] = np.asarray(lid(models.params, jnp.asarray(x_safe),
-                                     jax.random.split(jax.random.key(config.rng_seed), grid.num_models)))
-    scores["random"] = np.random.default_rng(config.rng_seed).random(positive.shape)
+    post_hoc = [d for d in names if registry.is_post_hoc(d)]
+    after = jax.jit(jax.vmap(lambda p, x, k: registry.post_hoc_scores(
+        post_hoc, registry.Model(network.eps_fn(p), schedule, config.t0, config.probes), x, k)))(
+        models.params, jnp.asarray(x_safe),
+        jax.random.split(jax.random.key(config.rng_seed), grid.num_models))
+    rng = np.random.default_rng(config.rng_seed)  # one stream over the models, in order
+    per_model_scores = [
+        {d: (np.asarray(after[d][m]) if d in after else registry.score(
+            d, registry.model_slice(res.observed, m), registry.Context(config.num_samples,
+                                                                        rng=rng)))
+         for d in names} for m in range(grid.num_models)]
+    scores = {d: np.stack([s[d] for s in per_model_scores]) for d in names}
     big = np.finfo(np.float32).max
 
     per_model = []
     for m in range(grid.num_models):
         p = positive[m]
         row = {"detectors": {d: dm.detection_summary(np.nan_to_num(scores[d][m], posinf=big), p)
-                             for d in DETECTORS},
+                             for d in names},
                "windows": [dm.detection_summary(np.nan_to_num(hal_windows[m, w], posinf=big), p)
                            for w in range(len(windows))]}
         # Bridges (mode interpolation) against in-support samples, blur left out, per window.
@@ -152,7 +165,7 @@ def evaluate_models(models: "mixture_models.TrainedModels",
     for c, conf in enumerate(grid.configs):
         rows = [per_model[m] for m in np.flatnonzero(grid.config_index == c)]
         out["configs"][conf.name] = {
-            "detectors": {d: summarise_seeds([r["detectors"][d] for r in rows]) for d in DETECTORS},
+            "detectors": {d: summarise_seeds([r["detectors"][d] for r in rows]) for d in names},
             "windows": [summarise_seeds([r["windows"][w] for r in rows]) for w in range(len(windows))],
             "bridge_windows": [summarise_seeds([r["bridge_windows"][w] for r in rows])
                                for w in range(len(windows))],
@@ -190,7 +203,7 @@ def headline(results: dict) -> dict:
             sweep = [w["auroc"]["mean"] for w in c["windows"]]
             best = int(np.nanargmax(sweep)) if np.any(np.isfinite(sweep)) else 0
             head[name] = {
-                **{f"{d}_auroc": [det[d]["auroc"]["mean"], det[d]["auroc"]["std"]] for d in DETECTORS},
+                **{f"{d}_auroc": [det[d]["auroc"]["mean"], det[d]["auroc"]["std"]] for d in det},
                 "var_x0_removed_at_96_kept": [det["var_x0"]["removed_at_96_kept"]["mean"],
                                               det["var_x0"]["removed_at_96_kept"]["std"]],
                 "var_x0_kept_at_95_removed": [det["var_x0"]["kept_at_95_removed"]["mean"],

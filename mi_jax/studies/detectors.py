@@ -36,7 +36,7 @@ from mi_jax import workdir as wd
 from mi_jax.data import shape_counter as sc
 from mi_jax.data import support
 from mi_jax.detection import benchmark as bm
-from mi_jax.detection.detectors import flipd
+from mi_jax.detection import registry
 from mi_jax.detection.evaluate import summarise_seeds
 from mi_jax.diffusion.schedule import plan_timesteps
 from mi_jax.sampling.sampler import print_progress
@@ -158,9 +158,9 @@ class _Source:
             self.regions = None
         self.num_models = len(self.names)
         self.sample_seed = cfg.sample_seed
-        self._flipd = jax.jit(lambda p, x, t0, k, probes: flipd(
-            self.network.eps_fn(p), self.train_schedule, x, t0, k, probes),
-            static_argnames=("t0", "probes"))
+        self._post_hoc = jax.jit(lambda p, x, t0, k, probes, names: registry.post_hoc_scores(
+            names, registry.Model(self.network.eps_fn(p), self.train_schedule, t0, probes), x, k),
+            static_argnames=("t0", "probes", "names"))
 
     def tasks(self, x: np.ndarray, m: int, k: float) -> dict:
         """{task: (select (n,) bool, positive (n,) bool)} for model m's samples."""
@@ -184,8 +184,10 @@ class _Source:
                          observers=observers, net_timesteps=self.ts,
                          chunk_size=min(chunk, num), progress=print_progress("sample"))
 
-    def flipd(self, params, x, t0, probes, key):
-        return np.asarray(self._flipd(params, x, t0=t0, k=key, probes=probes))
+    def post_hoc(self, names, params, x, t0, probes, key) -> dict:
+        """{name: (n,)} of the post-hoc detectors `names` (registry) on one model's samples."""
+        out = self._post_hoc(params, x, t0=t0, k=key, probes=probes, names=tuple(names))
+        return {n: np.asarray(v) for n, v in out.items()}
 
 
 def _median_times(fns: dict, repeats: int) -> dict:
@@ -215,21 +217,26 @@ def _costs(src: _Source, detectors, cfg: Config, n: int) -> dict:
     official = detectors[0]
     x = jnp.asarray(run(official.observers)().x)
     key = jax.random.key(cfg.split_seed)
+    post_hoc = _post_hoc_names(detectors)
     trajectory = bm.merged_observers([d for d in detectors if d.name != "curvature"])
     curvature = bm.merged_observers([official] + [d for d in detectors if d.name == "curvature"])
     seconds = _median_times({
         "plain": run(official.observers), "trajectory statistics": run(trajectory),
         "curvature": run(curvature), "everything": run(bm.merged_observers(detectors)),
-        "flipd_after": lambda: src.flipd(params0, x, cfg.t0, cfg.probes, key)},
+        "flipd_after": lambda: src.post_hoc(post_hoc, params0, x, cfg.t0, cfg.probes, key)},
         cfg.cost_repeats)
     plain, after = seconds["plain"], seconds["flipd_after"]
     out = {d.name: seconds["trajectory statistics"] / plain for d in detectors}
     out.update({detectors[0].name: 1.0, "curvature": seconds["curvature"] / plain,
-                "flipd": (plain + after) / plain, bm.RANDOM: 1.0,
+                **{n: (plain + after) / plain for n in post_hoc}, bm.RANDOM: 1.0,
                 bm.BEST_WINDOW: seconds["trajectory statistics"] / plain,
                 bm.FUSED: (seconds["everything"] + after) / plain})
     return {"multiple_of_plain": out, "seconds": seconds, "samples": n,
             "repeats": cfg.cost_repeats}
+
+
+def _post_hoc_names(detectors) -> list:
+    return [d.source for d in detectors if registry.is_post_hoc(d.source)]
 
 
 def evaluate_source(src: _Source, cfg: Config, log=print) -> tuple[dict, dict]:
@@ -245,8 +252,8 @@ def evaluate_source(src: _Source, cfg: Config, log=print) -> tuple[dict, dict]:
     per_model, arrays = [], {}
     for m in range(src.num_models):
         key = jax.random.fold_in(jax.random.key(cfg.split_seed), m)
-        after = {"flipd": src.flipd(bm.model_slice(src.params, m), jnp.asarray(x_safe[m]),
-                                    cfg.t0, cfg.probes, key)}
+        after = src.post_hoc(_post_hoc_names(detectors), bm.model_slice(src.params, m),
+                             jnp.asarray(x_safe[m]), cfg.t0, cfg.probes, key)
         scores = bm.score_all(detectors, bm.model_slice(res.observed, m), after, src.num, m)
         selects, positive = src.tasks(x_safe[m], m, cfg.k)
         positive = positive | ~finite[m]

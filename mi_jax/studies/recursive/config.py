@@ -15,6 +15,7 @@ import numpy as np
 
 from mi_jax import config
 from mi_jax import recursive as rec
+from mi_jax.detection import registry
 from mi_jax.diffusion import schedule as sched
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError, check_training_and_sampling
@@ -27,7 +28,8 @@ OPTIONS = (
     config.Option("datasets", "str", "Comma-separated subset of: " + ", ".join(DATASETS)),
     config.Option("filters", "str", "Comma-separated filters: none, random, variance, restart "
                   "(repair what variance would drop: re-noise to --restart_t, resample), "
-                  "detector:var_xt|var_eps|eps_norm_last|var_x0_two_sided."),
+                  "detector:<name> (a registered detector: "
+                  + "|".join(registry.filter_names()) + ")."),
     config.Option("restart_t", "int", "The restart filter's re-noising timestep t' (unset: "
                   f"{rec.RecursionConfig.restart_t}).", low=1, default=None),
     config.Option("real_fraction", "float", "Share of each later generation's training set that is "
