@@ -101,12 +101,13 @@ def sample_mixture(workdir: Path, num: int, chunk: int) -> tuple[dict, object]:
     """Every model of a finished gmm1d/gmm2d run, sampled with the run's keys and window under
     each precision: per precision the rate, samples, variances, labels and detection."""
     from mi_jax.detection.metrics import detection_summary
+    from mi_jax.studies import mixture_models
     from mi_jax.studies import mixture_study as ms
     from mi_jax.sweeps import sample_grid
 
     rows = {}
     for dtype in COMPUTE_DTYPES:
-        models = ms.load_models(workdir, compute_dtype=dtype)
+        models = mixture_models.load_models(workdir, compute_dtype=dtype)
         cfg, grid = models.config, models.grid
         dim = grid.configs[0].mixture.dim
 

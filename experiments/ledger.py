@@ -11,7 +11,6 @@ from absl import flags
 
 from mi_jax import cli
 from mi_jax import ledger as _ledger
-from mi_jax.studies import runner
 
 __doc__ += "\n" + _ledger.RULE + "\n"  # absl's --help prints this docstring
 
@@ -24,9 +23,9 @@ flags.DEFINE_list("columns", ["quick budget:results/quick", "paper budget:result
 
 def main():
     if flags.FLAGS.results:
-        print(runner.write_results(flags.FLAGS.results, flags.FLAGS.columns))
+        print(_ledger.write_results(flags.FLAGS.results, flags.FLAGS.columns))
         return
-    print(runner.write_ledger(flags.FLAGS.workdir))
+    print(_ledger.write_ledger(flags.FLAGS.workdir))
 
 
 if __name__ == "__main__":

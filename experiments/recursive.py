@@ -8,7 +8,7 @@ appendix's per-generation scatter plots).
     python -m experiments.recursive --workdir=runs/rec_pooled --datasets=shapes \
         --pool_from=runs/rec_shapes,runs/rec_shapes_s2   # seeds run apart, one table
 
-Every flag, its default and what each preset sets: --help. The study: mi_jax/studies/recursive.py.
+Every flag, its default and what each preset sets: --help. The study: mi_jax/studies/recursive/.
 """
 
 from mi_jax import cli

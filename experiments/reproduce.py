@@ -10,18 +10,18 @@ interrupted job resumes. The job itself: `mi_jax.studies.runner.main_job`.
 
 from absl import flags
 
-from mi_jax import cli, ledger
-from mi_jax.studies import runner
+from mi_jax import cli
+from mi_jax.studies import registry, runner
 
 flags.DEFINE_enum("preset", "quick", ["quick", "paper"], "Preset for every experiment.")
-flags.DEFINE_string("only", None, "Comma-separated subset of: " + ", ".join(ledger.EXPERIMENTS))
+flags.DEFINE_string("only", None, "Comma-separated subset of: " + ", ".join(registry.MAIN_JOB))
 flags.DEFINE_string("workdir", None, "Output directory (one sub-directory per experiment).")
 flags.DEFINE_bool("overwrite", False, "Rerun experiments whose directory holds another config.")
 FLAGS = flags.FLAGS
 
 
 def main():
-    names = runner.selected(FLAGS.only, ledger.EXPERIMENTS)
+    names = runner.selected(FLAGS.only, registry.MAIN_JOB)
     print(runner.main_job(FLAGS.workdir, FLAGS.preset, names, FLAGS.overwrite))
 
 

@@ -55,8 +55,8 @@ __version__ = "0.1.0"
 
 def load_models(workdir, compute_dtype: str | None = None):
     """The trained models of a finished gmm1d / gmm2d work directory (grid, network, stacked
-    params, schedule, config): `mi_jax.studies.mixture_study.load_models`."""
-    from mi_jax.studies.mixture_study import load_models as load
+    params, schedule, config): `mi_jax.studies.mixture_models.load_models`."""
+    from mi_jax.studies.mixture_models import load_models as load
 
     return load(workdir, compute_dtype)
 

@@ -1,12 +1,14 @@
 """The claims ledger: each claim of the paper, the value measured here, and a verdict by one rule.
 
-`ledger(results)` takes the metrics and configs of finished experiments (as written to their work
+Each study declares its own claims (`STUDY.claims` in `mi_jax.studies.<name>`, the `Claim`s and
+the extractors that read its metrics); here are the rule (`verdict`, `RULE`, also printed by
+`experiments.ledger --help`), the `Measurement` an extractor returns, the helpers extractors read
+metrics with, the claims no study here can measure (`PAPER_ONLY`), the row order and the rendering.
+`ledger(results)` takes the metrics and configs of finished studies (as written to their work
 directories) and returns one row per claim; `ledger_from_workdir(root)` reads them from a main-job
 directory (or any directory holding `gmm1d/`, `gmm2d/`, ... sub-directories, e.g. a GPU run), and
 `ledger_markdown(rows)` renders the table. Nothing here is written by hand: a value that is not in
 the metrics makes the row "not measured".
-
-The verdict rule (`verdict`, also `RULE` and `experiments.ledger --help`) is in `RULE` below.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Measurement:
     convergence_note: str = ""
 
     def __post_init__(self):
-        self.values = _floats(self.values)  # JSON null (an undefined seed) -> NaN
+        self.values = floats(self.values)  # JSON null (an undefined seed) -> NaN
 
     @property
     def finite(self) -> list:
@@ -120,7 +122,7 @@ def verdict(values, full: float, weak: float, higher: bool = True, *, counting=N
     """The ledger's rule (`RULE`) applied to per-seed values and, where given, the counting
     interval (lo, hi) of the pooled quantity, the pooled positives of a detection row (needs
     `min_positives`) and whether the models converged."""
-    v = np.asarray(_floats(values), np.float64)
+    v = np.asarray(floats(values), np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return NOT_MEASURED
@@ -143,16 +145,26 @@ def verdict(values, full: float, weak: float, higher: bool = True, *, counting=N
 
 
 # ------------------------------------------------------------------------------------------
-# Extractors: results = {experiment: {"metrics": ..., "config": ...}}
+# Reading the studies' metrics: results = {study: {"metrics": ..., "config": ...}}. Each
+# study's extractors (its `STUDY.claims`) read its metrics with these.
 # ------------------------------------------------------------------------------------------
 
 
-def _floats(values) -> list:
+def floats(values) -> list:
     """Per-seed values from JSON (null -> NaN: a seed where the quantity is undefined)."""
     return [float("nan") if v is None else float(v) for v in values]
 
 
-def _get(results, exp, *path):
+def read(results, exp, *path):
+    """metrics[path[0]][path[1]]... of study `exp` in `results`, None where absent. The first key
+    must be one the study's schema declares (`registry.Schema`): a reader of a renamed or
+    undeclared key fails loudly instead of turning its row into "not measured"."""
+    from mi_jax.studies import registry
+
+    schema = registry.get(exp).schema
+    if path and not schema.declares(path[0]):
+        raise registry.SchemaError(f"key={path[0]}: not in the metrics schema of {exp} "
+                                   f"(declared: {', '.join(schema.metrics + schema.optional)})")
     node = results.get(exp, {}).get("metrics")
     for p in path:
         if not isinstance(node, dict) or p not in node:
@@ -161,7 +173,7 @@ def _get(results, exp, *path):
     return node
 
 
-def _cfg(results, exp) -> dict:
+def config_of(results, exp) -> dict:
     return results.get(exp, {}).get("config") or {}
 
 
@@ -179,38 +191,19 @@ def _recipe(cfg: dict) -> str:
     return ", ".join(parts)
 
 
-def _protocol(results, exp, what: str) -> str:
-    cfg = _cfg(results, exp)
+def protocol(results, exp, what: str) -> str:
+    """How study `exp`'s models were trained and sampled, for a row's protocol column."""
+    cfg = config_of(results, exp)
     return (f"{exp} preset {cfg.get('preset', '?')}: {what}; {_recipe(cfg)}; "
             f"{cfg.get('num_samples')} samples/model; seeds {cfg.get('seeds')}")
-
-
-def _first_1d(results) -> str | None:
-    fig2 = _get(results, "gmm1d", "fig2")
-    return next(iter(fig2)) if fig2 else None
-
-
-def _bridges(results, exp, name):
-    return _get(results, exp, "bridges", name)
-
-
-def _layouts(results) -> list:
-    table = _get(results, "gmm2d", "bridges") or {}
-    return list(table)
-
-
-def _grid_text(results) -> str:
-    cfg = _cfg(results, "gmm2d")
-    size = cfg.get("grid_size")
-    return f"{size}x{size} grids ({', '.join(_layouts(results))}), N={cfg.get('num_train')}"
 
 
 def convergence(results, exp, names=None) -> tuple:
     """(converged, note) of study `exp`'s models by the rule's step (1), over the configurations
     `names` (default: every one with a curve). A configuration that stops early (`epochs`) is
     judged on the curve up to its own last step."""
-    conv = _get(results, exp, "convergence")
-    cfg = _cfg(results, exp)
+    conv = read(results, exp, "convergence")
+    cfg = config_of(results, exp)
     if not conv:
         return False, f"{exp}: no convergence curve (--curve_every)"
     seeds = len(cfg.get("seeds") or [0])
@@ -220,7 +213,7 @@ def convergence(results, exp, names=None) -> tuple:
         if not entry or not entry.get("steps"):
             return False, f"{name}: no convergence curve"
         end = int(cfg.get("steps") or entry["steps"][-1])
-        n_train = _get(results, exp, "configs", name, "num_train") or cfg.get("num_train")
+        n_train = read(results, exp, "configs", name, "num_train") or cfg.get("num_train")
         if cfg.get("epochs") and n_train:
             end = min(end, int(cfg["epochs"]) * (int(n_train) // int(cfg["batch_size"])))
         series = list(zip(entry["steps"], entry["bridge"]["mean"]))
@@ -238,381 +231,56 @@ def convergence(results, exp, names=None) -> tuple:
               else float("inf"))
         tol = max(CONVERGENCE_REL * abs(a), CONVERGENCE_ABS, 2 * se)
         if abs(b - a) > tol:
-            return False, (f"{name}: bridge rate {_pct(a)} at step {s0} -> {_pct(b)} at step "
-                           f"{s1} (allowed change {_pct(tol)})")
+            return False, (f"{name}: bridge rate {pct(a)} at step {s0} -> {pct(b)} at step "
+                           f"{s1} (allowed change {pct(tol)})")
     return True, ""
 
 
-def _gated(m: Measurement, results, exp, names=None) -> Measurement:
+def gated(m: Measurement, results, exp, names=None) -> Measurement:
+    """`m` with the convergence of study `exp`'s models (configurations `names`) attached."""
     m.converged, m.convergence_note = convergence(results, exp, names)
     return m
 
 
-def _pooled(rates, trials_each) -> tuple:
+def pooled_counts(rates, trials_each) -> tuple:
     """(successes, trials) of per-model rates, each over `trials_each` samples (one number, or
     one per model)."""
-    rates = np.asarray(_floats(rates), np.float64)
+    rates = np.asarray(floats(rates), np.float64)
     n = np.broadcast_to(np.asarray(trials_each, np.float64), rates.shape)
     ok = np.isfinite(rates)
     return float(np.sum(np.round(rates[ok] * n[ok]))), float(np.sum(n[ok]))
 
 
-def _rate_interval(rates, trials_each) -> tuple:
-    return intervals.wilson(*_pooled(rates, trials_each))
+def rate_interval(rates, trials_each) -> tuple:
+    """The Wilson interval of per-model rates pooled into counts (`pooled_counts`)."""
+    return intervals.wilson(*pooled_counts(rates, trials_each))
 
 
-def _snap(rates, n) -> np.ndarray:
+def snap(rates, n) -> np.ndarray:
     """Rates read back from float32 JSON, snapped to whole counts of `n` samples (so that equal
     counts differ by exactly 0, not by float rounding); unchanged when n is unknown."""
-    rates = np.asarray(_floats(np.ravel(rates)), np.float64).reshape(np.shape(rates))
+    rates = np.asarray(floats(np.ravel(rates)), np.float64).reshape(np.shape(rates))
     return np.round(rates * n) / n if n else rates
 
 
-def _num_samples(results, exp) -> float:
-    return float(_cfg(results, exp).get("num_samples") or 0)
+def num_samples(results, exp) -> float:
+    return float(config_of(results, exp).get("num_samples") or 0)
 
 
-def _mean_over_layouts(results, key) -> list | None:
-    rows = [_bridges(results, "gmm2d", n) for n in _layouts(results)]
-    if not rows or any(r is None or key not in r for r in rows):
-        return None
-    with np.errstate(all="ignore"):  # a layout with no bridge in some seed has a NaN AUROC there
-        stacked = np.asarray([_floats(r[key]["per_seed"]) for r in rows], np.float64)
-        return [float(np.nanmean(col)) if np.any(np.isfinite(col)) else float("nan")
-                for col in stacked.T]
+def pct(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.2f}%"
 
 
-def _interp_1d(results):
-    name = _first_1d(results)
-    b = name and _bridges(results, "gmm1d", name)
-    if not b:
-        return None
-    n = _num_samples(results, "gmm1d")
-    exact = float(_snap(b["oracle"]["bridge"], n))
-    counting = intervals.difference(_rate_interval(b["bridge"]["per_seed"], n),
-                                    _rate_interval([exact], n))
-    return _gated(Measurement([float(v) - exact for v in _snap(b["bridge"]["per_seed"], n)],
-                              _protocol(results, "gmm1d", name),
-                              f"DDPM bridges {_pct(b['bridge']['mean'])}, exact score "
-                              f"{_pct(exact)} (blur {_pct(b['blur']['mean'])} not counted)",
-                              counting=counting), results, "gmm1d", [name])
+def fmt(v, key: str) -> str:
+    """An AUROC as 0.xxx, anything else as a percentage; undefined (None / NaN) as n/a."""
+    if key != "auroc":
+        return pct(v)
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
-def _interp_2d(results):
-    vals = _mean_over_layouts(results, "bridge")
-    if vals is None:
-        return None
-    notes, rates = [], []
-    for name in _layouts(results):
-        b = _bridges(results, "gmm2d", name)
-        rates += _floats(b["bridge"]["per_seed"])
-        notes.append(f"{name}: DDPM {_pct(b['bridge']['mean'])} bridges, exact "
-                     f"{_pct(b['oracle']['bridge'])}, blur {_pct(b['blur']['mean'])}")
-    exact = max(_bridges(results, "gmm2d", n)["oracle"]["bridge"] for n in _layouts(results))
-    n = _num_samples(results, "gmm2d")
-    counting = intervals.difference(_rate_interval(rates, n), _rate_interval([exact], n))
-    # a mean over L layouts of counts of n: whole multiples of 1 / (L n)
-    diffs = _snap([v - exact for v in vals], len(_layouts(results)) * n)
-    return _gated(Measurement([float(v) for v in diffs],
-                              _protocol(results, "gmm2d", _grid_text(results)), "; ".join(notes),
-                              counting=counting), results, "gmm2d")
-
-
-def _rotated_axis(results):
-    pairs = _get(results, "gmm2d", "pairs")
-    if not pairs or "rotated" not in pairs or "per_seed" not in pairs["rotated"]["axis_share"]:
-        return None
-    note = ""
-    if "square" in pairs:
-        note = f"square grid: {_pct(pairs['square']['axis_share']['mean'])} on x-axis pairs"
-    rot = pairs["rotated"]
-    counting = (_rate_interval(rot["axis_share"]["per_seed"], rot["num_hallucinations"])
-                if "num_hallucinations" in rot else (float("nan"), float("nan")))
-    return _gated(Measurement(rot["axis_share"]["per_seed"],
-                              _protocol(results, "gmm2d", _grid_text(results)), note,
-                              counting=counting), results, "gmm2d")
-
-
-def _sweep_difference(results, panel, label):
-    sweep = _get(results, "gmm1d", panel)
-    if not sweep or len(sweep["x"]) < 2:
-        return None
-    cfg = _cfg(results, "gmm1d")
-    n = _num_samples(results, "gmm1d")
-    first, last = _snap(sweep["per_seed"][0], n), _snap(sweep["per_seed"][-1], n)
-    counting = intervals.difference(_rate_interval(first, n), _rate_interval(last, n))
-    return _gated(Measurement(list(first - last),
-                              _protocol(results, "gmm1d", f"{label} {sweep['x']}"),
-                              f"rate {_pct(float(first.mean()))} at {sweep['x'][0]} -> "
-                              f"{_pct(float(last.mean()))} at {sweep['x'][-1]} (k = "
-                              f"{cfg.get('k')}, same training steps for every configuration)",
-                              counting=counting), results, "gmm1d", sweep.get("configs"))
-
-
-def _smooth_x0(results):
-    sources = _get(results, "score_analysis", "sources") or {}
-    src = next((src for src in sources.values() if "per_timestep" in src), None)
-    if not src or not src["per_timestep"]:
-        return None
-    per_t = src["per_timestep"]
-    t = min((int(k) for k in per_t if int(k) > 0), default=None)
-    if t is None:
-        return None
-    gaps = per_t[str(t)]["gaps"]
-    ratios = [g["max_slope_exact"] / max(g["max_slope_learned"], 1e-12) for g in gaps]
-    m = Measurement(ratios, _protocol(results, "gmm1d", f"score analysis at t={t}, per gap "
-                                      "and seed"),
-                    f"steepest slope of x0_hat(x_t) between modes: exact / learned at t={t}")
-    # Gated on the analysed configuration's own curve (score_analysis: Fig. 2's first mixture).
-    return _gated(m, results, "gmm1d", [src["config"]] if "config" in src else None)
-
-
-def _bridge_detection(b, key, num_samples) -> tuple:
-    """(counting interval, positives) of one configuration's bridge detection `key` (auroc or
-    removed_at_96_kept) over its seeds, from `mixture_study.bridge_table`'s entry `b`."""
-    vals = _floats(b[f"bridges_{key}"]["per_seed"])
-    pos = [int(p) for p in b["num_bridges"]]
-    if key == "auroc":
-        neg = [num_samples * (1 - h) for h in _floats(b["hallucinated"]["per_seed"])]
-        ok = [i for i, v in enumerate(vals) if np.isfinite(v)]
-        return ([vals[i] for i in ok], [pos[i] for i in ok], [neg[i] for i in ok]), sum(pos)
-    return _pooled(vals, pos), sum(pos)
-
-
-def _combine(parts, key) -> tuple:
-    """The counting interval of several configurations' `_bridge_detection` parts."""
-    if key == "auroc":
-        aucs, pos, neg = (sum((list(p[i]) for p in parts), []) for i in range(3))
-        return intervals.mean_auroc_interval(aucs, pos, neg)
-    return intervals.wilson(sum(p[0] for p in parts), sum(p[1] for p in parts))
-
-
-def _detection_2d(key):
-    def extract(results):
-        vals = _mean_over_layouts(results, f"bridges_{key}")
-        if vals is None:
-            return None
-        n = _num_samples(results, "gmm2d")
-        parts = [_bridge_detection(_bridges(results, "gmm2d", name), key, n)
-                 for name in _layouts(results)]
-        notes = ", ".join(f"{n} {_fmt(_bridges(results, 'gmm2d', n)[f'bridges_{key}']['mean'], key)}"
-                          for n in _layouts(results))
-        return _gated(Measurement(vals, _protocol(results, "gmm2d", _grid_text(results)
-                                                  + ", window t in [0, 10), bridges vs "
-                                                  "in-support"), notes,
-                                  counting=_combine([p for p, _ in parts], key),
-                                  positives=sum(q for _, q in parts)), results, "gmm2d")
-    return extract
-
-
-def _detection_best_window(key):
-    """Bridges vs in-support on the 2D grids at the window of the detection sweep with the best
-    AUROC (mean over layouts; one window for both), per seed averaged over layouts. The window
-    is picked on the same samples: a mild optimism, stated in the note."""
-    def extract(results):
-        src = (_get(results, "detection", "sources") or {}).get("gmm2d")
-        if not src or any("bridge_windows" not in c for c in src["configs"].values()):
-            return None
-        confs = src["configs"]
-        with np.errstate(all="ignore"):
-            aur = np.nanmean([_floats([r["auroc"]["mean"] for r in c["bridge_windows"]])
-                              for c in confs.values()], axis=0)
-            if not np.any(np.isfinite(aur)):
-                return None
-            best = int(np.nanargmax(aur))
-            stacked = np.asarray([_floats(c["bridge_windows"][best][key]["per_seed"])
-                                  for c in confs.values()])
-            values = [float(np.nanmean(col)) for col in stacked.T if np.any(np.isfinite(col))]
-        rows = [c["bridge_windows"][best] for c in confs.values()]
-        pos = [[int(p) for p in _floats(r["num_positive"]["per_seed"])] for r in rows]
-        num = [_floats(r["num"]["per_seed"]) for r in rows]
-        vals = [_floats(r[key]["per_seed"]) for r in rows]
-        if key == "auroc":
-            flat = [(v, p, n - p) for vs, ps, ns in zip(vals, pos, num)
-                    for v, p, n in zip(vs, ps, ns) if np.isfinite(v)]
-            counting = intervals.mean_auroc_interval(*zip(*flat)) if flat else (
-                float("nan"), float("nan"))
-        else:
-            counting = intervals.wilson(*[sum(x) for x in zip(*(
-                _pooled(vs, ps) for vs, ps in zip(vals, pos)))])
-        lo, hi = src["windows"][best]
-        notes = ", ".join(f"{n} {_fmt(c['bridge_windows'][best][key]['mean'], key)} (official "
-                          f"window {_fmt(c['bridge_windows'][0][key]['mean'], key)})"
-                          for n, c in confs.items())
-        cfg = _cfg(results, "detection")
-        m = Measurement(values, _protocol(results, "gmm2d", _grid_text(results)) +
-                        f"; detection: {cfg.get('num_samples')} fresh samples/model, best of "
-                        f"{len(src['windows'])} windows: t in [{lo}, {hi})",
-                        notes + "; the window is chosen on these samples", counting=counting,
-                        positives=sum(sum(p) for p in pos))
-        return _gated(m, results, "gmm2d")
-    return extract
-
-
-def _detection_1d(results):
-    name = _first_1d(results)
-    b = name and _bridges(results, "gmm1d", name)
-    if not b:
-        return None
-    vals = [v for v in _floats(b["bridges_removed_at_96_kept"]["per_seed"]) if np.isfinite(v)]
-    (removed, pos), positives = _bridge_detection(b, "removed_at_96_kept",
-                                                  _num_samples(results, "gmm1d"))
-    return _gated(Measurement(vals, _protocol(results, "gmm1d", name + ", window t in [0, 10), "
-                                              "bridges vs in-support"),
-                              f"AUROC {_fmt(b['bridges_auroc']['mean'], 'auroc')}; bridges per model "
-                              f"{b['num_bridges']}", counting=intervals.wilson(removed, pos),
-                              positives=positives), results, "gmm1d", [name])
-
-
-def _shapes_duplicates(results):
-    per_seed = _get(results, "shapes", "rates", "per_seed")
-    if not per_seed:
-        return None
-    cfg = _cfg(results, "shapes")
-    shares = [r["category_primary"]["duplicate"] for r in per_seed]
-    return Measurement(shares,
-                       f"shapes preset {cfg.get('preset')}: {cfg.get('resolution')}px, "
-                       f"{cfg.get('steps')} steps, {cfg.get('num_samples')} images/model, "
-                       f"seeds {cfg.get('seeds')}",
-                       "share of generated images whose main defect is a duplicated shape",
-                       counting=_rate_interval(shares, _num_samples(results, "shapes")))
-
-
-def _shapes_duplicate_detection(results):
-    """Duplicates (the mode-interpolation kind) vs in-support, max over columns, at the paper's
-    window (experiments.shapes_detection's first); the best window and the content controls in
-    the note (a wide window's AUROC is mostly the ink it sees forming)."""
-    sources = _get(results, "shapes_detection", "sources")
-    if not sources:
-        return None
-    values, notes, counts = [], [], []
-    for name, src in sources.items():
-        rows = src["detection"]["column_max"]
-        aur = [float("nan") if r["pooled"]["duplicate"]["auroc"] is None
-               else r["pooled"]["duplicate"]["auroc"] for r in rows]
-        if not np.any(np.isfinite(aur)):
-            continue
-        best = int(np.nanargmax(aur))
-        values += _floats([s["duplicate"]["auroc"] for s in rows[0]["per_seed"]])
-        counts += [(s["duplicate"]["auroc"], s["duplicate"]["num_positive"],
-                    s["duplicate"]["num"] - s["duplicate"]["num_positive"])
-                   for s in rows[0]["per_seed"] if s["duplicate"]["auroc"] is not None]
-        note = (f"{name}: official t in {rows[0]['window']} {_fmt(aur[0], 'auroc')}, best "
-                f"window t in {rows[best]['window']} {_fmt(aur[best], 'auroc')} (pooled)")
-        if "controls" in src:
-            note += (f", final column ink alone {_fmt(src['controls']['final_ink_column_max'], 'auroc')}, "
-                     f"rank correlation of that window's column variance with the column's ink "
-                     f"{_fmt(src['controls']['ink_correlation'][best], 'auroc')}")
-        notes.append(note)
-    if not values:
-        return None
-    cfg = _cfg(results, "shapes_detection")
-    return Measurement(values, f"shapes_detection: fresh samples of the shapes models, "
-                       f"{cfg.get('num_samples')} images/model, dense-tail sampler (every t < "
-                       f"{cfg.get('dense_steps')}), duplicates vs in-support, max over columns, "
-                       "official window", "; ".join(notes),
-                       counting=(intervals.mean_auroc_interval(*zip(*counts)) if counts
-                                 else (float("nan"), float("nan"))),
-                       positives=sum(c[1] for c in counts))
-
-
-def _shapes_detection_controlled(results):
-    """Duplicates vs in-support images with the same number of shapes (whole image; the best
-    window of experiments.shapes_detection by this AUROC), one value per source."""
-    sources = _get(results, "shapes_detection", "sources")
-    values, notes, positives = [], [], 0
-    for name, src in (sources or {}).items():
-        if "controls" not in src:
-            continue
-        strat = _floats(src["controls"]["stratified"]["whole_image"])
-        if not np.any(np.isfinite(strat)):
-            continue
-        best = int(np.nanargmax(strat))
-        values.append(strat[best])
-        positives += src["detection"]["whole_image"][best]["pooled"]["duplicate"]["num_positive"]
-        notes.append(f"{name}: t in {src['detection']['whole_image'][best]['window']} "
-                     f"{strat[best]:.3f}, official {_fmt(strat[0], 'auroc')}")
-    if not values:
-        return None
-    return Measurement(values, "shapes_detection: whole-image variance, AUROC over pairs of "
-                       "images with the same number of shapes, best window", "; ".join(notes),
-                       counting=(float("nan"), float("nan")), positives=positives)
-
-
-def _shapes_detection(results):
-    duplicates = _shapes_duplicate_detection(results)
-    if duplicates is not None:
-        return duplicates
-    det = _get(results, "shapes", "detection")
-    if not det:
-        return None
-    best = max(det, key=lambda n: (det[n]["pooled"] or {}).get("auroc", -1))
-    rows = det[best]["per_seed"]
-    if not rows:
-        return None
-    cfg = _cfg(results, "shapes")
-    counts = [(r["auroc"], r["num_positive"], r["num"] - r["num_positive"]) for r in rows
-              if "num_positive" in r and r["auroc"] is not None]
-    return Measurement([r["auroc"] for r in rows], f"shapes preset {cfg.get('preset')}: variance "
-                       f"'{best}' over sampling steps {cfg.get('hal_window')}",
-                       "all hallucinations (duplicates, empties, malformed) vs in-support",
-                       counting=(intervals.mean_auroc_interval(*zip(*counts)) if counts
-                                 else (float("nan"), float("nan"))),
-                       positives=sum(c[1] for c in counts) if counts else None)
-
-
-def _recursive(dataset, metric):
-    def extract(results):
-        res = _get(results, "recursive", "results", dataset)
-        if not res:
-            return None
-        curves = res["curves"]["generated"][metric]
-        if "random" not in curves or "variance" not in curves:
-            return None
-        d = results["recursive"].get("datasets", {}).get(dataset, {})
-        n = float(d.get("num_candidates") or 0) if metric == "hallucination_rate" else 0
-        rnd = _snap(curves["random"]["per_seed"][-1], n)
-        var = _snap(curves["variance"]["per_seed"][-1], n)
-        gens = len(curves["random"]["mean"])
-        fmt = _pct if metric == "hallucination_rate" else (lambda v: f"{v:.2f}")
-        cfg = _cfg(results, "recursive")
-        what = res.get("info", {}).get("source", dataset)
-        if d:
-            what += (f"; T={d.get('T')}, {d.get('steps')} steps x batch {d.get('batch_size')}, "
-                     f"keep {d.get('num_train')} of {d.get('num_candidates')} candidates, "
-                     f"{d.get('sampling_steps')} sampling steps")
-        counting = None
-        if metric == "hallucination_rate":
-            counting = intervals.difference(_rate_interval(rnd, n), _rate_interval(var, n))
-        return Measurement(list(rnd - var),
-                           f"recursive preset {cfg.get('preset')}: {what}; {gens} generations,"
-                           f" seeds {d.get('seeds', cfg.get('seeds'))}",
-                           f"last generation: random {fmt(float(rnd.mean()))}, variance filter "
-                           f"{fmt(float(var.mean()))} ({metric})", counting=counting)
-    return extract
-
-
-def _control(results):
-    vals, notes, trials = [], [], []
-    for exp in ("gmm1d", "gmm2d"):
-        for name, b in (_get(results, exp, "bridges") or {}).items():
-            vals.append(b["oracle"]["hallucinated"])
-            trials.append(_num_samples(results, exp))
-    if not vals:
-        return None
-    samplers = _get(results, "ablations", "samplers") or {}
-    for src, variants in samplers.items():
-        for v, confs in variants.items():
-            if "T'" in v:
-                worst = max(c["oracle_rate"] for c in confs.values())
-                notes.append(f"{v} {_pct(worst)}")
-    note = (f"exact score with the experiments' 1000-step DDPM sampler, one value per mixture of "
-            f"gmm1d/gmm2d (largest {_pct(max(vals))})")
-    if notes:
-        note += "; strided samplers make even the exact score leave the support: " + ", ".join(
-            notes[:4])
-    return Measurement(vals, "exact-score sampler beside every trained model", note,
-                       counting=_rate_interval(vals, trials))
+# ------------------------------------------------------------------------------------------
+# The rows: every registered study's claims, and the claims no study here can measure
+# ------------------------------------------------------------------------------------------
 
 
 def _not_here(key: str, statement: str, quantity: str, reason: str) -> Claim:
@@ -620,66 +288,7 @@ def _not_here(key: str, statement: str, quantity: str, reason: str) -> Claim:
     return Claim(key, statement, quantity, 0.0, 0.0, True, lambda r: None, unavailable=reason)
 
 
-CLAIMS = (
-    Claim("control", "The exact score does not hallucinate (the control).",
-          "exact-score hallucination rate per mixture (1000 steps)", 0.001, 0.01, False, _control),
-    Claim("interpolation_1d", "A DDPM trained on a 1D mixture samples between nearest modes, "
-          "where the data has no mass; the exact score does not (Fig. 2).",
-          "bridge rate, DDPM minus exact score", 0.001, 0.0, True, _interp_1d),
-    Claim("interpolation_2d", "The same on the 25-mode grids (Fig. 3).",
-          "bridge rate, DDPM minus exact score (mean of layouts)", 0.001, 0.0, True, _interp_2d),
-    Claim("rotated_no_x_axis", "On the rotated grid there is no interpolation along the x-axis "
-          "(only nearest modes interpolate; Fig. 3c,d).",
-          "share of rotated-grid hallucinations on x-axis pairs", 0.05, 0.2, False, _rotated_axis),
-    Claim("more_data", "More training samples, fewer interpolated samples (Fig. 2, App. C).",
-          "rate at the smallest minus the largest training set", 0.0, 0.0, True,
-          lambda r: _sweep_difference(r, "size_sweep", "training-set sizes")),
-    Claim("separation", "Farther modes, fewer interpolated samples (Fig. 2, App. C).",
-          "rate at the smallest minus the largest spacing", 0.0, 0.0, True,
-          lambda r: _sweep_difference(r, "separation_sweep", "mode spacings")),
-    Claim("smooth_x0", "The learned x0_hat(x_t) is a smoothed version of the exact near-step "
-          "between modes (Fig. 4).", "exact / learned steepest slope", 2.0, 1.0, True,
-          _smooth_x0, percent=False),
-    Claim("detect_auroc_2d", "Trajectory variance separates hallucinations from in-support "
-          "samples (Fig. 7), on the 25-mode grid.", "AUROC, bridges vs in-support", 0.95, 0.75,
-          True, _detection_2d("auroc"), percent=False, detection=True),
-    Claim("detect_95_96_2d", "Filtering on it removes > 95 % of hallucinations while keeping 96 % "
-          "of in-support samples, on the 25-mode grid.", "bridges removed at 96 % kept", 0.95,
-          0.5, True, _detection_2d("removed_at_96_kept"), detection=True),
-    Claim("detect_auroc_2d_best", "The same with the best window of the sweep (the paper's "
-          "window is the last 10 of 1000 steps).", "AUROC, bridges vs in-support, best window",
-          0.95, 0.75, True, _detection_best_window("auroc"), percent=False, detection=True),
-    Claim("detect_95_96_2d_best", "Removed at 96 % kept with that window, 25-mode grid.",
-          "bridges removed at 96 % kept, best window", 0.95, 0.5, True,
-          _detection_best_window("removed_at_96_kept"), detection=True),
-    Claim("detect_95_96_1d", "The same, 1D (Fig. 2's first mixture).",
-          "bridges removed at 96 % kept", 0.95, 0.5, True, _detection_1d, detection=True),
-    Claim("shapes_duplicates", "A DDPM on SIMPLE SHAPES generates duplicated shapes, never seen "
-          "in training (Figs. 1, 5).", "duplicate share of generated images", 0.01, 0.0, True,
-          _shapes_duplicates),
-    Claim("shapes_detect", "Trajectory variance separates SIMPLE SHAPES hallucinations (Fig. 7).",
-          "AUROC, official window (duplicates vs in-support where measured, else every "
-          "hallucination)", 0.9, 0.6, True, _shapes_detection, percent=False, detection=True),
-    Claim("shapes_detect_controlled", "The same beyond the amount of content: duplicates vs "
-          "in-support images holding as many shapes.", "AUROC among images with the same "
-          "number of shapes, best window", 0.9, 0.6, True, _shapes_detection_controlled,
-          percent=False, detection=True),
-    Claim("recursive_2d", "Variance filtering slows collapse under recursive retraining, 2D grid "
-          "(Fig. 8).", "hallucination rate, random minus variance filter, last generation",
-          0.0, 0.0, True, _recursive("gmm2d", "hallucination_rate")),
-    Claim("recursive_shapes", "The same on SIMPLE SHAPES (Fig. 8).",
-          "hallucination rate, random minus variance filter, last generation", 0.0, 0.0, True,
-          _recursive("shapes", "hallucination_rate")),
-    Claim("recursive_digits", "Filtering slows collapse on MNIST (Fig. 8; here rendered digits, "
-          "Frechet distance in a small classifier's features).",
-          "Frechet distance, random minus variance filter, last generation", 0.0, 0.0, True,
-          _recursive("digits", "frechet"), percent=False),
-    Claim("vdm_interpolates", "Variational diffusion models trained with T steps and sampled "
-          "with T' also interpolate (App. Fig. 11, first columns).",
-          "bridge rate, VDM minus exact score", 0.001, 0.0, True, lambda r: None,
-          unavailable="implemented (`python -m experiments.vdm`: T x T' bridge rates against "
-                      "the exact score sampled the same way) but not yet run at its preset; "
-                      "experiments.ablations covers the figure's other columns"),
+PAPER_ONLY = (
     _not_here("hands", "A latent diffusion model trained on 11k Hands draws extra and missing "
               "fingers, and the trajectory variance flags them (Figs. 1, 5, 17-23).",
               "hallucination rate and AUROC on hands",
@@ -692,26 +301,40 @@ CLAIMS = (
               "width on the CPU (a test); the SIMPLE SHAPES rows above are 32x32"),
 )
 
+# The table's row order: the paper's (the control, interpolation, its mechanism, detection,
+# SIMPLE SHAPES, recursion, then what is not measured here). A registered claim not listed
+# here follows, in the registry's order.
+ROW_ORDER = ("control", "interpolation_1d", "interpolation_2d", "rotated_no_x_axis", "more_data",
+             "separation", "smooth_x0", "detect_auroc_2d", "detect_95_96_2d",
+             "detect_auroc_2d_best", "detect_95_96_2d_best", "detect_95_96_1d",
+             "shapes_duplicates", "shapes_detect", "shapes_detect_controlled", "recursive_2d",
+             "recursive_shapes", "recursive_digits", "vdm_interpolates", "hands", "shapes_64")
 
-def _pct(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.2f}%"
 
+def claims() -> list:
+    """Every claim of the ledger, in row order: the registered studies' and `PAPER_ONLY`."""
+    from mi_jax.studies import registry
 
-def _fmt(v, key: str) -> str:
-    """An AUROC as 0.xxx, anything else as a percentage; undefined (None / NaN) as n/a."""
-    if key != "auroc":
-        return _pct(v)
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+    found = [c for s in registry.studies() for c in s.claims] + list(PAPER_ONLY)
+    keys = [c.key for c in found]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"claim keys are not unique: {sorted(keys)}")
+    rank = {k: i for i, k in enumerate(ROW_ORDER)}
+    return sorted(found, key=lambda c: rank.get(c.key, len(ROW_ORDER)))  # stable: registry order
 
 
 def ledger(results: dict) -> list:
     """One row per claim: statement, quantity, value (mean, std, n, per seed), bars, protocol,
     note and verdict. results: {experiment: {"metrics": metrics.json, "config": config.json}}."""
+    from mi_jax.studies.registry import SchemaError
+
     rows = []
-    for claim in CLAIMS:
+    for claim in claims():
         error = ""
         try:
             m = claim.extract(results)
+        except SchemaError:
+            raise  # a reader of an undeclared key: a bug to fix, not a row to annotate
         except (KeyError, TypeError, IndexError, ValueError) as e:
             # a metrics file of another layout: say so in the row rather than guess
             m, error = None, f"metrics layout not understood ({type(e).__name__}: {e})"
@@ -724,7 +347,7 @@ def ledger(results: dict) -> list:
                        note=error or claim.unavailable, seed_interval=None, counting=None,
                        positives=None, converged=None)
         else:
-            finite = [v for v in _floats(m.values) if np.isfinite(v)]
+            finite = [v for v in floats(m.values) if np.isfinite(v)]
             _, lo, hi = intervals.t_interval(finite) if finite else (0, float("nan"),
                                                                      float("nan"))
             note = "; ".join(x for x in (m.convergence_note, m.note) if x)
@@ -741,23 +364,23 @@ def ledger(results: dict) -> list:
     return rows
 
 
-EXPERIMENTS = ("gmm1d", "gmm2d", "detection", "trajectories", "score_analysis", "ablations",
-               "shapes", "shapes_detection", "recursive")
-
-
 def ledger_from_workdir(root) -> list:
-    """The ledger of a directory holding finished experiments in sub-directories named after
-    them (the main job's layout; also a GPU run's)."""
+    """The ledger of a directory holding finished studies in sub-directories named after them
+    (the main job's layout; also a GPU run's). Each metrics.json is checked against its study's
+    schema (`registry.SchemaError` names a missing key)."""
+    from mi_jax.studies import registry
+
     results = {}
-    for name in EXPERIMENTS:
-        d = Path(root) / name
+    for study in registry.studies():
+        d = Path(root) / study.name
         if (d / "metrics.json").exists():
-            results[name] = {"metrics": json.loads((d / "metrics.json").read_text()),
-                             "config": json.loads((d / "config.json").read_text())
-                             if (d / "config.json").exists() else {}}
-            # The recursive study keeps one config per dataset in its sub-directories.
-            results[name]["datasets"] = {p.parent.name: json.loads(p.read_text())
-                                         for p in sorted(d.glob("*/config.json"))}
+            results[study.name] = {
+                "metrics": study.read_metrics(d),
+                "config": json.loads((d / "config.json").read_text())
+                if (d / "config.json").exists() else {}}
+            # A study may keep one config per part in its sub-directories (recursive: datasets).
+            results[study.name]["datasets"] = {p.parent.name: json.loads(p.read_text())
+                                               for p in sorted(d.glob("*/config.json"))}
     return ledger(results)
 
 
@@ -774,7 +397,7 @@ def _bounds(row) -> str:
     if row["mean"] is None:
         return "-"
     f = (lambda v: f"{100 * v:.2f}%") if row["percent"] else (lambda v: f"{v:.3f}")
-    show = lambda iv: ("n/a" if iv is None or not all(np.isfinite(_floats(iv)))  # JSON: null
+    show = lambda iv: ("n/a" if iv is None or not all(np.isfinite(floats(iv)))  # JSON: null
                        else f"[{f(iv[0])}, {f(iv[1])}]")
     parts = [f"seeds {show(row['seed_interval'])}"]
     if row["counting"] is not None:
@@ -846,3 +469,51 @@ def results_markdown(columns: dict, sources: dict, progress: dict | None = None)
                   ledger_markdown(columns[label]).split("\n\n" + RULE)[0].rstrip()]
     lines += ["", RULE]
     return "\n".join(lines) + "\n"
+
+
+def write_ledger(root) -> str:
+    """The claims ledger of a directory of finished studies: `ledger.md`, `ledger.json`."""
+    from mi_jax import workdir as wd
+    from mi_jax.studies import registry
+    from mi_jax.validation import InputError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"workdir={root}: is not a directory")
+    rows = ledger_from_workdir(root)
+    if all(r["verdict"] == NOT_MEASURED for r in rows):
+        raise InputError(f"workdir={root}: holds no finished experiment ("
+                         + ", ".join(registry.MAIN_JOB) + " sub-directories)")
+    text = ledger_markdown(rows)
+    wd.write_json(root / "ledger.json", {"ledger": rows, "rule": RULE})
+    wd.write_text(root / "ledger.md", text)
+    return text
+
+
+def write_results(path, columns) -> str:
+    """`results_markdown` of the committed ledgers named by `columns` ("label:directory", each
+    directory holding a `ledger.json`), written to `path`; returns the text."""
+    from mi_jax import workdir as wd
+    from mi_jax.validation import InputError
+
+    rows, sources, progress = {}, {}, {}
+    for item in columns:
+        label, sep, directory = item.partition(":")
+        if not sep or not label or not directory:
+            raise InputError(f"columns={item}: must be label:directory")
+        file = Path(directory) / "ledger.json"
+        if not Path(directory).is_dir():
+            raise InputError(f"columns={item}: {directory} is not a directory")
+        if file.exists():
+            rows[label], sources[label] = wd.read_json(file)["ledger"], str(file)
+        else:  # no study finished there yet: every row "not measured"
+            rows[label], sources[label] = ledger({}), f"{directory} (no ledger.json yet)"
+        if (Path(directory) / "units").is_dir():  # the paper budget's units (paper_budget)
+            from mi_jax.studies import paper_budget as pb
+
+            progress[label] = "\n".join(
+                ["| unit | state |", "|---|---|"]
+                + [f"| {u.name} | {pb.status(directory, u)} |" for u in pb.units()])
+    text = results_markdown(rows, sources, progress)
+    wd.write_text(Path(path), text)
+    return text

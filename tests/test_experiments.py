@@ -395,14 +395,14 @@ def test_a_runs_saved_compute_dtype_rebuilds_its_network_and_can_be_overridden(t
                                                                              tmp_path):
     import shutil
 
-    from mi_jax.studies import mixture_study
+    from mi_jax.studies import mixture_models
 
     src = tiny_models / "gmm2d"
-    assert "bfloat16" not in mixture_study.load_models(src).network.name
+    assert "bfloat16" not in mixture_models.load_models(src).network.name
     copy = tmp_path / "gmm2d_bf16"
     shutil.copytree(src, copy)
     cfg = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps(dict(cfg, compute_dtype="bfloat16")))
-    models = mixture_study.load_models(copy)
+    models = mixture_models.load_models(copy)
     assert "bfloat16" in models.network.name and models.config.compute_dtype == "bfloat16"
-    assert "bfloat16" not in mixture_study.load_models(copy, compute_dtype="float32").network.name
+    assert "bfloat16" not in mixture_models.load_models(copy, compute_dtype="float32").network.name

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mi_jax import checkpoint
-from mi_jax.studies import gmm1d, mixture_study, paper_budget
+from mi_jax.studies import gmm1d, mixture_models, mixture_study, paper_budget
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError
 
@@ -44,12 +44,12 @@ def test_assembled_units_are_the_full_presets_grid(tiny, tmp_path):
     assert all(paper_budget.status(tmp_path, u) == "finished" for u in mine)
     metrics = paper_budget.run_assembled(tmp_path, "gmm1d")
     out = tmp_path / "gmm1d"
-    full = mixture_study.load_models(out)
+    full = mixture_models.load_models(out)
     assert full.grid.num_models == 4 and full.config.steps == 14
     # Grid order (config-major, then seeds) holds each unit's own trained params, bit for bit.
     for m, name in enumerate(["gmm1d_m123_n450_s0", "gmm1d_m123_n450_s1",
                               "gmm1d_m1245_n300_s0", "gmm1d_m1245_n300_s1"]):
-        unit = mixture_study.load_models(tmp_path / "units" / name)
+        unit = mixture_models.load_models(tmp_path / "units" / name)
         for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(unit.params)):
             np.testing.assert_array_equal(np.asarray(a)[m:m + 1], np.asarray(b))
         with np.load(tmp_path / "units" / name / tr.TRAIN_LOSSES) as f:

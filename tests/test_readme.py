@@ -52,10 +52,10 @@ def test_api_reference_is_generated_from_the_docstrings():
 
 
 def test_results_doc_is_generated_from_the_committed_ledgers(tmp_path, monkeypatch):
-    from mi_jax.studies import runner
+    from mi_jax import ledger
 
     monkeypatch.chdir(ROOT)  # the doc cites the ledgers by their paths in the repository
-    text = runner.write_results(tmp_path / "results.md",
+    text = ledger.write_results(tmp_path / "results.md",
                                 ["quick budget:results/quick", "paper budget:results/paper"])
     assert (ROOT / "docs" / "results.md").read_text() == text, (
         "run: python -m experiments.ledger --results=docs/results.md")

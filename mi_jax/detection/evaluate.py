@@ -68,9 +68,9 @@ def summarise_seeds(rows: list) -> dict:
     return out
 
 
-def evaluate_models(models: "mixture_study.TrainedModels",
+def evaluate_models(models: "mixture_models.TrainedModels",
                     config: DetectionConfig) -> tuple[dict, dict]:
-    """All detection numbers for a trained stack of mixture models (`mixture_study.load_models`).
+    """All detection numbers for a trained stack of mixture models (`mixture_models.load_models`).
 
     Returns (results, arrays): results {"windows", "configs": {name: per-configuration
     summaries}}; arrays: per-sample labels ("positive"), scores and window variances, for

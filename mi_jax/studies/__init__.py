@@ -12,5 +12,8 @@
     cfg = config.preset(gmm1d.Config, gmm1d.PRESETS, "quick", seeds=(0,), steps=200)
     gmm1d.validate(cfg); metrics = gmm1d.run(cfg, workdir)   # or runner.run_or_reuse(...)
 
-`mixture_study` is the shared machinery of the mixture studies; `runner` runs studies by name.
+The studies of the main job also export `STUDY` (`registry.Study`): the studies whose models it
+analyses, its metrics schema, its section of summary.md and its claims-ledger rows.
+`mixture_study` is the shared machinery of the mixture studies, `mixture_models` loads their
+trained models, `runner` runs studies by name and the main job, `registry` lists the main job.
 """

@@ -40,7 +40,7 @@ from mi_jax.detection.detectors import flipd
 from mi_jax.detection.evaluate import summarise_seeds
 from mi_jax.diffusion.schedule import plan_timesteps
 from mi_jax.sampling.sampler import print_progress
-from mi_jax.studies import mixture_study, shapes_detection
+from mi_jax.studies import mixture_models, shapes_detection
 from mi_jax.studies.runner import analysis_options, model_sources
 from mi_jax.validation import InputError
 
@@ -99,7 +99,7 @@ def validate(cfg: Config) -> None:
     for path in (cfg.models_from.split(",") if cfg.models_from else []):
         kind = _kind(Path(path))
         T = (shapes_detection.saved_shapes_config(Path(path)).T if kind == "shapes" else
-             mixture_study.load_models(path).schedule.num_steps)
+             mixture_models.load_models(path).schedule.num_steps)
         for lo, hi in list(cfg.windows) + [tuple(cfg.trace_window)]:
             if hi > T:
                 raise InputError(f"windows={lo}:{hi}: must lie inside [0, T={T}) ({path})")
@@ -147,7 +147,7 @@ class _Source:
             self.num = cfg.num_images
             self.regions = sc.column_masks(self.res)
         else:
-            models = mixture_study.load_models(path)
+            models = mixture_models.load_models(path)
             self.network, self.params = models.network, models.params
             self.schedule = self.train_schedule = models.schedule
             self.ts = None

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mi_jax import config
+from mi_jax import config, ledger
 from mi_jax import plots, report, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
 from mi_jax.data import support
+from mi_jax.evaluation import intervals
 from mi_jax.studies import mixture_study
+from mi_jax.studies.registry import Schema, Study
 from mi_jax.validation import InputError
 
 OPTIONS = config.COMMON + (
@@ -177,8 +179,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
                  losses=study.losses, config_index=study.grid.config_index,
                  seeds=study.grid.model_seeds, rates=study.rates, ks=np.asarray(support.REPORTED_K))
     mixture_study.save_models(workdir, study)
-    wd.write_json(workdir / wd.METRICS_FILE, metrics)
-    return metrics
+    return STUDY.write_metrics(workdir, metrics)
 
 
 def _headline(metrics: dict, cfg: Config) -> dict:
@@ -248,3 +249,136 @@ def _figures(workdir, cfg, built, study, table, k_key, edges, hists, oracle_hist
                                  cfg.k)
         plots.variance_histogram(ax, study.samples.hal[rows].ravel(), codes, f"{name} (all seeds)")
     wd.save_figure(fig, workdir / "fig7_variance.png")
+
+
+# ------------------------------------------------------------------------------------------
+# Outputs: the summary section and the ledger claims (see mi_jax.studies.registry)
+# ------------------------------------------------------------------------------------------
+
+
+def summary_lines(metrics: dict) -> list:
+    h = metrics["headline"]
+    pm, pct = report.pm, report.pct
+    lines = ["## 1D Gaussian mixtures (paper Fig. 2, Appendix C)", "",
+             f"Hallucination = farther than k={h['k']:g} mode stds from every mode. "
+             "Mean +- std over seeds; the exact-score sampler is the control.", "",
+             "| configuration | DDPM | exact score |", "|---|---|---|"]
+    for name, (mean, std) in h["fig2_rate_mean_std"].items():
+        lines.append(f"| {name} | {pm(mean, std)} | {pct(h['fig2_oracle_rate'][name])} |")
+    lines += ["", "| training-set size | rate |", "|---|---|"]
+    lines += [f"| {n} | {pm(*v)} |" for n, v in h["rate_vs_num_train"].items()]
+    lines += ["", "| mode spacing | rate |", "|---|---|"]
+    lines += [f"| {d} | {pm(*v)} |" for d, v in h["rate_vs_separation"].items()]
+    lines += report.detection_lines(h["detection"])
+    lines += ["", "![Fig. 2](gmm1d/fig2_density.png)", "", "![sweeps](gmm1d/sweeps.png)", "",
+              "![Appendix C](gmm1d/appendix_c_density.png)", "",
+              "![Fig. 7 (1D)](gmm1d/fig7_variance.png)", ""]
+    return lines
+
+
+def _first_1d(results) -> str | None:
+    fig2 = ledger.read(results, "gmm1d", "fig2")
+    return next(iter(fig2)) if fig2 else None
+
+
+def _interp_1d(results):
+    name = _first_1d(results)
+    b = name and ledger.read(results, "gmm1d", "bridges", name)
+    if not b:
+        return None
+    n = ledger.num_samples(results, "gmm1d")
+    exact = float(ledger.snap(b["oracle"]["bridge"], n))
+    counting = intervals.difference(ledger.rate_interval(b["bridge"]["per_seed"], n),
+                                    ledger.rate_interval([exact], n))
+    m = ledger.Measurement([float(v) - exact for v in ledger.snap(b["bridge"]["per_seed"], n)],
+                           ledger.protocol(results, "gmm1d", name),
+                           f"DDPM bridges {ledger.pct(b['bridge']['mean'])}, exact score "
+                           f"{ledger.pct(exact)} (blur {ledger.pct(b['blur']['mean'])} not "
+                           "counted)", counting=counting)
+    return ledger.gated(m, results, "gmm1d", [name])
+
+
+def _sweep_difference(results, panel, label):
+    sweep = ledger.read(results, "gmm1d", panel)
+    if not sweep or len(sweep["x"]) < 2:
+        return None
+    cfg = ledger.config_of(results, "gmm1d")
+    n = ledger.num_samples(results, "gmm1d")
+    first, last = ledger.snap(sweep["per_seed"][0], n), ledger.snap(sweep["per_seed"][-1], n)
+    counting = intervals.difference(ledger.rate_interval(first, n), ledger.rate_interval(last, n))
+    m = ledger.Measurement(list(first - last),
+                           ledger.protocol(results, "gmm1d", f"{label} {sweep['x']}"),
+                           f"rate {ledger.pct(float(first.mean()))} at {sweep['x'][0]} -> "
+                           f"{ledger.pct(float(last.mean()))} at {sweep['x'][-1]} (k = "
+                           f"{cfg.get('k')}, same training steps for every configuration)",
+                           counting=counting)
+    return ledger.gated(m, results, "gmm1d", sweep.get("configs"))
+
+
+def _detection_1d(results):
+    name = _first_1d(results)
+    b = name and ledger.read(results, "gmm1d", "bridges", name)
+    if not b:
+        return None
+    vals = [v for v in ledger.floats(b["bridges_removed_at_96_kept"]["per_seed"])
+            if np.isfinite(v)]
+    (removed, pos), positives = mixture_study.bridge_detection_counts(
+        b, "removed_at_96_kept", ledger.num_samples(results, "gmm1d"))
+    m = ledger.Measurement(vals, ledger.protocol(results, "gmm1d", name + ", window t in [0, 10), "
+                                                 "bridges vs in-support"),
+                           f"AUROC {ledger.fmt(b['bridges_auroc']['mean'], 'auroc')}; bridges "
+                           f"per model {b['num_bridges']}", counting=intervals.wilson(removed, pos),
+                           positives=positives)
+    return ledger.gated(m, results, "gmm1d", [name])
+
+
+def _control(results):
+    """The exact score's hallucination rate, one value per mixture of gmm1d and gmm2d; the
+    ablations' strided samplers, where run, in the note."""
+    vals, notes, trials = [], [], []
+    for exp in ("gmm1d", "gmm2d"):
+        for name, b in (ledger.read(results, exp, "bridges") or {}).items():
+            vals.append(b["oracle"]["hallucinated"])
+            trials.append(ledger.num_samples(results, exp))
+    if not vals:
+        return None
+    samplers = ledger.read(results, "ablations", "samplers") or {}
+    for src, variants in samplers.items():
+        for v, confs in variants.items():
+            if "T'" in v:
+                worst = max(c["oracle_rate"] for c in confs.values())
+                notes.append(f"{v} {ledger.pct(worst)}")
+    note = (f"exact score with the experiments' 1000-step DDPM sampler, one value per mixture of "
+            f"gmm1d/gmm2d (largest {ledger.pct(max(vals))})")
+    if notes:
+        note += "; strided samplers make even the exact score leave the support: " + ", ".join(
+            notes[:4])
+    return ledger.Measurement(vals, "exact-score sampler beside every trained model", note,
+                              counting=ledger.rate_interval(vals, trials))
+
+
+STUDY = Study(
+    "gmm1d",
+    Schema(metrics=("k", "configs", "fig2", "size_sweep", "separation_sweep", "detection",
+                    "bridges", "convergence"),
+           headline=("k", "fig2_rate_mean_std", "fig2_oracle_rate", "rate_vs_num_train",
+                     "rate_vs_separation", "detection", "bridges")),
+    summary=summary_lines,
+    claims=(
+        ledger.Claim("control", "The exact score does not hallucinate (the control).",
+                     "exact-score hallucination rate per mixture (1000 steps)", 0.001, 0.01,
+                     False, _control),
+        ledger.Claim("interpolation_1d", "A DDPM trained on a 1D mixture samples between nearest "
+                     "modes, where the data has no mass; the exact score does not (Fig. 2).",
+                     "bridge rate, DDPM minus exact score", 0.001, 0.0, True, _interp_1d),
+        ledger.Claim("more_data", "More training samples, fewer interpolated samples (Fig. 2, "
+                     "App. C).", "rate at the smallest minus the largest training set", 0.0, 0.0,
+                     True, lambda r: _sweep_difference(r, "size_sweep", "training-set sizes")),
+        ledger.Claim("separation", "Farther modes, fewer interpolated samples (Fig. 2, App. C).",
+                     "rate at the smallest minus the largest spacing", 0.0, 0.0, True,
+                     lambda r: _sweep_difference(r, "separation_sweep", "mode spacings")),
+        ledger.Claim("detect_95_96_1d", "The same, 1D (Fig. 2's first mixture).",
+                     "bridges removed at 96 % kept", 0.95, 0.5, True, _detection_1d,
+                     detection=True),
+    ),
+)

@@ -2,7 +2,8 @@
 tabulate rates and detection, and save / load the trained models for later analyses.
 
 The studies of `gmm1d`, `gmm2d` and `convergence` are built on `run_mixture_study`; the analyses
-(detection, trajectories, score analysis, ablations) reload its models with `load_models`.
+(detection, trajectories, score analysis, ablations) reload its models with
+`mixture_models.load_models`.
 A study config is any config with the `mi_jax.config.RECIPE` fields plus num_samples,
 chunk_size, hal_window, train_chunk, k and the convergence-curve fields (`config.COMMON`).
 """
@@ -18,10 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mi_jax import config
+from mi_jax import ledger
 from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.schedule import Schedule
+from mi_jax.evaluation import intervals
 from mi_jax.sampling.observers import paper_observers
 from mi_jax.sampling.sampler import SampleResult
 from mi_jax.sweeps import (Config, Grid, auto_mesh, hallucination_rates, init_grid, sample_grid,
@@ -330,6 +332,27 @@ def bridge_table(study: StudyResult, k: float) -> dict:
     return table
 
 
+def bridge_detection_counts(entry: dict, key: str, num_samples) -> tuple:
+    """(counts, positives) of one configuration's bridge detection `key` (auroc or
+    removed_at_96_kept) over its seeds, from a `bridge_table` entry as read back from
+    metrics.json: counts are what `combined_detection_interval` pools."""
+    vals = ledger.floats(entry[f"bridges_{key}"]["per_seed"])
+    pos = [int(p) for p in entry["num_bridges"]]
+    if key == "auroc":
+        neg = [num_samples * (1 - h) for h in ledger.floats(entry["hallucinated"]["per_seed"])]
+        ok = [i for i, v in enumerate(vals) if np.isfinite(v)]
+        return ([vals[i] for i in ok], [pos[i] for i in ok], [neg[i] for i in ok]), sum(pos)
+    return ledger.pooled_counts(vals, pos), sum(pos)
+
+
+def combined_detection_interval(counts: list, key: str) -> tuple:
+    """The 95 % counting interval of several configurations' `bridge_detection_counts`."""
+    if key == "auroc":
+        aucs, pos, neg = (sum((list(p[i]) for p in counts), []) for i in range(3))
+        return intervals.mean_auroc_interval(aucs, pos, neg)
+    return intervals.wilson(sum(p[0] for p in counts), sum(p[1] for p in counts))
+
+
 MODELS_FILE = "models.npz"
 
 
@@ -344,55 +367,3 @@ def save_models(workdir, study: StudyResult) -> None:
               num_train=np.asarray([c.num_train for c in study.grid.configs]),
               names=np.asarray([c.name for c in study.grid.configs]),
               seeds=np.asarray(study.grid.seeds))
-
-
-@dataclasses.dataclass
-class TrainedModels:
-    grid: Grid
-    network: object
-    params: object          # stacked (M, ...)
-    schedule: Schedule
-    config: object          # the source study's Config (see saved_study_config)
-    source: str
-
-
-def saved_study_config(saved: dict):
-    """A finished mixture directory's `config.json` as its study's Config (gmm1d or gmm2d; else
-    just the training recipe, `config.RecipeConfig`)."""
-    from mi_jax.studies import gmm1d, gmm2d
-    from mi_jax.validation import InputError
-
-    for study in (gmm1d, gmm2d):
-        try:
-            return config.from_values(study.Config, saved)
-        except InputError:
-            continue
-    return config.from_values(config.RecipeConfig, saved, ignore_unknown=True)
-
-
-def load_models(workdir, compute_dtype: str | None = None) -> TrainedModels:
-    """The trained models of a finished mixture experiment (gmm1d / gmm2d work directory).
-    compute_dtype: the network's matmul precision (None: the run's own; the params are the same
-    pytree either way)."""
-    from mi_jax import checkpoint
-    from mi_jax.nets import make_mlp
-    from mi_jax.workdir import CONFIG_FILE, METRICS_FILE, read_json
-
-    workdir = Path(workdir)
-    for name in (CONFIG_FILE, METRICS_FILE, MODELS_FILE, TRAIN_CHECKPOINT):
-        check((workdir / name).exists(), "models_from", str(workdir),
-              f"holds no finished mixture experiment (missing {name})")
-    cfg = saved_study_config(read_json(workdir / CONFIG_FILE))
-    with np.load(workdir / MODELS_FILE) as f:
-        configs = []
-        for c, name in enumerate(f["names"]):
-            m = mx.GaussianMixture(f["means"][c], f["stds"][c], f["weights"][c], f["mask"][c])
-            configs.append(Config(str(name), m, int(f["num_train"][c])))
-        grid = Grid(configs, [int(s) for s in f["seeds"]])
-    network = make_mlp(configs[0].mixture.dim, cfg.width, 3, cfg.tied,
-                       num_timesteps=cfg.T, input_bias=cfg.input_bias,
-                       compute_dtype=compute_dtype or cfg.compute_dtype or "float32")
-    train_cfg = train_config_from(cfg)
-    state = checkpoint.load(workdir / TRAIN_CHECKPOINT, init_grid(network, train_cfg, grid))
-    return TrainedModels(grid, network, state.eval_params, schedule_from_config(cfg), cfg,
-                         str(workdir))

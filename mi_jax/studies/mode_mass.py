@@ -23,7 +23,7 @@ from mi_jax import plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.sampling.sampler import print_progress
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 from mi_jax.validation import InputError
 
@@ -75,7 +75,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     out, arrays = {}, {}
     for path in model_sources(cfg, workdir):
-        models = mixture_study.load_models(path)
+        models = mixture_models.load_models(path)
         grid, schedule = models.grid, models.schedule
         name = str(path).rstrip("/").split("/")[-1]
         dim = grid.configs[0].mixture.dim

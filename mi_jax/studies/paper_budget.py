@@ -134,9 +134,10 @@ STUDIES = ("gmm1d", "gmm2d")
 def _unit_state(unit_dir: Path):
     """A finished unit's training state (stacked, one model), its grid and its study config."""
     from mi_jax import checkpoint
+    from mi_jax.studies import mixture_models
     from mi_jax.studies import mixture_study as ms
 
-    trained = ms.load_models(unit_dir)
+    trained = mixture_models.load_models(unit_dir)
     cfg = trained.config
     target = ms.init_grid(trained.network, ms.train_config_from(cfg), trained.grid)
     return checkpoint.load(unit_dir / tr.TRAIN_CHECKPOINT, target), trained.grid

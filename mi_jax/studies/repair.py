@@ -37,7 +37,7 @@ from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.evaluation.mixture import mode_quality
 from mi_jax.sampling import repair
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models
 from mi_jax.studies.runner import analysis_options, run_or_reuse
 from mi_jax.validation import InputError
 
@@ -80,7 +80,7 @@ def validate(cfg: Config) -> None:
     if cfg.chunk_size > cfg.num_samples:
         raise InputError(f"chunk_size={cfg.chunk_size}: exceeds num_samples={cfg.num_samples}")
     for path in (cfg.models_from.split(",") if cfg.models_from else []):
-        models = mixture_study.load_models(path)  # one-line error if not a finished run
+        models = mixture_models.load_models(path)  # one-line error if not a finished run
         if models.grid.configs[0].mixture.dim != 2:
             raise InputError(f"models_from={path}: not a 2D mixture run (gmm2d)")
         T = models.schedule.num_steps
@@ -134,7 +134,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     workdir = Path(workdir)
     per_config: dict = {}
     for path in _sources(cfg, workdir):
-        models = mixture_study.load_models(path)
+        models = mixture_models.load_models(path)
         grid = models.grid
         keys = grid.keys(PHASE_REPAIR)
         for m in range(grid.num_models):

@@ -1,5 +1,5 @@
 """Running studies by name: a preset's config, a finished result reused, the models an analysis
-loads."""
+loads, and the main job over the study registry (`mi_jax.studies.registry`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Sequence
 
 from mi_jax import config
 from mi_jax import workdir as wd
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models, registry
 from mi_jax.validation import InputError
 
 
@@ -28,6 +28,8 @@ def run_or_reuse(name: str, preset: str, workdir, overwrite: bool = False,
     workdir = Path(workdir)
     if wd.finished(workdir, cfg):
         print(f"== {name}: finished result found in {workdir}, not re-run", flush=True)
+        if name in registry.MAIN_JOB + registry.BESIDE_MAIN_JOB:
+            return registry.get(name).read_metrics(workdir)  # checked against its schema
         return wd.read_json(workdir / wd.METRICS_FILE)
     print(f"== {name} ({preset}) -> {workdir}", flush=True)
     t0 = time.perf_counter()
@@ -69,11 +71,7 @@ def check_models_from(cfg) -> None:
     """Every `models_from` directory must hold a finished gmm1d/gmm2d run (one-line error)."""
     if cfg.models_from:
         for path in cfg.models_from.split(","):
-            mixture_study.load_models(path)
-
-
-# Analyses that reuse the models trained by the mixture studies of the same job.
-USES_MODELS = ("detection", "trajectories", "score_analysis", "ablations")
+            mixture_models.load_models(path)
 
 
 def selected(text: str | None, names: Sequence[str]) -> list:
@@ -88,32 +86,28 @@ def selected(text: str | None, names: Sequence[str]) -> list:
 
 
 def run_all(root: Path, preset: str, names, overwrite: bool = False) -> dict:
-    """Run (or reuse) the studies `names` at `preset`, each in `root/<name>`; an analysis gets
-    the models of the same job's gmm1d/gmm2d (or shapes) runs, which run first if needed."""
+    """Run (or reuse) the registered studies `names` at `preset`, each in `root/<name>`; a study
+    that analyses other studies' models (`Study.needs`) gets those of the same job, which run
+    first if needed."""
     root = Path(root)
     results = {}
     for name in names:
-        overrides = None
-        if name == "shapes_detection":
-            overrides = {"models_from": str(root / "shapes")}
-            if "shapes" not in results:
-                results["shapes"] = run_or_reuse("shapes", preset, root / "shapes", overwrite)
-        if name in USES_MODELS:
-            overrides = {"models_from": f"{root / 'gmm1d'},{root / 'gmm2d'}"}
-            for dep in ("gmm1d", "gmm2d"):
-                if dep not in results:
-                    results[dep] = run_or_reuse(dep, preset, root / dep, overwrite)
+        needs = registry.get(name).needs
+        for dep in needs:
+            if dep not in results:
+                results[dep] = run_or_reuse(dep, preset, root / dep, overwrite)
+        overrides = {"models_from": ",".join(str(root / dep) for dep in needs)} if needs else None
         results[name] = run_or_reuse(name, preset, root / name, overwrite, overrides)
     return {n: results[n] for n in names}
 
 
 def main_job(root: Path, preset: str = "quick", names=None, overwrite: bool = False) -> str:
-    """The main job: `run_all`, then the claims ledger and `summary.md` / `summary.json` in
-    `root`; returns the summary text."""
+    """The main job: `run_all` (default: every study of `registry.MAIN_JOB`), then the claims
+    ledger and `summary.md` / `summary.json` in `root`; returns the summary text."""
     from mi_jax import ledger
     from mi_jax.report import summary_markdown
 
-    names = list(ledger.EXPERIMENTS) if names is None else list(names)
+    names = list(registry.MAIN_JOB) if names is None else list(names)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     results = run_all(root, preset, names, overwrite)
@@ -122,49 +116,4 @@ def main_job(root: Path, preset: str = "quick", names=None, overwrite: bool = Fa
                                          **{n: r["headline"] for n, r in results.items()}})
     text = summary_markdown(results, preset, rows)
     wd.write_text(root / "summary.md", text)
-    return text
-
-
-def write_ledger(root: Path) -> str:
-    """The claims ledger of a directory of finished studies: `ledger.md`, `ledger.json`."""
-    from mi_jax import ledger
-
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"workdir={root}: is not a directory")
-    rows = ledger.ledger_from_workdir(root)
-    if all(r["verdict"] == ledger.NOT_MEASURED for r in rows):
-        raise InputError(f"workdir={root}: holds no finished experiment ("
-                         + ", ".join(ledger.EXPERIMENTS) + " sub-directories)")
-    text = ledger.ledger_markdown(rows)
-    wd.write_json(root / "ledger.json", {"ledger": rows, "rule": ledger.RULE})
-    wd.write_text(root / "ledger.md", text)
-    return text
-
-
-def write_results(path, columns) -> str:
-    """`ledger.results_markdown` of the committed ledgers named by `columns` ("label:directory",
-    each directory holding a `ledger.json`), written to `path`; returns the text."""
-    from mi_jax import ledger
-
-    rows, sources, progress = {}, {}, {}
-    for item in columns:
-        label, sep, directory = item.partition(":")
-        if not sep or not label or not directory:
-            raise InputError(f"columns={item}: must be label:directory")
-        file = Path(directory) / "ledger.json"
-        if not Path(directory).is_dir():
-            raise InputError(f"columns={item}: {directory} is not a directory")
-        if file.exists():
-            rows[label], sources[label] = wd.read_json(file)["ledger"], str(file)
-        else:  # no study finished there yet: every row "not measured"
-            rows[label], sources[label] = ledger.ledger({}), f"{directory} (no ledger.json yet)"
-        if (Path(directory) / "units").is_dir():  # the paper budget's units (paper_budget)
-            from mi_jax.studies import paper_budget as pb
-
-            progress[label] = "\n".join(
-                ["| unit | state |", "|---|---|"]
-                + [f"| {u.name} | {pb.status(directory, u)} |" for u in pb.units()])
-    text = ledger.results_markdown(rows, sources, progress)
-    wd.write_text(Path(path), text)
     return text

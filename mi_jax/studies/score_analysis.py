@@ -18,14 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mi_jax import config
-from mi_jax import plots, sweeps
+from mi_jax import config, ledger
+from mi_jax import plots, report, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
 from mi_jax.data import support
 from mi_jax.diffusion.forward import predict_x0
 from mi_jax.diffusion.oracle import oracle_score, oracle_x0
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models
+from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
 OPTIONS = analysis_options(
@@ -76,7 +77,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     out, arrays = {}, {}
     for path in model_sources(cfg, workdir):
-        models = mixture_study.load_models(path)
+        models = mixture_models.load_models(path)
         name = str(path).rstrip("/").split("/")[-1]
         dim = models.grid.configs[0].mixture.dim
         out[name] = (_analyse_1d if dim == 1 else _analyse_2d)(models, cfg, workdir, name)
@@ -86,8 +87,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
                "provenance": wd.provenance()}
     metrics["headline"] = {n: src.get("summary", {}) for n, src in out.items()}
     wd.write_npz(workdir / "arrays.npz", **arrays)
-    wd.write_json(workdir / wd.METRICS_FILE, metrics)
-    return metrics
+    return STUDY.write_metrics(workdir, metrics)
 
 
 def _analyse_1d(models, cfg, workdir, name) -> dict:
@@ -179,3 +179,61 @@ def _analyse_2d(models, cfg, workdir, name) -> dict:
                               "mass_mapped_between_modes_learned": frac["learned"]}
     wd.save_figure(fig, workdir / f"fig4_{name}.png")
     return {"summary": summary, "_arrays": saved}
+
+
+# ------------------------------------------------------------------------------------------
+# Outputs: the summary section and the ledger claims (see mi_jax.studies.registry)
+# ------------------------------------------------------------------------------------------
+
+
+def summary_lines(metrics: dict) -> list:
+    h, pct = metrics["headline"], report.pct
+    lines = ["## Mechanism: exact vs learned x0_hat (paper Fig. 4)", "",
+             "Per gap between neighbouring modes (mean over gaps and seeds): the steepest slope "
+             "of x0_hat(x_t), and the probability mass under the exact noised marginal of the "
+             "x_t whose x0_hat lands between modes.", "",
+             "| t | max slope exact | max slope learned | mass mapped between, exact | learned |",
+             "|---|---|---|---|---|"]
+    for src in h.values():
+        for t, v in sorted(src.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0):
+            if "max_slope_exact" in v:
+                lines.append(f"| {t} | {v['max_slope_exact']:.2f} | {v['max_slope_learned']:.2f} | "
+                             f"{pct(v['between_mass_exact'])} | {pct(v['between_mass_learned'])} |")
+            else:
+                lines.append(f"| 2D {t} (t={v['t']}) | | | "
+                             f"{pct(v['mass_mapped_between_modes_exact'])} | "
+                             f"{pct(v['mass_mapped_between_modes_learned'])} |")
+    lines += ["", "![Fig. 4](score_analysis/fig4_gmm1d.png)", "",
+              "![Fig. 4, 2D](score_analysis/fig4_gmm2d.png)", ""]
+    return lines
+
+
+def _smooth_x0(results):
+    sources = ledger.read(results, "score_analysis", "sources") or {}
+    src = next((src for src in sources.values() if "per_timestep" in src), None)
+    if not src or not src["per_timestep"]:
+        return None
+    per_t = src["per_timestep"]
+    t = min((int(k) for k in per_t if int(k) > 0), default=None)
+    if t is None:
+        return None
+    gaps = per_t[str(t)]["gaps"]
+    ratios = [g["max_slope_exact"] / max(g["max_slope_learned"], 1e-12) for g in gaps]
+    m = ledger.Measurement(ratios, ledger.protocol(results, "gmm1d", f"score analysis at t={t}, "
+                                                   "per gap and seed"),
+                           f"steepest slope of x0_hat(x_t) between modes: exact / learned at t={t}")
+    # Gated on the analysed configuration's own curve (score_analysis: Fig. 2's first mixture).
+    return ledger.gated(m, results, "gmm1d", [src["config"]] if "config" in src else None)
+
+
+STUDY = Study(
+    "score_analysis",
+    Schema(metrics=("k", "sources")),
+    needs=("gmm1d", "gmm2d"),
+    summary=summary_lines,
+    claims=(
+        ledger.Claim("smooth_x0", "The learned x0_hat(x_t) is a smoothed version of the exact "
+                     "near-step between modes (Fig. 4).", "exact / learned steepest slope", 2.0,
+                     1.0, True, _smooth_x0, percent=False),
+    ),
+)

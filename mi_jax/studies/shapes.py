@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mi_jax import config
-from mi_jax import checkpoint, plots, sweeps
+from mi_jax import config, ledger
+from mi_jax import checkpoint, plots, report, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import images as imgs
 from mi_jax.data import shape_counter as sc
@@ -32,6 +32,7 @@ from mi_jax.diffusion import schedule as sched
 from mi_jax.nets import make_unet
 from mi_jax.sampling.observers import paper_observers
 from mi_jax.sampling.sampler import print_progress
+from mi_jax.studies.registry import Schema, Study
 from mi_jax.training import train as tr
 from mi_jax.validation import InputError, check_training_and_sampling
 
@@ -251,7 +252,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     _figures(workdir, cfg, data, out.x, hal, hal_columns, positive,
              arrays.get("primary"), embedding, losses)
     wd.write_npz(workdir / "arrays.npz", **arrays)
-    wd.write_json(workdir / wd.METRICS_FILE, metrics)
+    STUDY.write_metrics(workdir, metrics)
     shutil.rmtree(workdir / "sample_chunks", ignore_errors=True)  # all samples are in arrays.npz
     return metrics
 
@@ -359,3 +360,61 @@ def _figures(workdir, cfg, data, x, hal, hal_columns, positive, primary, embeddi
     fig, axes = plots.figure()
     plots.loss_curves(axes[0, 0], losses, [f"seed {s}" for s in cfg.seeds])
     wd.save_figure(fig, workdir / "losses.png")
+
+
+# ------------------------------------------------------------------------------------------
+# Outputs: the summary section and the ledger claims (see mi_jax.studies.registry)
+# ------------------------------------------------------------------------------------------
+
+
+def summary_lines(metrics: dict) -> list:
+    h, pm, pct = metrics["headline"], report.pm, report.pct
+    lines = [f"## SIMPLE SHAPES (paper Figs. 1, 5, 7; {h['resolution']}x{h['resolution']}, "
+             f"seeds {h['seeds']})", ""]
+    if "hallucination_rate" in h:
+        rate = h["hallucination_rate"]
+        lines += [f"Hallucinated: {pm(*rate)} of {h['num_images']} images;"
+                  " by category: " + ", ".join(f"{c} {n}" for c, n in
+                                               h["count_by_category"].items())
+                  + f". Counter accuracy on hand-made examples: {pct(h['counter_accuracy'])}.",
+                  "", "| variance | AUROC | hallucinations removed at 96% kept |",
+                  "|---|---|---|"]
+        for name in ("whole_image", "column_max", "square_column"):
+            if f"{name}_auroc" in h:
+                lines.append(f"| {name} | {h[f'{name}_auroc']:.3f} | "
+                             f"{pct(h[f'{name}_removed_at_96_kept'])} |")
+    lines += ["", "![samples](shapes/fig5_samples.png)", "",
+              "![Fig. 7 (shapes)](shapes/fig7_variance.png)", "",
+              "![bottleneck](shapes/embedding_bottleneck.png)", ""]
+    return lines
+
+
+def _shapes_duplicates(results):
+    per_seed = ledger.read(results, "shapes", "rates", "per_seed")
+    if not per_seed:
+        return None
+    cfg = ledger.config_of(results, "shapes")
+    shares = [r["category_primary"]["duplicate"] for r in per_seed]
+    return ledger.Measurement(shares,
+                              f"shapes preset {cfg.get('preset')}: {cfg.get('resolution')}px, "
+                              f"{cfg.get('steps')} steps, {cfg.get('num_samples')} images/model, "
+                              f"seeds {cfg.get('seeds')}",
+                              "share of generated images whose main defect is a duplicated shape",
+                              counting=ledger.rate_interval(
+                                  shares, ledger.num_samples(results, "shapes")))
+
+
+# Without a shape counter (--images_dir) a run has no rates, detection or counter accuracy.
+STUDY = Study(
+    "shapes",
+    Schema(metrics=("network", "throughput"),
+           optional=("rates", "detection", "counter_accuracy", "train_in_support",
+                     "embedding_groups"),
+           headline=("resolution", "seeds")),
+    summary=summary_lines,
+    claims=(
+        ledger.Claim("shapes_duplicates", "A DDPM on SIMPLE SHAPES generates duplicated shapes, "
+                     "never seen in training (Figs. 1, 5).", "duplicate share of generated images",
+                     0.01, 0.0, True, _shapes_duplicates),
+    ),
+)

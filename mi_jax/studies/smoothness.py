@@ -43,7 +43,7 @@ from mi_jax.data import support
 from mi_jax.diffusion.forward import eps_loss, predict_x0, q_sample
 from mi_jax.diffusion.oracle import oracle_eps, oracle_x0
 from mi_jax.evaluation.mixture import mode_quality
-from mi_jax.studies import gmm2d, mixture_study
+from mi_jax.studies import gmm2d, mixture_models
 from mi_jax.validation import InputError
 
 PHASE_HELDOUT = 8
@@ -166,7 +166,7 @@ def sharpness(x0_fn, schedule, mixture, key, cfg: Config) -> dict:
 
 def evaluate_arm(workdir: Path, cfg: Config, log=print) -> dict:
     """Per layout: one row per model of the arm in `workdir` (seed, rates, loss, sharpness)."""
-    models = mixture_study.load_models(workdir)
+    models = mixture_models.load_models(workdir)
     grid, schedule = models.grid, models.schedule
     with np.load(workdir / "arrays.npz") as z:
         samples = z["samples"]
@@ -242,7 +242,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
         _run_arm(arm_config(cfg, term, weight), workdir / name, log)
     names = [a[0] for a in arms]
     per_arm = {name: evaluate_arm(workdir / name, cfg, log) for name in names}
-    plain = mixture_study.load_models(workdir / "plain")
+    plain = mixture_models.load_models(workdir / "plain")
     configs = plain.grid.configs
     reference = exact_reference(cfg, configs, plain.schedule)
     table = {conf.name: {arm: summarise(rows[conf.name], cfg.timesteps)
@@ -317,7 +317,7 @@ def _figure(workdir: Path, table: dict, names) -> str:
 def _profiles(workdir: Path, names, cfg: Config) -> str:
     """x0_hat along the central neighbour pair's segment (projection on it, 0 = mode a, 1 = mode
     b) at the smallest and largest timestep: exact vs each arm's first model."""
-    arms = {n: mixture_study.load_models(workdir / n) for n in names}
+    arms = {n: mixture_models.load_models(workdir / n) for n in names}
     first = next(iter(arms.values()))
     configs, schedule = first.grid.configs, first.schedule
     ts = sorted({min(cfg.timesteps), max(cfg.timesteps)})

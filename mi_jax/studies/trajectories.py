@@ -17,7 +17,8 @@ from mi_jax import plots, sweeps
 from mi_jax import workdir as wd
 from mi_jax.data import support
 from mi_jax.sampling.observers import paper_observers
-from mi_jax.studies import mixture_study
+from mi_jax.studies import mixture_models
+from mi_jax.studies.registry import Schema, Study
 from mi_jax.studies.runner import analysis_options, check_models_from, model_sources
 
 OPTIONS = analysis_options(
@@ -40,7 +41,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     validate(cfg)
     out, arrays = {}, {}
     for path in model_sources(cfg, workdir):
-        models = mixture_study.load_models(path)
+        models = mixture_models.load_models(path)
         grid = models.grid
         dim = grid.configs[0].mixture.dim
         t_max = min(cfg.t_max, models.schedule.num_steps)
@@ -76,8 +77,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
                             for n, groups in out.items()},
                "provenance": wd.provenance()}
     wd.write_npz(workdir / "arrays.npz", **arrays)
-    wd.write_json(workdir / wd.METRICS_FILE, metrics)
-    return metrics
+    return STUDY.write_metrics(workdir, metrics)
 
 
 def _panel(ax, traj, inside, dim, per_class, conf, m) -> None:
@@ -107,3 +107,18 @@ def _panel(ax, traj, inside, dim, per_class, conf, m) -> None:
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
     ax.set_title(f"{conf.name} (model {m})", fontsize=9)
+
+
+# ------------------------------------------------------------------------------------------
+# Outputs: the summary section and the ledger claims (see mi_jax.studies.registry)
+# ------------------------------------------------------------------------------------------
+
+
+def summary_lines(metrics: dict) -> list:
+    return ["## Trajectories (paper Fig. 6)", "",
+            "![Fig. 6, 1D](trajectories/fig6_gmm1d.png)", "",
+            "![Fig. 6, 2D](trajectories/fig6_gmm2d.png)", ""]
+
+
+STUDY = Study("trajectories", Schema(metrics=("k", "sources")), needs=("gmm1d", "gmm2d"),
+              summary=summary_lines)
