@@ -580,7 +580,7 @@ def test_window_in_training_timesteps_on_a_dense_tail_sampler(key):
     def hal(window, clock):
         training = rec.Training(net, train_sched, cfg, 1, window=window, window_clock=clock,
                                 **base)
-        return rec._sample_group(training, params, [0], 0, 64, (2,), ("x0",), None).hal
+        return rec._sample_group(training, params, [0], 0, 64, (2,), (), None).hal
 
     for hi in (5, 12):
         steps = int(np.sum(ts < hi))

@@ -279,7 +279,8 @@ def evaluate_source(src: _Source, cfg: Config, log=print) -> tuple[dict, dict]:
                 for d in rows[0][t] if all(d in r[t] for r in rows)}
             for t in rows[0]}
         for t in rows[0]:
-            if bm.BEST_WINDOW in rows[0][t]:
+            # summarised only when every seed chose a window (a seed without positives has none)
+            if bm.BEST_WINDOW in result["configs"][name][t]:
                 result["configs"][name][t][bm.BEST_WINDOW]["windows"] = [
                     r[t][bm.BEST_WINDOW]["window"] for r in rows if bm.BEST_WINDOW in r[t]]
     return result, arrays
