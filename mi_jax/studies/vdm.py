@@ -179,7 +179,7 @@ def summary_lines(metrics: dict) -> list:
     lines = ["## VDMs with T training and T' sampling steps (paper App. Fig. 11, first columns)",
              "", "Bridge rate per (T, T'), mean +- std over seeds, against the exact score "
              "sampled with the same T' steps; AUROC of the x0_hat variance over the last "
-             f"{metrics.get('window', 10)} steps against bridges.", "",
+             "`window` sampling steps (config.json) against bridges.", "",
              "| T | T' | VDM bridges | exact score | AUROC vs bridges |", "|---|---|---|---|---|"]
     for c in metrics["cells"].values():
         lines.append(f"| {c['T'] or 'continuous'} | {c['T_prime']} | "
