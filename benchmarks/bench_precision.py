@@ -21,7 +21,6 @@ This measures precision at sampling time; the effect of bf16 on training is the 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from benchmarks.common import print_table, write_results
 from mi_jax import checkpoint
+from mi_jax import workdir as wd
 from mi_jax.data import shape_counter as sc
 from mi_jax.diffusion import schedule as sched
 from mi_jax.nets import COMPUTE_DTYPES, make_unet
@@ -58,7 +58,7 @@ def _timed(draw, num: int, chunk: int):
 
 def run_shapes(workdir: Path, num: int, sampling_steps: int | None, chunk: int,
                seed: int) -> dict:
-    cfg = json.loads((workdir / "config.json").read_text())
+    cfg = wd.read_config(workdir)
     res = cfg["resolution"]
     params = load_params(workdir, cfg)
     steps = sampling_steps or cfg["sampling_steps"]

@@ -105,7 +105,7 @@ def mi_jax_rows(dirs: list) -> tuple:
         d = Path(d)
         if not (d / wd.METRICS_FILE).exists():
             raise InputError(f"mi_jax={d}: holds no finished gmm1d / gmm2d run")
-        metrics, cfg = wd.read_json(d / wd.METRICS_FILE), wd.read_json(d / wd.CONFIG_FILE)
+        metrics, cfg = wd.read_json(d / wd.METRICS_FILE), wd.read_config(d)
         for name, b in metrics["bridges"].items():
             width[name] = b["oracle_mode_width"]
             recipe[name] = {key: cfg.get(key) for key in (

@@ -38,8 +38,11 @@ _REQUIRED = _Required()  # Option.default when every preset must set the field
 class Option:
     """One config field. kind: int | float | str | choice | bool | ints | floats | window | windows.
 
-    `default` fills the field when no preset sets it (None: an optional field, left out of the
-    saved config while unset); without one, every preset must set it.
+    `default` fills the field when no preset sets it (None: an optional field whose unset state
+    means something of its own, e.g. "the dataset preset's value"); without one, every preset must
+    set it. `execution`: the field says how the work is split (chunk sizes: memory, progress,
+    which random draws a chunk gets), not what is measured; a work directory is reused and
+    resumed across execution settings (`mi_jax.workdir`), and config.json keeps them apart.
     """
 
     name: str
@@ -52,6 +55,7 @@ class Option:
     min_len: int = 1
     max_len: int | None = None
     default: Any = _REQUIRED
+    execution: bool = False
 
 
 _TYPES = {"int": int, "float": float, "str": str, "choice": str, "bool": bool,
@@ -149,15 +153,28 @@ def _jsonable(value):
 
 
 def _to_dict(self) -> dict:
-    """The config as saved in `config.json`: lists for sequences, unset optional fields left out
-    (so directories written before a field was added still match)."""
-    out = {}
-    for f in dataclasses.fields(self):
-        value = getattr(self, f.name)
-        if value is None and f.metadata["option"].default is None:
-            continue
-        out[f.name] = _jsonable(value)
-    return out
+    """Every field, JSON-able (lists for sequences, None for an unset optional field)."""
+    return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _part(self, execution: bool) -> dict:
+    return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+            if f.metadata["option"].execution == execution}
+
+
+def _protocol(self) -> dict:
+    """The fields that define what is measured (all but the execution settings)."""
+    return _part(self, False)
+
+
+def _execution(self) -> dict:
+    """The execution settings (Option.execution): how the work is split, not what it measures."""
+    return _part(self, True)
+
+
+def _from_saved(cls, saved: Mapping):
+    """A saved config (config.json, flat) as an instance, defaults filled in for fields it lacks."""
+    return from_values(cls, saved)
 
 
 def _replace(self, **changes):
@@ -168,7 +185,8 @@ def _replace(self, **changes):
 def config_class(name: str, options: Sequence[Option], doc: str = "") -> type:
     """A frozen, keyword-only dataclass with one typed field per option (see the module doc).
 
-    Instances have `to_dict()` (the saved form) and `replace(**changes)` (checked).
+    Instances have `to_dict()` (every field), `protocol()` / `execution()` (the two parts that
+    config.json keeps apart) and `replace(**changes)` (checked).
     """
     names = [o.name for o in options]
     if len(set(names)) != len(names):
@@ -182,7 +200,9 @@ def config_class(name: str, options: Sequence[Option], doc: str = "") -> type:
         typ = _TYPES[opt.kind] if opt.default is not None else _TYPES[opt.kind] | None
         fields.append((opt.name, typ, dataclasses.field(**kwargs)))
     cls = dataclasses.make_dataclass(name, fields, frozen=True, kw_only=True,
-                                     namespace={"to_dict": _to_dict, "replace": _replace})
+                                     namespace={"to_dict": _to_dict, "replace": _replace,
+                                                "protocol": _protocol, "execution": _execution,
+                                                "from_saved": classmethod(_from_saved)})
     cls.__doc__ = doc or f"Config of one study ({', '.join(names)})."
     return cls
 
@@ -221,6 +241,14 @@ def pick(options: Sequence[Option], *names: str) -> tuple:
     return tuple(by_name[n] for n in names)
 
 
+# Execution settings shared by every study that samples or trains in chunks.
+CHUNK_SIZE = Option("chunk_size", "int", "Samples per sampler call (bounds memory; an execution "
+                    "setting: it changes which random draws each chunk gets, not their "
+                    "distribution).", low=1, execution=True)
+TRAIN_CHUNK = Option("train_chunk", "int", "Training steps per jitted call (progress and "
+                     "checkpoint granularity; an execution setting: the result is the same).",
+                     low=1, execution=True)
+
 COMMON = (
     Option("preset", "choice", "Settings to start from: quick (CPU) or paper (official).",
            choices=("quick", "paper")),
@@ -232,7 +260,7 @@ COMMON = (
     Option("lr_schedule", "choice", "constant (official) or cosine decay to 0 over --steps.",
            choices=("constant", "cosine")),
     Option("num_samples", "int", "Samples drawn per model.", low=1),
-    Option("chunk_size", "int", "Samples per sampler call (bounds memory).", low=1),
+    CHUNK_SIZE,
     Option("hal_window", "window", "Trajectory-variance window lo,hi (timesteps [lo, hi); t=0 is "
            "the last reverse step).", low=0),
     Option("T", "int", "Diffusion steps.", low=2),
@@ -243,7 +271,7 @@ COMMON = (
     Option("width", "int", "Hidden width of the MLP.", low=2),
     Option("tied", "bool", "Tie the residual blocks' weights, as the official code does."),
     Option("k", "float", "In-support radius in mode standard deviations.", low=0, low_open=True),
-    Option("train_chunk", "int", "Training steps per jitted call (progress granularity).", low=1),
+    TRAIN_CHUNK,
     # The recipe options below came after the first work directories were written: their
     # defaults are the earlier (official) behaviour, so those directories still load.
     Option("focus_steps", "int", "Importance-weighted timesteps: draw a --focus_prob share of t "
@@ -265,21 +293,20 @@ COMMON = (
            "unshuffled batches).", choices=("random", "in_order"), default="random"),
     Option("jacobian_weight", "float", "Weight of the second-order (Jacobian) denoising term added "
            "to the loss: the learned eps is fitted to jump between modes as the exact one does "
-           "(unset or 0: the plain objective, official).", low=0, default=None),
-    Option("jacobian_t_max", "int", "Apply the Jacobian term only at t < this (unset or 0: at every "
-           "t).", low=0, default=None),
+           "(0: the plain objective, official).", low=0, default=0.0),
+    Option("jacobian_t_max", "int", "Apply the Jacobian term only at t < this (0: at every t).",
+           low=0, default=0),
     Option("between_weight", "float", "Weight of the between-points term added to the loss: x0_hat "
            "at noised points between two training points regressed on the minibatch's "
-           "closed-form denoiser (unset or 0: the plain objective, official).", low=0,
-           default=None),
-    Option("between_t_max", "int", "The between-points term's timesteps: t < this (unset: 50).",
-           low=1, default=None),
+           "closed-form denoiser (0: the plain objective, official).", low=0, default=0.0),
+    Option("between_t_max", "int", "The between-points term's timesteps: t < this.", low=1,
+           default=50),
     Option("input_bias", "bool", "Give the MLP's input layer a bias (the official one has none, "
            "which blinds it to |x| near x = 0: see mode_mass).", default=False),
-    Option("compute_dtype", "choice", "Network matmul precision (unset: float32). bfloat16 = "
+    Option("compute_dtype", "choice", "Network matmul precision. bfloat16 = "
            "mixed precision: bf16 matmul operands, float32 accumulation, params and norms (MLP: "
            "the residual blocks' matmuls, opt-in for CPUs with AMX; UNet: convs and dense "
-           "layers, for GPUs).", choices=COMPUTE_DTYPES, default=None),
+           "layers, for GPUs).", choices=COMPUTE_DTYPES, default="float32"),
 )
 
 # The mixture studies' training recipe: what a finished gmm1d/gmm2d directory needs to rebuild

@@ -14,7 +14,6 @@ the metrics makes the row "not measured".
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Callable
@@ -368,6 +367,7 @@ def ledger_from_workdir(root) -> list:
     """The ledger of a directory holding finished studies in sub-directories named after them
     (the main job's layout; also a GPU run's). Each metrics.json is checked against its study's
     schema (`registry.SchemaError` names a missing key)."""
+    from mi_jax import workdir as wd
     from mi_jax.studies import registry
 
     results = {}
@@ -376,11 +376,10 @@ def ledger_from_workdir(root) -> list:
         if (d / "metrics.json").exists():
             results[study.name] = {
                 "metrics": study.read_metrics(d),
-                "config": json.loads((d / "config.json").read_text())
-                if (d / "config.json").exists() else {}}
+                "config": wd.read_config(d) if (d / wd.CONFIG_FILE).exists() else {}}
             # A study may keep one config per part in its sub-directories (recursive: datasets).
-            results[study.name]["datasets"] = {p.parent.name: json.loads(p.read_text())
-                                               for p in sorted(d.glob("*/config.json"))}
+            results[study.name]["datasets"] = {p.parent.name: wd.read_config(p)
+                                               for p in sorted(d.glob(f"*/{wd.CONFIG_FILE}"))}
     return ledger(results)
 
 

@@ -94,8 +94,62 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     _atomic_write(Path(path), buf.getvalue())
 
 
+# config.json, version 2: {"config_version": 2, "protocol": {...}, "execution": {...}}, every
+# field written (null for an unset optional one). Version 1 (no version key): one flat dict,
+# unset optional fields left out. Both are read; a directory belongs to a config when their
+# protocols agree with defaults filled in (the execution settings may differ: a run resumes and
+# a finished result is reused across chunk sizes).
+CONFIG_VERSION = 2
+
+
+def _parts(config) -> tuple[dict, dict]:
+    """(protocol, execution) of a config object (see `mi_jax.config`) or a plain dict."""
+    if hasattr(config, "protocol") and hasattr(config, "execution"):
+        return _jsonable(config.protocol()), _jsonable(config.execution())
+    return _jsonable(config), {}
+
+
+def config_record(config) -> dict:
+    """What config.json holds for `config` (version 2)."""
+    protocol, execution = _parts(config)
+    return {"config_version": CONFIG_VERSION, "protocol": protocol, "execution": execution}
+
+
+def read_config(path) -> dict:
+    """The config a directory's (or a file's) config.json holds, flat (protocol and execution
+    settings in one dict), whatever its version."""
+    path = Path(path)
+    saved = read_json(path / CONFIG_FILE if path.is_dir() else path)
+    if not isinstance(saved, dict):
+        raise InputError(f"{path}: {CONFIG_FILE} is not a JSON object")
+    version = saved.get("config_version", 1)
+    if version == 1:
+        return saved
+    if version != CONFIG_VERSION or not {"protocol", "execution"} <= set(saved):
+        raise InputError(f"{path}: {CONFIG_FILE} of version {version!r}, this mi_jax reads 1 and "
+                         f"{CONFIG_VERSION} (written by a newer mi_jax?)")
+    return {**saved["protocol"], **saved["execution"]}
+
+
+def protocol_differences(saved: dict, config) -> list:
+    """The protocol fields in which a saved (flat) config differs from `config`, with defaults
+    filled in on both sides (a field added since the directory was written, left at its
+    default, is no difference; neither is an execution setting)."""
+    new, _ = _parts(config)
+    rebuild = getattr(type(config), "from_saved", None)
+    if rebuild is not None:
+        try:
+            old, _ = _parts(rebuild(saved))
+        except (InputError, TypeError, KeyError, ValueError):  # not a config of this kind
+            old = _jsonable(saved)
+    else:
+        old = _jsonable(saved)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def prepare(workdir, config, overwrite: bool = False) -> Path:
-    """Create `workdir` for `config`; refuse one made with a different config unless `overwrite`.
+    """Create `workdir` for `config`; refuse one made with a different protocol unless
+    `overwrite` (execution settings may differ). Writes config.json (version 2).
 
     With `overwrite`, finished results of the old config are removed first, so nothing stale can
     pass for a result of the new one. Returns the directory as a Path.
@@ -106,13 +160,11 @@ def prepare(workdir, config, overwrite: bool = False) -> Path:
     cfg_path = workdir / CONFIG_FILE
     if cfg_path.exists():
         try:
-            old = read_json(cfg_path)
+            changed = protocol_differences(read_config(cfg_path), config)
         except (OSError, ValueError) as e:
             raise InputError(f"--workdir={str(workdir)!r}: unreadable {CONFIG_FILE} ({e})") from None
-        new = _jsonable(config)
-        if old != new:
+        if changed:
             if not overwrite:
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise InputError(f"--workdir={str(workdir)!r}: holds results of a different config "
                                  f"(differs in {', '.join(changed[:5])}); pass --overwrite or use "
                                  "another workdir")
@@ -122,7 +174,7 @@ def prepare(workdir, config, overwrite: bool = False) -> Path:
                 else:
                     stale.unlink()
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, config)
+    write_json(cfg_path, config_record(config))
     return workdir
 
 
@@ -146,12 +198,12 @@ def prepared(workdir, config, overwrite: bool = False):
 
 
 def finished(workdir, config) -> bool:
-    """True if `workdir` holds a finished result (metrics written) made with `config`."""
+    """True if `workdir` holds a finished result (metrics written) of `config`'s protocol."""
     workdir = Path(workdir)
     try:
         return ((workdir / METRICS_FILE).exists()
-                and read_json(workdir / CONFIG_FILE) == _jsonable(config))
-    except (OSError, ValueError):
+                and not protocol_differences(read_config(workdir), config))
+    except (OSError, ValueError):  # InputError is a ValueError
         return False
 
 

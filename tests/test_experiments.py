@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mi_jax import cli
+from mi_jax import workdir as wd
 from mi_jax.studies import runner
 from mi_jax.validation import InputError
 
@@ -354,12 +355,12 @@ def test_smoothness_end_to_end_resumes_and_refuses_repeated_weights(tmp_path):
     metrics = json.loads((work / "metrics.json").read_text())
     assert set(metrics["table"]["square"]) == {"plain", "jacobian_1", "between_10"}
     # Each arm is an ordinary gmm2d run; the penalised one trained with the term.
-    plain = json.loads((work / "plain" / "config.json").read_text())
-    arm = json.loads((work / "jacobian_1" / "config.json").read_text())
-    assert "jacobian_weight" not in plain and "jacobian_t_max" not in plain
+    plain = wd.read_config(work / "plain")
+    arm = wd.read_config(work / "jacobian_1")
+    assert plain["jacobian_weight"] == 0.0 and plain["jacobian_t_max"] == 0
     assert arm["jacobian_weight"] == 1.0 and arm["jacobian_t_max"] == 20
-    between = json.loads((work / "between_10" / "config.json").read_text())
-    assert between["between_weight"] == 10.0 and "jacobian_weight" not in between
+    between = wd.read_config(work / "between_10")
+    assert between["between_weight"] == 10.0 and between["jacobian_weight"] == 0.0
     row = metrics["table"]["square"]["jacobian_1"]
     assert np.isfinite(row["heldout_loss"]["mean"]) and "between_mass_t20" in row
     for name in ("table.md", "smoothness.png", "profiles.png"):
@@ -401,8 +402,9 @@ def test_a_runs_saved_compute_dtype_rebuilds_its_network_and_can_be_overridden(t
     assert "bfloat16" not in mixture_models.load_models(src).network.name
     copy = tmp_path / "gmm2d_bf16"
     shutil.copytree(src, copy)
-    cfg = json.loads((copy / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps(dict(cfg, compute_dtype="bfloat16")))
+    record = json.loads((copy / "config.json").read_text())
+    record["protocol"]["compute_dtype"] = "bfloat16"
+    (copy / "config.json").write_text(json.dumps(record))
     models = mixture_models.load_models(copy)
     assert "bfloat16" in models.network.name and models.config.compute_dtype == "bfloat16"
     assert "bfloat16" not in mixture_models.load_models(copy, compute_dtype="float32").network.name

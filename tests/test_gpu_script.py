@@ -5,6 +5,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from mi_jax import workdir as wd
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -17,7 +19,7 @@ def test_gpu_paper_script_dry_run_writes_studies_benchmark_and_ledger(tmp_path):
     run = tmp_path / "gp_dry"
     for name in ("gmm1d/metrics.json", "gmm2d/metrics.json", "bench_core.json", "ledger.md"):
         assert (run / name).stat().st_size > 0, name
-    cfg = json.loads((run / "gmm2d" / "config.json").read_text())
+    cfg = wd.read_config(run / "gmm2d")
     assert cfg["preset"] == "paper" and cfg["grid_size"] == 5 and cfg["seeds"] == [0, 1, 2]
     ledger = json.loads((run / "ledger.json").read_text())["ledger"]
     measured = {r["key"] for r in ledger if r["verdict"] != "not measured"}

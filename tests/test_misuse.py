@@ -130,7 +130,7 @@ def test_a_run_refused_after_preparing_its_workdir_leaves_nothing_behind(tmp_pat
     done = types.SimpleNamespace(validate=lambda cfg: None,
                                  run=lambda cfg, w: wd.write_json(w / wd.METRICS_FILE, {}) or {})
     cli.run_study(done, work, cfg={"steps": 4})  # the corrected rerun is accepted
-    assert wd.read_json(work / wd.CONFIG_FILE) == {"steps": 4}
+    assert wd.read_config(work) == {"steps": 4}
     # A refusal after the run wrote something keeps the directory as it is (it may resume).
     partial = tmp_path / "partial"
 

@@ -15,6 +15,7 @@ import pytest
 
 import mi_jax as mj
 from mi_jax import recursive as rec
+from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
 from mi_jax.diffusion.schedule import linear_schedule
 from mi_jax.nets import make_mlp
@@ -339,7 +340,7 @@ def test_experiment_writes_curves_figures_and_per_generation_metrics(gmm_run):
 def _part_of_run(run: Path, seeds: list, filters: list) -> tuple:
     """(config, metrics) of finished gmm2d run `run` cut down to some of its seeds and filters,
     as a run made with only those would record them."""
-    cfg = json.loads((run / "gmm2d" / "config.json").read_text())
+    cfg = wd.read_config(run / "gmm2d")
     m = json.loads((run / "gmm2d" / "metrics.json").read_text())
     cols = [m["seeds"].index(s) for s in seeds]
     cfg["seeds"], cfg["filters"] = list(seeds), ",".join(filters)
@@ -434,7 +435,7 @@ def test_committed_records_pool_with_a_later_seed():
     records = sorted((ROOT / "results" / "recursive").glob("*/*/metrics.json"))
     assert records, "no committed records"
     for path in records:
-        cfg = json.loads((path.parent / "config.json").read_text())
+        cfg = wd.read_config(path.parent)
         m = json.loads(path.read_text())
         metric = m["headline_metric"]
         r = len(m["seeds"])  # per generation, models are ordered filter-major (filter, seed)
@@ -527,7 +528,7 @@ def test_between_weight_reaches_every_generations_training_and_is_unset_by_defau
     from mi_jax.studies import recursive as exp
 
     plain = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick"), "gmm2d")
-    assert "between_weight" not in plain.to_dict()  # earlier work directories still match
+    assert plain.between_weight == 0.0  # the plain objective
     d = exp.dataset_config(config.preset(exp.Config, exp.PRESETS, "quick", between_weight=10.0),
                            "gmm2d")
     _, training, _ = exp.PROBLEMS["gmm2d"](d, print)
@@ -665,15 +666,17 @@ def test_the_gmm2d_paper_recursion_trains_as_the_official_code_and_takes_the_qui
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_committed_runs_are_still_recognised_as_finished(seed):
-    # Dataset configs are typed now; their saved form must equal what older versions wrote, or
-    # a rerun of the same command would retrain (and wipe) a finished dataset directory.
+    # They were written before config.json had a version (flat, unset fields left out): read
+    # with defaults filled in, they must equal what the same command resolves to now, or a rerun
+    # would retrain (and wipe) a finished dataset directory.
     from mi_jax import config
-    from mi_jax import workdir as wd
 
     sub = Path(__file__).resolve().parent.parent / f"results/recursive/shapes_c1500_seed{seed}/shapes"
-    saved = wd.read_json(sub / wd.CONFIG_FILE)
+    saved = wd.read_config(sub)
+    assert "config_version" not in wd.read_json(sub / wd.CONFIG_FILE)  # a version-1 record
     typed = recursive_study.DatasetConfig.from_dict(saved)
-    assert isinstance(typed, recursive_study.ShapesConfig) and typed.to_dict() == {
+    assert isinstance(typed, recursive_study.ShapesConfig) and {
+        k: v for k, v in typed.to_dict().items() if k in saved} == {
         k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     cfg = config.preset(recursive_study.Config, recursive_study.PRESETS, "quick",
                         datasets="shapes", filters=saved["filters"], seeds=(seed,),
@@ -693,7 +696,7 @@ def test_dataset_configs_are_typed_per_dataset():
     assert digits.width == 32 and digits.headline_metric == "frechet"
     assert grid.headline_metric == "hallucination_rate"
     saved = digits.to_dict()
-    assert "lr_schedule" not in saved and "restart_t" not in saved  # unset: left out
+    assert saved["lr_schedule"] == "cosine" and saved["restart_t"] is None  # defaults, unset
     with pytest.raises(TypeError, match="'k'"):  # a gmm2d field in a digits config
         recursive_study.DatasetConfig.from_dict(dict(saved, k=4.0))
 

@@ -82,11 +82,12 @@ def test_study_config_is_typed_checked_and_saved_as_before():
         config.from_values(gmm1d.Config, {k: v for k, v in cfg.to_dict().items() if k != "width"})
     saved = cfg.to_dict()
     assert saved["seeds"] == [3, 4] and json.loads(json.dumps(saved)) == saved
-    # Unset optional fields stay out of config.json, so directories written before they existed
-    # still match; a set one is saved.
+    # Every field is saved, an unset optional one as None; "off" options have their meaning as
+    # default, so unset and 0 are one config.
     s = config.preset(shapes.Config, shapes.PRESETS, "quick")
-    assert s.images_dir is None and "images_dir" not in s.to_dict()
+    assert s.images_dir is None and s.to_dict()["images_dir"] is None
     assert s.replace(images_dir="pngs").to_dict()["images_dir"] == "pngs"
+    assert cfg.replace(jacobian_weight=0, compute_dtype="float32") == cfg
 
 
 def test_flags_are_typed_absl_flags_with_preset_help():
@@ -103,3 +104,83 @@ def test_flags_are_typed_absl_flags_with_preset_help():
     assert cfg.seeds == (5, 6) and cfg.tied is False and cfg.steps == 6000
     assert cli.check_args(gmm1d, ["prog", "--workdir=w", "--steps=-3"]) == \
         "error: --steps=-3: must be >= 1"
+
+
+def _quick_gmm1d(**overrides):
+    from mi_jax.studies import gmm1d
+
+    return config.preset(gmm1d.Config, gmm1d.PRESETS, "quick", **overrides)
+
+
+def test_config_json_keeps_protocol_and_execution_apart(tmp_path):
+    cfg = _quick_gmm1d(chunk_size=500)
+    work = wd.prepare(tmp_path / "w", cfg)
+    saved = wd.read_json(work / wd.CONFIG_FILE)
+    assert saved["config_version"] == wd.CONFIG_VERSION
+    assert set(saved["execution"]) == {"chunk_size", "train_chunk"}
+    assert saved["execution"]["chunk_size"] == 500 and "chunk_size" not in saved["protocol"]
+    assert saved["protocol"]["steps"] == cfg.steps
+    assert wd.read_config(work) == cfg.to_dict()
+    assert type(cfg).from_saved(wd.read_config(work)) == cfg  # round trip
+    wd.write_json(work / wd.METRICS_FILE, {})
+    # Another chunking is the same protocol: resumed and reused, and its settings recorded.
+    other = cfg.replace(chunk_size=250, train_chunk=cfg.train_chunk * 2)
+    assert wd.finished(work, other)
+    wd.prepare(work, other)
+    assert wd.read_config(work)["chunk_size"] == 250 and (work / wd.METRICS_FILE).exists()
+    # Another protocol is refused, naming the field.
+    with pytest.raises(InputError, match=r"differs in steps\)"):
+        wd.prepare(work, cfg.replace(steps=cfg.steps + 1))
+    assert not wd.finished(work, cfg.replace(steps=cfg.steps + 1))
+
+
+def test_version_1_config_json_is_read_with_defaults_filled_in(tmp_path):
+    """A directory written before config.json had a version (flat, unset fields left out, and
+    without the options added since) still belongs to the config it was made with."""
+    cfg = _quick_gmm1d()
+    old = {k: v for k, v in cfg.to_dict().items()
+           if k not in ("jacobian_weight", "jacobian_t_max", "between_weight", "between_t_max",
+                        "compute_dtype", "curve_samples")}
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / wd.CONFIG_FILE).write_text(json.dumps(old))
+    (work / wd.METRICS_FILE).write_text("{}")
+    assert wd.read_config(work) == old
+    assert wd.finished(work, cfg)
+    assert not wd.finished(work, cfg.replace(jacobian_weight=0.5))
+    assert wd.protocol_differences(old, cfg.replace(compute_dtype="bfloat16")) == ["compute_dtype"]
+    wd.prepare(work, cfg)  # accepted, and rewritten as version 2
+    assert wd.read_json(work / wd.CONFIG_FILE)["config_version"] == wd.CONFIG_VERSION
+
+
+def test_unknown_config_version_is_refused_in_one_line(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / wd.CONFIG_FILE).write_text(json.dumps({"config_version": 9, "protocol": {}}))
+    with pytest.raises(InputError, match=r"^\S+: config\.json of version 9, this mi_jax reads 1 "
+                                         r"and 2 \(written by a newer mi_jax\?\)$"):
+        wd.read_config(work)
+    with pytest.raises(InputError, match="unreadable config.json"):
+        wd.prepare(work, _quick_gmm1d())
+    assert not wd.finished(work, _quick_gmm1d())
+
+
+def test_off_options_default_to_the_training_code_s_own_values():
+    from mi_jax.training import train as tr
+
+    opts = {o.name: o for o in config.COMMON}
+    default = tr.TrainConfig()
+    for name in ("jacobian_weight", "jacobian_t_max", "between_weight", "between_t_max",
+                 "focus_steps", "focus_prob", "ema_decay", "batch_order", "epochs"):
+        assert opts[name].default == getattr(default, name), name
+
+
+def test_every_study_marks_its_chunk_sizes_as_execution_settings():
+    import importlib
+
+    from mi_jax.studies import registry
+
+    for study in registry.studies():
+        cls = importlib.import_module(f"mi_jax.studies.{study.name}").Config
+        for opt in config.options_of(cls):
+            assert opt.execution == (opt.name in ("chunk_size", "train_chunk")), (study.name, opt)

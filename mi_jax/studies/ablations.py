@@ -138,7 +138,7 @@ def training_length_ablation(source_cfg, cfg) -> dict:
     grid = sweeps.Grid([conf], list(source_cfg.seeds))
     schedule = mixture_study.schedule_from_config(source_cfg)
     network = make_mlp(1, source_cfg.width, 3, source_cfg.tied, num_timesteps=source_cfg.T,
-                       compute_dtype=source_cfg.compute_dtype or "float32")
+                       compute_dtype=source_cfg.compute_dtype)
     steps = cfg.checkpoints[-1]
     train_cfg = mixture_study.train_config_from(source_cfg.replace(steps=steps))
     marks = set(cfg.checkpoints)

@@ -28,7 +28,7 @@ from mi_jax.studies.runner import analysis_options, check_models_from, model_sou
 
 OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per model.", low=10),
-    config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
+    config.CHUNK_SIZE,
     config.Option("windows", "windows", "Trajectory-variance windows lo:hi; the first is the one "
                   "compared across detectors (0:10 = the official filter).", low=0),
     config.Option("t0", "int", "Timestep at which FLIPD evaluates the score.", low=0),

@@ -49,7 +49,7 @@ PHASE_BENCHMARK = 5  # sampling key phase (shapes_detection uses 4)
 OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per mixture model.", low=10),
     config.Option("num_images", "int", "Fresh images per SIMPLE SHAPES model.", low=10),
-    config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
+    config.CHUNK_SIZE,
     config.Option("windows", "windows", "x0_hat variance windows lo:hi (training timesteps); the "
                   "first is the official one, the best is chosen on the fit half.", low=0),
     config.Option("trace_window", "window", "Window lo,hi of the curvature score.", low=0),

@@ -20,7 +20,7 @@ from mi_jax.studies import gmm1d, gmm2d
 from mi_jax.studies import mixture_study as ms
 from mi_jax.sweeps import Config, Grid, init_grid
 from mi_jax.validation import InputError, check
-from mi_jax.workdir import CONFIG_FILE, METRICS_FILE, read_json
+from mi_jax.workdir import CONFIG_FILE, METRICS_FILE, read_config
 
 
 @dataclasses.dataclass
@@ -52,7 +52,7 @@ def load_models(workdir, compute_dtype: str | None = None) -> TrainedModels:
     for name in (CONFIG_FILE, METRICS_FILE, ms.MODELS_FILE, ms.TRAIN_CHECKPOINT):
         check((workdir / name).exists(), "models_from", str(workdir),
               f"holds no finished mixture experiment (missing {name})")
-    cfg = saved_study_config(read_json(workdir / CONFIG_FILE))
+    cfg = saved_study_config(read_config(workdir))
     with np.load(workdir / ms.MODELS_FILE) as f:
         configs = []
         for c, name in enumerate(f["names"]):
@@ -61,7 +61,7 @@ def load_models(workdir, compute_dtype: str | None = None) -> TrainedModels:
         grid = Grid(configs, [int(s) for s in f["seeds"]])
     network = make_mlp(configs[0].mixture.dim, cfg.width, 3, cfg.tied,
                        num_timesteps=cfg.T, input_bias=cfg.input_bias,
-                       compute_dtype=compute_dtype or cfg.compute_dtype or "float32")
+                       compute_dtype=compute_dtype or cfg.compute_dtype)
     train_cfg = ms.train_config_from(cfg)
     state = checkpoint.load(workdir / ms.TRAIN_CHECKPOINT, init_grid(network, train_cfg, grid))
     return TrainedModels(grid, network, state.eval_params, ms.schedule_from_config(cfg), cfg,

@@ -72,10 +72,10 @@ def train_config_from(cfg) -> tr.TrainConfig:
     return tr.TrainConfig(cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.steps,
                           focus_steps=cfg.focus_steps, focus_prob=cfg.focus_prob,
                           ema_decay=cfg.ema_decay, batch_order=cfg.batch_order, epochs=cfg.epochs,
-                          jacobian_weight=cfg.jacobian_weight or 0.0,
-                          jacobian_t_max=cfg.jacobian_t_max or 0,
-                          between_weight=cfg.between_weight or 0.0,
-                          between_t_max=cfg.between_t_max or tr.DEFAULT_BETWEEN_T_MAX)
+                          jacobian_weight=cfg.jacobian_weight,
+                          jacobian_t_max=cfg.jacobian_t_max,
+                          between_weight=cfg.between_weight,
+                          between_t_max=cfg.between_t_max)
 
 
 def schedule_from_config(cfg) -> Schedule:
@@ -202,7 +202,7 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
     schedule = schedule_from_config(cfg)
     dim = configs[0].mixture.dim
     network = make_mlp(dim, cfg.width, 3, cfg.tied, num_timesteps=cfg.T,
-                       input_bias=cfg.input_bias, compute_dtype=cfg.compute_dtype or "float32")
+                       input_bias=cfg.input_bias, compute_dtype=cfg.compute_dtype)
     train_cfg = train_config_from(cfg)
     seconds = {}
     log(f"training {grid.num_models} models ({len(grid.configs)} configurations x "

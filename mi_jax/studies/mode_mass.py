@@ -32,7 +32,7 @@ PHASE_MASS = 6  # sampling key phase of this analysis (its own stream)
 OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per model (and per exact-score run).",
                   low=10),
-    config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
+    config.CHUNK_SIZE,
 )
 Config = config.config_class("ModeMassConfig", OPTIONS)
 PRESETS = {

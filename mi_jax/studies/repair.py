@@ -45,7 +45,7 @@ PHASE_REPAIR = 6
 
 OPTIONS = analysis_options(
     config.Option("num_samples", "int", "Fresh samples per model.", low=100),
-    config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
+    config.CHUNK_SIZE,
     config.Option("window", "window", "The detector: x0_hat variance over lo,hi (timesteps).",
                   low=0),
     config.Option("flag_fractions", "floats", "Shares of samples flagged (the highest "

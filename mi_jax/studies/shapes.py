@@ -51,10 +51,10 @@ OPTIONS = tuple(o for o in config.COMMON if o.name in _COMMON) + (
     config.Option("sampling_steps", "int", "Reverse steps (strided ancestral sampling if < T).",
                   low=2),
     config.Option("ema_decay", "float", "Sample with an exponential moving average of the UNet "
-                  "weights at this decay (unset or 0: the raw weights, as before).", low=0,
-                  high=0.9999, default=None),
+                  "weights at this decay (0: the raw weights, as before).", low=0,
+                  high=0.9999, default=0.0),
     config.Option("lr_warmup", "int", "Linear learning-rate warm-up over this many steps before "
-                  "the schedule (unset or 0: none).", low=0, default=None),
+                  "the schedule (0: none).", low=0, default=0),
     config.Option("snapshot_steps", "ints", "Also save the training state at these steps (in "
                   "snapshots/; experiments.shapes_detection --snapshots evaluates each): a "
                   "training-compute curve from one run. Unset: none.", low=1, default=None),
@@ -109,12 +109,12 @@ def training_images(cfg: Config) -> np.ndarray:
 def make_network(cfg: Config):
     """The UNet of a shapes config (also of a finished run's saved config)."""
     return make_unet(1, cfg.base, tuple(cfg.mults), 1, cfg.attention,
-                     cfg.compute_dtype or "float32")
+                     cfg.compute_dtype)
 
 
 def train_config(cfg: Config) -> tr.TrainConfig:
     return tr.TrainConfig(cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.steps,
-                          ema_decay=cfg.ema_decay or 0.0, warmup_steps=cfg.lr_warmup or 0)
+                          ema_decay=cfg.ema_decay, warmup_steps=cfg.lr_warmup)
 
 
 def train_models(cfg, network, schedule, data, workdir, log=print):

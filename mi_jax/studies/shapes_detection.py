@@ -54,7 +54,7 @@ OPTIONS = (
                   "(experiments.shapes --snapshot_steps): detection and composition against "
                   "training steps."),
     config.Option("num_samples", "int", "Fresh images per model.", low=10),
-    config.Option("chunk_size", "int", "Images per sampler call.", low=1),
+    config.CHUNK_SIZE,
     config.Option("dense_steps", "int", "Sample every training timestep below this one.", low=1),
     config.Option("strided_steps", "int", "Evenly spaced sampling steps above --dense_steps.",
                   low=1),
@@ -97,7 +97,7 @@ def _models(cfg) -> list:
 
 
 def saved_shapes_config(path: Path):
-    return config.from_values(shapes.Config, wd.read_json(path / wd.CONFIG_FILE))
+    return config.from_values(shapes.Config, wd.read_config(path))
 
 
 def validate(cfg: Config) -> None:

@@ -43,7 +43,7 @@ OPTIONS = (
     config.Option("batch_size", "int", "Batch size.", low=1),
     config.Option("lr", "float", "Adam learning rate.", low=0, low_open=True),
     config.Option("width", "int", "MLP width.", low=2),
-    config.Option("train_chunk", "int", "Steps per jitted call.", low=1),
+    config.TRAIN_CHUNK,
     config.Option("num_samples", "int", "Samples per model and T'.", low=1),
     config.Option("window", "int", "Last sampling steps of the x0_hat variance.", low=1),
     config.Option("k", "float", "In-support radius in mode standard deviations.", low=0,

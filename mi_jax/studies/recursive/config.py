@@ -59,8 +59,8 @@ OPTIONS = (
     config.Option("num_train", "int", "Training-set size of every generation.", low=10),
     config.Option("num_candidates", "int", "Samples drawn per generation, the filter keeps "
                   "num_train of them.", low=10),
-    config.Option("train_chunk", "int", "Training steps per jitted call.", low=1),
-    config.Option("chunk_size", "int", "Samples per sampler call.", low=1),
+    config.TRAIN_CHUNK,
+    config.CHUNK_SIZE,
     config.Option("sampling_steps", "int", "Reverse steps (strided if below T).", low=2),
     config.Option("hal_window", "window", "Trajectory-variance window lo,hi: training-schedule "
                   "timesteps with --hal_clock=train, reverse-step indices with index.", low=0),
@@ -171,7 +171,8 @@ DATASET_PRESETS = {
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
     """One dataset's resolved settings (the per-dataset flags are documented in OPTIONS). A
-    field left None was not set: the consumer's default applies, and `to_dict` leaves it out."""
+    field left None does not apply to this dataset (another dataset's flag) or, for restart_t,
+    was not set."""
 
     dataset: str
     preset: str
@@ -192,14 +193,14 @@ class DatasetConfig:
     chunk_size: int
     sampling_steps: int
     hal_window: tuple
-    restart_t: int | None = None
-    lr_schedule: str | None = None      # unset: cosine
-    batch_order: str | None = None      # unset: random
-    focus_steps: int | None = None      # unset: uniform t
-    focus_prob: float | None = None     # unset: 0.5
-    between_weight: float | None = None  # unset: the plain objective
-    hal_clock: str | None = None        # unset: index
-    dense_steps: int | None = None      # unset: strided throughout
+    restart_t: int | None = None        # unset: rec.RecursionConfig's (restart filter only)
+    lr_schedule: str = "cosine"
+    batch_order: str = "random"
+    focus_steps: int = 0                # uniform t
+    focus_prob: float = 0.5
+    between_weight: float = 0.0         # the plain objective
+    hal_clock: str = "index"
+    dense_steps: int = 0                # strided throughout
     # Other datasets' flags: a flag applies to every selected dataset and is kept in its saved
     # config (as before), whether or not the dataset uses it.
     width: int | None = None
@@ -217,15 +218,28 @@ class DatasetConfig:
             if getattr(self, name, None) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
 
+    # How the work is split, not what is measured (see mi_jax.workdir).
+    EXECUTION: ClassVar[tuple] = ("train_chunk", "chunk_size")
+
     def to_dict(self) -> dict:
-        """The saved form (config.json): every set field."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if getattr(self, f.name) is not None}
+        """Every field (None: not applicable or unset)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def protocol(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in self.EXECUTION}
+
+    def execution(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k in self.EXECUTION}
 
     @staticmethod
     def from_dict(saved: dict) -> "DatasetConfig":
-        """A saved dataset config (config.json) as its typed config."""
+        """A saved dataset config (config.json, flat; any version) as its typed config, defaults
+        filled in for fields it lacks."""
         return DATASET_CONFIGS[saved["dataset"]](**saved)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "DatasetConfig":
+        return DatasetConfig.from_dict(saved)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -295,13 +309,13 @@ def recursion_config(d: DatasetConfig) -> rec.RecursionConfig:
 
 def sampling_timesteps(d: DatasetConfig):
     """Training timesteps the sampler visits (None: all T)."""
-    return sched.plan_timesteps(d.T, d.sampling_steps, d.dense_steps or 0)
+    return sched.plan_timesteps(d.T, d.sampling_steps, d.dense_steps)
 
 
 def check_sampler(d: DatasetConfig) -> None:
     """The sampling plan and the variance window fit the schedule (one-line InputError)."""
     name = d.dataset
-    clock, dense, (lo, hi) = d.hal_clock or "index", d.dense_steps or 0, d.hal_window
+    clock, dense, (lo, hi) = d.hal_clock, d.dense_steps, d.hal_window
     if dense and dense + d.sampling_steps > d.T:
         raise InputError(f"dense_steps={dense}: with sampling_steps={d.sampling_steps} must "
                          f"be at most T={d.T} steps ({name})")

@@ -9,7 +9,7 @@ import numpy as np
 
 from mi_jax import sweeps
 from mi_jax import workdir as wd
-from mi_jax.studies.recursive.config import Config, names
+from mi_jax.studies.recursive.config import Config, DatasetConfig, names
 from mi_jax.validation import InputError
 
 
@@ -39,7 +39,7 @@ def min_mode_share(mode_mass, true_weights) -> np.ndarray:
 
 # Settings that change how work is batched, not what is computed (float rounding at most), and
 # the two axes a pool adds runs along.
-POOL_FREE_KEYS = ("seeds", "filters", "chunk_size", "train_chunk")
+POOL_FREE_KEYS = ("seeds", "filters") + DatasetConfig.EXECUTION
 
 
 def _pool_dirs(text: str) -> list:
@@ -55,8 +55,8 @@ def pool_inputs(cfg: Config, name: str) -> list:
     for d in _pool_dirs(cfg.pool_from):
         sub = d / name
         try:
-            runs.append((str(d), wd.read_json(sub / wd.CONFIG_FILE),
-                         wd.read_json(sub / wd.METRICS_FILE)))
+            saved = DatasetConfig.from_dict(wd.read_config(sub)).to_dict()  # defaults filled
+            runs.append((str(d), saved, wd.read_json(sub / wd.METRICS_FILE)))
         except (OSError, ValueError):
             raise InputError(f"pool_from={cfg.pool_from}: {d} holds no finished recursive/{name} "
                              f"run ({sub / wd.METRICS_FILE})") from None

@@ -25,7 +25,7 @@ def _schedules(d: DatasetConfig):
     train_sched = sched.linear_schedule(d.T, d.beta_start, d.beta_end)
     if sampling_timesteps(d) is None:
         return train_sched, None, None
-    s, ts = sched.sampling_plan(train_sched, d.sampling_steps, d.dense_steps or 0)
+    s, ts = sched.sampling_plan(train_sched, d.sampling_steps, d.dense_steps)
     return train_sched, s, ts
 
 
@@ -33,16 +33,13 @@ def training(d: DatasetConfig, network, unroll=False, vectorise=True, checkpoint
              ) -> rec.Training:
     """How every generation of dataset `d` trains `network` and samples it."""
     train_sched, samp_sched, ts = _schedules(d)
-    schedule = d.lr_schedule or "cosine"
-    train_cfg = tr.TrainConfig(d.batch_size, d.lr, schedule,
-                               d.steps if schedule == "cosine" else 0,
-                               batch_order=d.batch_order or "random",
-                               focus_steps=d.focus_steps or 0,
-                               focus_prob=0.5 if d.focus_prob is None else d.focus_prob,
-                               between_weight=d.between_weight or 0.0)
+    train_cfg = tr.TrainConfig(d.batch_size, d.lr, d.lr_schedule,
+                               d.steps if d.lr_schedule == "cosine" else 0,
+                               batch_order=d.batch_order, focus_steps=d.focus_steps,
+                               focus_prob=d.focus_prob, between_weight=d.between_weight)
     return rec.Training(network, train_sched, train_cfg,
                         d.steps, d.train_chunk, unroll, samp_sched, ts,
-                        tuple(d.hal_window), d.hal_clock or "index", d.chunk_size,
+                        tuple(d.hal_window), d.hal_clock, d.chunk_size,
                         vectorise, checkpoint_every_s=checkpoint_every_s)
 
 
