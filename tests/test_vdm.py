@@ -105,10 +105,43 @@ MIX = mx.grid_2d("square", 0.05, size=3)
 
 def test_exact_score_vdm_sampling_stays_in_support():
     eps_fn = functools.partial(_exact_eps, MIX)
-    x, hal = vdm.sample(eps_fn, _linear_gamma, jax.random.key(12), 2000, 2, steps=200)
+    x, hal, _, _ = vdm.sample(eps_fn, _linear_gamma, jax.random.key(12), 2000, 2, steps=200)
     assert x.shape == (2000, 2) and hal.shape == (2000,)
     assert float(np.mean(np.asarray(mj.in_support(x, MIX, 4.0)))) > 0.99
     assert bool(jnp.all(hal >= 0))
+
+
+def test_noise_level_windows_count_their_steps_and_match_the_step_window():
+    """On a linear schedule (log-SNR 13.3 - 18.3 t at t = i / steps), a log-SNR window that holds
+    exactly the last 10 steps gives the step window's variance; each window's step count is the
+    closed-form count; a window no step reaches holds none and scores 0."""
+    eps_fn = functools.partial(_exact_eps, MIX)
+    steps = 200
+    windows = ((12.3, 13.25), (0.0, 5.0), (-20.0, -19.0))
+    out = vdm.sample(eps_fn, _linear_gamma, jax.random.key(21), 500, 2, steps=steps, window=10,
+                     logsnr_windows=windows)
+    logsnr = 13.3 - 18.3 * np.arange(1, steps + 1) / steps  # the steps where x0_hat is formed
+    expect = [int(np.sum((logsnr >= lo) & (logsnr <= hi))) for lo, hi in windows]
+    assert np.asarray(out.steps_in).tolist() == expect and expect[0] == 10 and expect[2] == 0
+    np.testing.assert_allclose(np.asarray(out.by_logsnr[0]), np.asarray(out.hal), rtol=1e-6,
+                               atol=1e-12)
+    assert np.all(np.asarray(out.by_logsnr[2]) == 0.0) and out.by_logsnr.shape == (3, 500)
+    plain = vdm.sample(eps_fn, _linear_gamma, jax.random.key(21), 500, 2, steps=steps)
+    np.testing.assert_array_equal(np.asarray(plain.x), np.asarray(out.x))  # windows only observe
+    with pytest.raises(mj.InputError, match="^logsnr_windows="):
+        vdm.sample(eps_fn, _linear_gamma, jax.random.key(21), 5, 2, steps=20,
+                   logsnr_windows=((1.0, 0.0),))
+
+
+def test_the_official_band_is_the_ddpm_window_s_noise_range():
+    from mi_jax.studies import vdm as study
+
+    lo, hi = study.official_band()
+    s = mj.linear_schedule(1000, 1e-3, 0.2)
+    abar = np.asarray(s.sqrt_alphas_bar, np.float64)[:10] ** 2
+    snr = np.log(abar / (1 - abar))
+    np.testing.assert_allclose([lo, hi], [snr.min(), snr.max()], rtol=1e-4)
+    assert 3.5 < lo < hi < 7.5
 
 
 def test_training_lowers_the_loss_and_learns_a_monotone_schedule():
@@ -125,7 +158,7 @@ def test_training_lowers_the_loss_and_learns_a_monotone_schedule():
     g = vdm.gamma(params["gamma"], jnp.linspace(0, 1, 101))
     assert bool(jnp.all(jnp.diff(g) > 0))
     eps_fn = vdm.network_eps(net, params["net"])
-    x, hal = vdm.sample(eps_fn, functools.partial(vdm.gamma, params["gamma"]),
+    x, hal, _, _ = vdm.sample(eps_fn, functools.partial(vdm.gamma, params["gamma"]),
                         jax.random.key(16), 256, 2, steps=50)
     assert np.all(np.isfinite(np.asarray(x))) and np.all(np.asarray(hal) >= 0)
 
@@ -143,6 +176,10 @@ def test_the_vdm_study_runs_its_grid_and_scores_each_cell(tmp_path):
         (row,) = cell["per_seed"]
         assert 0 <= row["bridge"] <= 1 and row["exact_bridge"] <= 0.02  # the exact score's floor
     assert (tmp_path / "fig11_vdm.png").stat().st_size > 0
+    assert (tmp_path / "vdm_windows.png").stat().st_size > 0
+    for cell in metrics["cells"].values():
+        assert set(cell["auroc_by_logsnr"]) == set(metrics["logsnr_windows"])
+        assert cell["per_seed"][0]["steps_by_logsnr"]["log-SNR >= -2"] > 0
     with pytest.raises(mj.InputError, match="^window=10: must be <= the smallest sample_T"):
         study.validate(cfg.replace(sample_T=[5, 10]))
 

@@ -20,6 +20,7 @@ s = t - 1/T' (`sample_step`, `sample`). `sample` keeps the variance of x0_hat ov
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -98,49 +99,82 @@ def sample_step(g_s, g_t, z, eps_hat, noise):
     return mean + s_s * jnp.sqrt(c) * noise
 
 
+class VdmSamples(NamedTuple):
+    """x (n, dim); hal (n,): the variance of x0_hat over the last `window` sampling steps (the
+    paper's statistic, counted in steps); by_logsnr (W, n): the same variance over the steps whose
+    log-SNR lies in each of `logsnr_windows` (counted in noise level), and steps_in (W,): how
+    many steps each of those windows holds (0: the variance is 0)."""
+
+    x: jax.Array
+    hal: jax.Array
+    by_logsnr: jax.Array
+    steps_in: jax.Array
+
+
+def _welford(stats, x0, inside):
+    """One step of Welford's running mean / sum of squares over the steps where `inside` (n,)."""
+    mean, m2, count = stats
+    count = count + inside
+    delta = x0 - mean
+    keep = inside[:, None]
+    mean = jnp.where(keep, mean + delta / jnp.maximum(count, 1)[:, None], mean)
+    m2 = jnp.where(keep, m2 + delta * (x0 - mean), m2)
+    return mean, m2, count
+
+
+def _variance(stats):
+    mean, m2, count = stats
+    return jnp.mean(m2 / jnp.maximum(count, 1)[:, None], axis=-1)
+
+
 @functools.partial(jax.jit, static_argnames=("eps_fn", "gamma_fn", "n", "dim", "steps",
-                                             "window"))
-def _sample(eps_fn, gamma_fn, key, n, dim, steps, window):
+                                             "window", "logsnr_windows"))
+def _sample(eps_fn, gamma_fn, key, n, dim, steps, window, logsnr_windows):
     k0, k_chain = jax.random.split(key)
     z = jax.random.normal(k0, (n, dim))
+    bounds = jnp.asarray(logsnr_windows, jnp.float32).reshape(-1, 2)  # (W, 2): lo, hi
 
     def body(carry, i):  # i = steps .. 1: from t = i / steps to s = (i - 1) / steps
-        z, mean, m2, count = carry
+        z, last, by_snr = carry
         t, s = i / steps, (i - 1) / steps
         g_t = gamma_fn(jnp.full((n,), t))
         g_s = gamma_fn(jnp.full((n,), s))
         eps_hat = eps_fn(z, g_t)
         a_t, s_t = alpha_sigma(g_t)
         x0 = (z - s_t[:, None] * eps_hat) / a_t[:, None]
-        inside = i <= window  # the last `window` steps: Welford's running variance of x0_hat
-        count = count + inside
-        delta = x0 - mean
-        mean = jnp.where(inside, mean + delta / jnp.maximum(count, 1), mean)
-        m2 = jnp.where(inside, m2 + delta * (x0 - mean), m2)
+        last = _welford(last, x0, jnp.broadcast_to(i <= window, (n,)))
+        inside = (-g_t[None] >= bounds[:, :1]) & (-g_t[None] <= bounds[:, 1:])  # (W, n)
+        by_snr = jax.vmap(_welford, in_axes=(0, None, 0))(by_snr, x0, inside)
         noise = jax.random.normal(jax.random.fold_in(k_chain, i), z.shape)
         z = sample_step(g_s[:, None], g_t[:, None], z, eps_hat, noise)
-        return (z, mean, m2, count), None
+        return (z, last, by_snr), None
 
-    zeros = jnp.zeros((n, dim))
-    (z, mean, m2, count), _ = jax.lax.scan(body, (z, zeros, zeros, jnp.zeros((), jnp.int32)),
-                                           jnp.arange(steps, 0, -1))
+    num_w = bounds.shape[0]
+    empty = (jnp.zeros((n, dim)), jnp.zeros((n, dim)), jnp.zeros((n,), jnp.int32))
+    stacked = jax.tree.map(lambda a: jnp.zeros((num_w,) + a.shape, a.dtype), empty)
+    (z, last, by_snr), _ = jax.lax.scan(body, (z, empty, stacked), jnp.arange(steps, 0, -1))
     g0 = gamma_fn(jnp.zeros((n,)))
     a0, s0 = alpha_sigma(g0)
     x = (z - s0[:, None] * eps_fn(z, g0)) / a0[:, None]
-    return x, jnp.mean(m2 / jnp.maximum(count, 1), axis=-1)
+    return VdmSamples(x, _variance(last), jax.vmap(_variance)(by_snr), by_snr[2][:, 0])
 
 
 def sample(eps_fn, gamma_fn, key: jax.Array, n: int, dim: int, steps: int,
-           window: int = 10) -> tuple:
-    """Ancestral VDM sampling with `steps` (T') steps from z_1 ~ N(0, I): (x (n, dim), the
-    variance of x0_hat over the last `window` steps (n,), the paper's statistic). eps_fn and
-    gamma_fn must be hashable (module-level functions or `functools.partial` of them)."""
+           window: int = 10, logsnr_windows: tuple = ()) -> VdmSamples:
+    """Ancestral VDM sampling with `steps` (T') steps from z_1 ~ N(0, I) (see `VdmSamples`).
+    logsnr_windows: ((lo, hi), ...) log-SNR ranges (log-SNR = -gamma) for x0_hat variances
+    counted in noise level rather than in steps. eps_fn and gamma_fn must be hashable
+    (module-level functions or `functools.partial` of them)."""
     check_key(key)
     n = check_int(n, "n", low=1)
     steps = check_int(steps, "steps", low=1)
     window = check_int(window, "window", low=1)
     check(window <= steps, "window", window, f"must be <= steps={steps}")
-    return _sample(eps_fn, gamma_fn, key, n, check_int(dim, "dim", low=1), steps, window)
+    logsnr_windows = tuple((float(lo), float(hi)) for lo, hi in logsnr_windows)
+    for lo, hi in logsnr_windows:
+        check(lo < hi, "logsnr_windows", logsnr_windows, "each window must have lo < hi")
+    return _sample(eps_fn, gamma_fn, key, n, check_int(dim, "dim", low=1), steps, window,
+                   logsnr_windows)
 
 
 def network_eps(network, params):

@@ -4,6 +4,13 @@ continuous-time loss) and seed, each sampled with every T'; the bridge rate of e
 against the exact score sampled the same way (the same T' steps on the model's own learned
 schedule), and the x0_hat variance over the last 10 steps as a detector of the bridges.
 
+A window counted in steps is not a noise level: the last 10 of a DDPM's 1 000 official steps
+reach log-SNR ~4, the last 10 of a VDM's T' = 1 000 steps on its learned schedule stay near its
+clean end (log-SNR ~13), where x0_hat hardly moves. So the detector is also scored over windows
+counted in noise level (`LOGSNR_FLOORS`: every step at log-SNR >= a floor; and the log-SNR band
+that the DDPM official window covers), which is the measured curve behind the step window's
+AUROC.
+
 The paper gives no T or T' values: the grid here is T in {10, 100, 1000, continuous} x T' in
 {10, 100, 1000} (`--train_T`, `--sample_T`).
 
@@ -72,6 +79,28 @@ def validate(cfg: Config) -> None:
           f"must be a multiple of train_chunk={cfg.train_chunk}")
 
 
+# x0_hat variance windows counted in noise level: every sampling step at log-SNR >= floor.
+LOGSNR_FLOORS = (10.0, 8.0, 6.0, 4.0, 2.0, 0.0, -2.0)
+_LOGSNR_TOP = 1e3  # above any schedule's clean end
+
+
+def official_band() -> tuple:
+    """The log-SNR range [lo, hi] of the DDPM official window (t = 9..0 of the official toy
+    schedule, linear betas 0.001 -> 0.2, T = 1 000), from its float64 alpha_bar."""
+    betas = np.linspace(1e-3, 0.2, 1000, dtype=np.float64)
+    abar = np.cumprod(1.0 - betas)[:10]
+    snr = np.log(abar / (1.0 - abar))
+    return float(snr.min()), float(snr.max())
+
+
+def logsnr_windows() -> dict:
+    """{name: (lo, hi)}: the noise-level windows each sample's x0_hat variance is scored on."""
+    lo, hi = official_band()
+    out = {f"DDPM official band [{lo:.2f}, {hi:.2f}]": (lo, hi)}
+    out.update({f"log-SNR >= {f:g}": (f, _LOGSNR_TOP) for f in LOGSNR_FLOORS})
+    return out
+
+
 def _exact_eps(mixture, z, g):
     a, s = vdm.alpha_sigma(g)
     return jax.vmap(lambda zi, ai, si: mx.exact_eps(mixture, zi[None], ai, si)[0])(z, a, s)
@@ -102,6 +131,7 @@ def run(cfg: Config, workdir, log=print) -> dict:
     cells: dict = {}
     examples = {}
     losses = {}
+    windows = logsnr_windows()
     t0 = time.perf_counter()
     for T in cfg.train_T:
         for seed in cfg.seeds:
@@ -114,10 +144,11 @@ def run(cfg: Config, workdir, log=print) -> dict:
             eps_fn = vdm.network_eps(network, params["net"])
             for Tp in cfg.sample_T:
                 key = jax.random.fold_in(jax.random.key(seed), sweeps.PHASE_SAMPLE)
-                x, hal = vdm.sample(eps_fn, gamma_fn, key, cfg.num_samples, 2, Tp, cfg.window)
-                ox, _ = vdm.sample(functools.partial(_exact_eps, mixture), gamma_fn, key,
-                                   cfg.num_samples, 2, Tp, cfg.window)
-                x, hal, ox = np.asarray(x), np.asarray(hal), np.asarray(ox)
+                out = vdm.sample(eps_fn, gamma_fn, key, cfg.num_samples, 2, Tp, cfg.window,
+                                 tuple(windows.values()))
+                ox = vdm.sample(functools.partial(_exact_eps, mixture), gamma_fn, key,
+                                cfg.num_samples, 2, Tp, cfg.window).x
+                x, hal, ox = np.asarray(out.x), np.asarray(out.hal), np.asarray(ox)
                 labels = support.classify(x, mixture, cfg.k)
                 olabels = support.classify(ox, mixture, cfg.k)
                 rates = support.label_rates(labels)
@@ -126,13 +157,22 @@ def run(cfg: Config, workdir, log=print) -> dict:
                 big = np.finfo(np.float32).max
                 det = detection_summary(np.nan_to_num(hal[sel], nan=big, posinf=big),
                                         labels[sel] == support.BRIDGE)
+                steps_in = np.asarray(out.steps_in)
+                by_logsnr = {
+                    name: (detection_summary(np.nan_to_num(np.asarray(v)[sel], nan=big,
+                                                           posinf=big),
+                                             labels[sel] == support.BRIDGE)["auroc"]
+                           if steps_in[w] > 0 else None)
+                    for w, (name, v) in enumerate(zip(windows, out.by_logsnr))}
                 cell = cells.setdefault(f"T={T or 'cont'}, T'={Tp}", {"T": T, "T_prime": Tp,
                                                                      "per_seed": []})
                 cell["per_seed"].append({
                     "seed": seed, "bridge": float(rates["bridge"]), "blur": float(rates["blur"]),
                     "exact_bridge": float(orates["bridge"]), "exact_blur": float(orates["blur"]),
                     "num_bridges": int(det["num_positive"]), "bridges_auroc": det["auroc"],
-                    "bridges_removed_at_96_kept": det["removed_at_96_kept"]})
+                    "bridges_removed_at_96_kept": det["removed_at_96_kept"],
+                    "auroc_by_logsnr": by_logsnr,
+                    "steps_by_logsnr": dict(zip(windows, steps_in.tolist()))})
                 if seed == cfg.seeds[0]:
                     examples[(T, Tp)] = (x, labels)
                 log(f"[vdm] T={T or 'cont'} T'={Tp} seed {seed}: bridges "
@@ -143,13 +183,20 @@ def run(cfg: Config, workdir, log=print) -> dict:
             vals = np.asarray([r[key] for r in cell["per_seed"]], np.float64)
             cell[key] = sweeps.seed_summary(vals[np.isfinite(vals)]) if np.isfinite(
                 vals).any() else {"mean": float("nan"), "std": float("nan")}
+        cell["auroc_by_logsnr"] = {}
+        for name in windows:
+            vals = [r["auroc_by_logsnr"][name] for r in cell["per_seed"]]
+            cell["auroc_by_logsnr"][name] = (None if any(v is None for v in vals)
+                                             else float(np.mean(vals)))
     metrics = {"experiment": "vdm", "k": cfg.k, "cells": cells,
                "final_loss": {k: float(np.mean(v[-100:])) for k, v in losses.items()},
                "seconds": time.perf_counter() - t0, "provenance": wd.provenance()}
     metrics["headline"] = {name: {"bridge": [c["bridge"]["mean"], c["bridge"]["std"]],
                                   "exact_bridge": c["exact_bridge"]["mean"]}
                            for name, c in cells.items()}
+    metrics["logsnr_windows"] = {name: list(b) for name, b in windows.items()}
     _figure(workdir, cfg, mixture, examples, cells)
+    _window_figure(workdir, cfg, cells, windows)
     wd.write_npz(workdir / "losses.npz", **{k.replace("/", "_s"): v for k, v in losses.items()})
     return STUDY.write_metrics(workdir, metrics)
 
@@ -166,6 +213,34 @@ def _figure(workdir, cfg, mixture, examples, cells) -> None:
                              f"{100 * c['bridge']['mean']:.2f}% (exact "
                              f"{100 * c['exact_bridge']['mean']:.2f}%)")
     wd.save_figure(fig, workdir / "fig11_vdm.png")
+
+
+def _window_figure(workdir, cfg, cells, windows) -> None:
+    """AUROC of the x0_hat variance vs bridges against the noise level its window reaches, one
+    panel per T', one line per training T; the step window (last `window` steps) as a dashed
+    line and the DDPM official band as a marker."""
+    floors = [n for n in windows if n.startswith("log-SNR >=")]
+    band = next(n for n in windows if n.startswith("DDPM"))
+    xs = [windows[n][0] for n in floors]
+    fig, axes = plots.figure(ncols=len(cfg.sample_T), width=4.2, height=3.4, layout="constrained")
+    for ax, Tp in zip(axes[0], cfg.sample_T):
+        for j, T in enumerate(cfg.train_T):
+            c = cells[f"T={T or 'cont'}, T'={Tp}"]
+            ys = [np.nan if c["auroc_by_logsnr"][n] is None else c["auroc_by_logsnr"][n]
+                  for n in floors]
+            color = f"C{j}"
+            ax.plot(xs, ys, "o-", color=color, label=f"T={T or 'cont'}")
+            ax.axhline(c["bridges_auroc"]["mean"], color=color, ls="--", lw=0.8)
+            if c["auroc_by_logsnr"][band] is not None:
+                ax.plot([windows[band][0]], [c["auroc_by_logsnr"][band]], "*", color=color, ms=10)
+        ax.axhline(0.5, color="k", lw=0.5)
+        ax.set_xlabel("window reaches log-SNR (floor)")
+        ax.set_ylabel("AUROC vs bridges")
+        ax.invert_xaxis()
+        ax.set_title(f"T'={Tp}: x0_hat variance (dashed: last {cfg.window} steps; *: DDPM band)",
+                     fontsize=8)
+        ax.legend(fontsize=7)
+    wd.save_figure(fig, workdir / "vdm_windows.png")
 
 
 # ------------------------------------------------------------------------------------------
@@ -186,7 +261,22 @@ def summary_lines(metrics: dict) -> list:
                      f"{report.pm(c['bridge']['mean'], c['bridge']['std'])} | "
                      f"{report.pct(c['exact_bridge']['mean'])} | "
                      f"{c['bridges_auroc']['mean']:.3f} |")
-    return lines + ["", "![App. Fig. 11](vdm/fig11_vdm.png)", ""]
+    lines += ["", "![App. Fig. 11](vdm/fig11_vdm.png)", ""]
+    windows = metrics.get("logsnr_windows")
+    if windows:  # runs before 2026-12-07 night scored the step window only
+        names = list(windows)
+        lines += ["The same detector over windows counted in noise level (every sampling step at "
+                  "log-SNR >= a floor, and the log-SNR band the DDPM official window covers): "
+                  "AUROC vs bridges, mean over seeds (- : no step in the window).", "",
+                  "| T | T' | last steps | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
+        for c in metrics["cells"].values():
+            by = c.get("auroc_by_logsnr", {})
+            lines.append(f"| {c['T'] or 'continuous'} | {c['T_prime']} | "
+                         f"{c['bridges_auroc']['mean']:.3f} | " + " | ".join(
+                             "-" if by.get(n) is None else f"{by[n]:.3f}" for n in names) + " |")
+        lines += ["", "![AUROC by noise window](vdm/vdm_windows.png)", ""]
+    return lines
 
 
 def _vdm_interpolates(results):
@@ -211,7 +301,12 @@ def _vdm_interpolates(results):
              f"{ledger.pct(by_rate[0][1]['bridge']['mean'])} (exact "
              f"{ledger.pct(by_rate[0][1]['exact_bridge']['mean'])}), most {by_rate[-1][0]}: "
              f"{ledger.pct(by_rate[-1][1]['bridge']['mean'])}; x0_hat variance AUROC vs "
-             f"bridges {min(aurocs):.2f}-{max(aurocs):.2f}")
+             f"bridges {min(aurocs):.2f}-{max(aurocs):.2f} over the last steps")
+    band = [v for c in cells.values() for n, v in c.get("auroc_by_logsnr", {}).items()
+            if n.startswith("DDPM") and v is not None and c["T_prime"] >= 100]
+    if band:
+        notes += (f", {min(band):.2f}-{max(band):.2f} over the DDPM official window's noise "
+                  "band (T' >= 100)")
     cfg = ledger.config_of(results, "vdm")
     protocol = (f"vdm preset {cfg.get('preset', '?')}: T {cfg.get('train_T')} (0: continuous) "
                 f"x T' {cfg.get('sample_T')}, 25-mode square grid, {cfg.get('num_train')} "
@@ -223,7 +318,7 @@ def _vdm_interpolates(results):
 
 STUDY = Study(
     "vdm",
-    Schema(metrics=("k", "cells")),
+    Schema(metrics=("k", "cells"), optional=("logsnr_windows",)),
     summary=summary_lines,
     claims=(
         ledger.Claim("vdm_interpolates", "Variational diffusion models trained with T steps and "
