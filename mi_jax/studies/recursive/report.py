@@ -266,9 +266,13 @@ def _filters_compared(dataset, metric):
         cfg = ledger.config_of(results, "recursive")
         what = res.get("info", {}).get("source", dataset)
         if d:
-            what += (f"; T={d.get('T')}, {d.get('steps')} steps x batch {d.get('batch_size')}, "
+            what += (f"; T={d.get('T')}, {d.get('steps')} steps x batch {d.get('batch_size')}"
+                     + (f", width {d['width']}" if d.get("width") else "")
+                     + f", Adam {d.get('lr')} {d.get('lr_schedule') or 'cosine'}, "
+                     f"{d.get('batch_order') or 'random'} batches, "
                      f"keep {d.get('num_train')} of {d.get('num_candidates')} candidates, "
-                     f"{d.get('sampling_steps')} sampling steps")
+                     f"{d.get('sampling_steps')} sampling steps, filter window "
+                     f"{tuple(d.get('hal_window') or ())}")
         counting = None
         if metric == "hallucination_rate":
             counting = intervals.difference(ledger.rate_interval(rnd, n),
