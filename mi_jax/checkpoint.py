@@ -70,10 +70,14 @@ class ChunkStore:
     returns exactly what an uninterrupted one would.
 
     `signature` (a JSON-able dict: sizes, windows, sampler options) is written once as
-    `signature.json`; a store made by a different sampling call is refused instead of mixed in.
+    `signature.json`; a store made by a different sampling call is refused instead of mixed in,
+    and one that differs only in its chunk size (`REDRAWN`) is emptied and refilled.
     """
 
     SIGNATURE = "signature.json"
+    # Signature fields that only re-chunk the same call (an execution setting): a store made with
+    # another value is emptied and refilled, not refused.
+    REDRAWN = ("chunk_size",)
 
     def __init__(self, directory, signature: dict):
         from mi_jax.workdir import _jsonable, read_json, write_json
@@ -89,8 +93,17 @@ class ChunkStore:
                                  f"({e})") from None
             if old != signature:
                 changed = sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k))
-                raise InputError(f"resume_dir={str(self.directory)!r}: holds chunks of a different "
-                                 f"sampling call (differs in {', '.join(changed)})")
+                if not set(changed) <= set(self.REDRAWN):
+                    raise InputError(f"resume_dir={str(self.directory)!r}: holds chunks of a "
+                                     f"different sampling call (differs in {', '.join(changed)})")
+                # The same call, chunked otherwise: its chunks are other random draws, which must
+                # not be mixed with these. Start the store over.
+                from mi_jax.sharding import is_writer
+
+                if is_writer():
+                    for stale in self.directory.glob("chunk_*.npz"):
+                        stale.unlink()
+                write_json(sig_path, signature)
         else:
             write_json(sig_path, signature)
 

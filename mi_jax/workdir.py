@@ -125,9 +125,12 @@ def read_config(path) -> dict:
     version = saved.get("config_version", 1)
     if version == 1:
         return saved
-    if version != CONFIG_VERSION or not {"protocol", "execution"} <= set(saved):
+    if version != CONFIG_VERSION:
         raise InputError(f"{path}: {CONFIG_FILE} of version {version!r}, this mi_jax reads 1 and "
                          f"{CONFIG_VERSION} (written by a newer mi_jax?)")
+    if not all(isinstance(saved.get(part), dict) for part in ("protocol", "execution")):
+        raise InputError(f"{path}: {CONFIG_FILE} of version {version} needs 'protocol' and "
+                         "'execution' objects")
     return {**saved["protocol"], **saved["execution"]}
 
 
@@ -137,13 +140,14 @@ def protocol_differences(saved: dict, config) -> list:
     default, is no difference; neither is an execution setting)."""
     new, _ = _parts(config)
     rebuild = getattr(type(config), "from_saved", None)
-    if rebuild is not None:
+    if rebuild is None:
+        old = _jsonable(saved)
+    else:
         try:
             old, _ = _parts(rebuild(saved))
-        except (InputError, TypeError, KeyError, ValueError):  # not a config of this kind
-            old = _jsonable(saved)
-    else:
-        old = _jsonable(saved)
+        except (TypeError, KeyError, ValueError) as e:  # InputError is a ValueError
+            return [f"everything: not a {type(config).__name__} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:100]})"]
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 

@@ -258,9 +258,13 @@ def test_resume_dir_reuses_finished_chunks_and_refuses_other_calls(tmp_path):
     with pytest.raises(InputError, match="differs in observers"):
         sampler.sample(*args, chunk_size=16, observers=mj.paper_observers((0, 5)),
                        resume_dir=store)
+    # Another chunk size is the same call drawn otherwise: the store is emptied and refilled.
+    rechunked = sampler.sample(*args, chunk_size=20, resume_dir=store)
+    np.testing.assert_array_equal(rechunked.x, sampler.sample(*args, chunk_size=20).x)
+    assert len(list(store.glob("chunk_*.npz"))) == 3
     (store / "chunk_000000.npz").write_bytes(b"PK\x03\x04broken")
     with pytest.raises(InputError, match="chunk_000000.npz"):
-        sampler.sample(*args, chunk_size=16, resume_dir=store)
+        sampler.sample(*args, chunk_size=20, resume_dir=store)
 
 
 def test_region_variances_are_weighted_means_of_the_per_dimension_variance():

@@ -38,8 +38,11 @@ def test_training_reduces_loss_and_is_resumable():
     assert losses[-50:].mean() < 0.7 * losses[:20].mean()
     half, _ = tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(1)), data,
                        512, 150, chunk_steps=100)
-    resumed, rest = tr.train(net, schedule, config, half, data, 512, 300, chunk_steps=100)
+    ends = []
+    resumed, rest = tr.train(net, schedule, config, half, data, 512, 300, chunk_steps=100,
+                             on_chunk=lambda state, step, _: ends.append(step))
     assert int(resumed.step) == 300 and rest.shape == (150,)
+    assert ends == [200, 300]  # chunks end on multiples of chunk_steps, also after a resume
     np.testing.assert_array_equal(rest, losses[150:])
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params)):
         np.testing.assert_array_equal(a, b)

@@ -153,6 +153,19 @@ def test_version_1_config_json_is_read_with_defaults_filled_in(tmp_path):
     assert wd.read_json(work / wd.CONFIG_FILE)["config_version"] == wd.CONFIG_VERSION
 
 
+def test_a_saved_config_of_another_kind_is_named_as_such(tmp_path):
+    cfg = _quick_gmm1d()
+    bad = dict(cfg.to_dict(), steps=6000.5)
+    (diff,) = wd.protocol_differences(bad, cfg)
+    assert diff.startswith("everything: not a Gmm1dConfig (InputError: steps=6000.5")
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / wd.CONFIG_FILE).write_text(json.dumps({"config_version": 2, "protocol": [1],
+                                                   "execution": {}}))
+    with pytest.raises(InputError, match="needs 'protocol' and 'execution' objects"):
+        wd.read_config(work)
+
+
 def test_unknown_config_version_is_refused_in_one_line(tmp_path):
     work = tmp_path / "w"
     work.mkdir()

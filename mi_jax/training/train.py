@@ -262,7 +262,9 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
     t0 = time.perf_counter()
     step = start
     while step < num_steps:
-        size = min(chunk_steps, num_steps - step)
+        # Chunks end on multiples of chunk_steps, also when resuming from a checkpoint made with
+        # another chunking, so hooks keyed to those steps (curves, snapshots) still fire.
+        size = min(chunk_steps - step % chunk_steps, num_steps - step)
         new_state, chunk_losses = _chunk_jit(network, config, size, stacked, unroll, schedule,
                                              state, data, n_valid)
         chunk_losses = to_host(chunk_losses)

@@ -57,6 +57,9 @@ def pool_inputs(cfg: Config, name: str) -> list:
         try:
             saved = DatasetConfig.from_dict(wd.read_config(sub)).to_dict()  # defaults filled
             runs.append((str(d), saved, wd.read_json(sub / wd.METRICS_FILE)))
+        except (TypeError, KeyError) as e:
+            raise InputError(f"pool_from={cfg.pool_from}: {sub / wd.CONFIG_FILE} is not a "
+                             f"recursive/{name} config ({type(e).__name__}: {e})") from None
         except (OSError, ValueError):
             raise InputError(f"pool_from={cfg.pool_from}: {d} holds no finished recursive/{name} "
                              f"run ({sub / wd.METRICS_FILE})") from None

@@ -272,7 +272,8 @@ def _filters_compared(dataset, metric):
                      f"{d.get('batch_order') or 'random'} batches, "
                      f"keep {d.get('num_train')} of {d.get('num_candidates')} candidates, "
                      f"{d.get('sampling_steps')} sampling steps, filter window "
-                     f"{tuple(d.get('hal_window') or ())}")
+                     f"{tuple(d.get('hal_window') or ())} ({d.get('hal_clock') or 'index'} "
+                     "clock)")
         counting = None
         if metric == "hallucination_rate":
             counting = intervals.difference(ledger.rate_interval(rnd, n),
