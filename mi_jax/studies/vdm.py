@@ -264,7 +264,8 @@ def summary_lines(metrics: dict) -> list:
     lines += ["", "![App. Fig. 11](vdm/fig11_vdm.png)", ""]
     windows = metrics.get("logsnr_windows")
     if windows:  # runs before 2026-12-07 night scored the step window only
-        names = list(windows)
+        # The DDPM band, then the floors from clean to noisy (metrics.json sorts its keys).
+        names = sorted(windows, key=lambda n: (not n.startswith("DDPM"), -windows[n][0]))
         lines += ["The same detector over windows counted in noise level (every sampling step at "
                   "log-SNR >= a floor, and the log-SNR band the DDPM official window covers): "
                   "AUROC vs bridges, mean over the seeds whose window holds >= 2 steps (the "
