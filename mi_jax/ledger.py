@@ -511,8 +511,7 @@ def write_results(path, columns) -> str:
             from mi_jax.studies import paper_budget as pb
 
             progress[label] = "\n".join(
-                ["| unit | state |", "|---|---|"]
-                + [f"| {u.name} | {pb.status(directory, u)} |" for u in pb.units()])
+                [pb.PROGRESS_HEADER] + [pb.unit_row(directory, u) for u in pb.units()])
     text = results_markdown(rows, sources, progress)
     wd.write_text(Path(path), text)
     return text

@@ -77,3 +77,25 @@ def test_assembled_units_are_the_full_presets_grid(tiny, tmp_path):
     assert np.asarray(state.step).tolist() == [14] * 4
     # A second call finds the finished result and reuses it.
     assert paper_budget.run_assembled(tmp_path, "gmm1d")["bridges"] == metrics["bridges"]
+
+
+def test_progress_rows_carry_a_finished_units_headline_numbers():
+    """The committed units under results/paper: a finished one shows its own metrics' numbers,
+    every row has the header's seven cells."""
+    from pathlib import Path
+
+    from mi_jax import workdir as wd
+
+    root = Path(__file__).resolve().parent.parent / "results" / "paper"
+    header_cells = paper_budget.PROGRESS_HEADER.splitlines()[0].count("|")
+    finished = 0
+    for u in paper_budget.units():
+        row = paper_budget.unit_row(root, u)
+        assert row.count("|") == header_cells, row
+        if paper_budget.status(root, u) == "finished":
+            finished += 1
+            (b,) = wd.read_json(root / paper_budget.UNITS_DIR / u.name / "metrics.json")[
+                "bridges"].values()
+            assert f"({b['num_bridges'][0]} of 200000)" in row
+            assert f"| {b['bridges_auroc']['mean']:.3f} |" in row
+    assert finished >= 1

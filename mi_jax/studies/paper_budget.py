@@ -111,6 +111,26 @@ def status(root, unit: Unit) -> str:
     return "not started"
 
 
+def unit_row(root, unit: Unit) -> str:
+    """One Markdown row of the progress table: the unit's state and, once it is finished, its
+    headline numbers (bridge / blur rates of its samples, mode width against the exact score's,
+    and the official window's AUROC and removal at 96 % kept, against bridges)."""
+    state = status(root, unit)
+    if state != "finished":
+        return f"| {unit.name} | {state} |" + " |" * 5
+    d = Path(root) / UNITS_DIR / unit.name
+    (b,) = wd.read_json(d / wd.METRICS_FILE)["bridges"].values()  # one model per unit
+    n = wd.read_config(d).get("num_samples")
+    pct = lambda v: f"{100 * v:.3f} %"  # noqa: E731
+    return (f"| {unit.name} | finished | {pct(b['bridge']['mean'])} ({b['num_bridges'][0]} of "
+            f"{n}) | {pct(b['blur']['mean'])} | {b['width_vs_exact']['mean']:.2f}x | "
+            f"{b['bridges_auroc']['mean']:.3f} | {100 * b['bridges_removed_at_96_kept']['mean']:.1f} % |")
+
+
+PROGRESS_HEADER = ("| unit | state | bridges | blur | mode width vs exact | AUROC (bridges, "
+                   "official window) | bridges removed at 96 % kept |\n|---|---|---|---|---|---|---|")
+
+
 def run_units(root, chosen: list, log=print) -> dict:
     """Run (or resume, or reuse) each unit in turn; returns {name: metrics}."""
     from mi_jax.studies import runner
