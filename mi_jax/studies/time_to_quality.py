@@ -8,13 +8,15 @@ Per layout and recipe, a curve point reaches the reference's quality when its me
 within the reference's seed spread: bridge rate <= reference mean + reference std, and AUROC of
 the official window's variance against bridges >= reference mean - reference std (std over
 seeds, ddof 1; with one reference seed, the counting standard error of its rate and the
-Hanley-McNeil one of its AUROC). The first such point's compute, over the reference's, is the
-ratio.
+Hanley-McNeil one of its AUROC). A bar is reached at the first point from which every later
+point holds it too (one noisy dip does not count). That point's compute, over the reference's,
+is the ratio.
 
-Compute is counted two ways: training FLOPs (XLA's count for one forward pass of the network,
-times 3 for forward and backward, times batch and steps), and measured training seconds (the
-curve's clock and the units' own; the units ran on a CPU shared with other jobs, so their
-seconds overstate an idle machine's).
+Compute is training FLOPs: XLA's count for one forward pass of the network at the run's own
+batch (the toy MLP's time path costs per distinct timestep, so the per-sample cost depends on
+the batch), times 3 for forward and backward, times batch and steps. Measured seconds are not
+compared: a unit's `seconds.train` times only its last sitting, and units resume across
+sittings on a shared CPU.
 
     python -m experiments.time_to_quality --reference=results/paper --curves=runs/convergence \
         --workdir=runs/time_to_quality
@@ -22,6 +24,7 @@ seconds overstate an idle machine's).
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -37,11 +40,12 @@ from mi_jax.validation import InputError
 LAYOUTS = ("square", "rotated")
 
 
-def forward_flops(width: int, dim: int = 2, T: int = 1000, tied: bool = True) -> float:
-    """XLA's FLOP count of one forward pass of the toy MLP, per sample."""
+@functools.lru_cache(maxsize=None)
+def forward_flops(width: int, batch: int, dim: int = 2, T: int = 1000, tied: bool = True) -> float:
+    """XLA's FLOP count of one forward pass of the toy MLP over `batch` samples, per sample."""
     net = make_mlp(dim, width, 3, tied, num_timesteps=T)
     params = net.init(jax.random.key(0))
-    n = 256
+    n = batch
     lowered = jax.jit(net.apply).lower(params, jnp.zeros((n, dim)), jnp.zeros((n,), jnp.int32))
     cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -50,12 +54,18 @@ def forward_flops(width: int, dim: int = 2, T: int = 1000, tied: bool = True) ->
 
 def training_flops(steps: int, batch: int, width: int) -> float:
     """Forward and backward (3 forward passes) over steps x batch samples."""
-    return 3.0 * forward_flops(width) * float(steps) * float(batch)
+    return 3.0 * forward_flops(width, batch) * float(steps) * float(batch)
+
+
+def _finite(values) -> list:
+    """The finite numbers among values (a NaN AUROC is saved as null)."""
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
 def reference(root) -> dict:
-    """{layout: {'bridge': [per seed], 'auroc': [...], 'num_samples', 'flops', 'seconds'}} of the
-    finished 2D paper-budget units under `root` (refuses a layout with none)."""
+    """{layout: {'bridge': [per seed], 'auroc': [...], 'hallucinated': [...], 'num_bridges',
+    'num_samples', 'flops', 'grid_size', 'k'}} of the finished 2D paper-budget units under `root`
+    (refuses a root with none)."""
     from mi_jax.studies import paper_budget as pb
 
     out: dict = {}
@@ -68,13 +78,14 @@ def reference(root) -> dict:
         (layout, b), = metrics["bridges"].items()
         steps = min(cfg["steps"], cfg["epochs"] * (cfg["num_train"] // cfg["batch_size"])) \
             if cfg.get("epochs") else cfg["steps"]
-        ref = out.setdefault(layout, {"bridge": [], "auroc": [], "num_samples": cfg["num_samples"],
-                                      "num_bridges": [], "flops": [], "seconds": []})
+        ref = out.setdefault(layout, {"bridge": [], "auroc": [], "hallucinated": [],
+                                      "num_samples": cfg["num_samples"], "num_bridges": [],
+                                      "flops": [], "grid_size": cfg["grid_size"], "k": cfg["k"]})
         ref["bridge"].append(b["bridge"]["mean"])
         ref["auroc"].append(b["bridges_auroc"]["mean"])
+        ref["hallucinated"].append(b["hallucinated"]["mean"])
         ref["num_bridges"].append(b["num_bridges"][0])
         ref["flops"].append(training_flops(steps, cfg["batch_size"], cfg["width"]))
-        ref["seconds"].append(metrics.get("seconds", {}).get("train"))
     if not out:
         raise InputError(f"reference={root}: holds no finished 2D paper-budget unit "
                          "(python -m experiments.paper_budget)")
@@ -100,15 +111,18 @@ def bars(ref: dict) -> dict:
     n = ref["num_samples"]
     p = float(np.mean(ref["bridge"]))
     bridge_mean, bridge_spread = _band(ref["bridge"], math.sqrt(p * (1 - p) / n))
+    aurocs = _finite(ref["auroc"])
+    if not aurocs:
+        raise InputError("reference: no unit of this layout has a finite AUROC (no bridges)")
     pos = int(np.mean(ref["num_bridges"]))
-    auroc_mean, auroc_spread = _band(ref["auroc"], _auroc_se(float(np.mean(ref["auroc"])), pos,
-                                                             n - pos))
+    neg = int(round(n * (1 - float(np.mean(ref["hallucinated"]))))) - pos  # blur left out
+    auroc_mean, auroc_spread = _band(aurocs, _auroc_se(float(np.mean(aurocs)), pos, neg))
     return {"bridge_max": bridge_mean + bridge_spread, "bridge_mean": bridge_mean,
             "auroc_min": auroc_mean - auroc_spread, "auroc_mean": auroc_mean,
-            "seeds": len(ref["bridge"])}
+            "seeds": len(ref["bridge"]), "auroc_seeds": len(aurocs)}
 
 
-def curves(conv_dir) -> dict:
+def curves(conv_dir, grid_size: int | None = None, k: float | None = None) -> dict:
     """{recipe: {layout: [(step, train seconds, mean bridge, mean AUROC)]}, 'batch'/'width' per
     recipe} from a finished `experiments.convergence` directory."""
     conv_dir = Path(conv_dir)
@@ -116,6 +130,10 @@ def curves(conv_dir) -> dict:
         raise InputError(f"curves={conv_dir}: holds no finished experiments.convergence run")
     metrics = wd.read_json(conv_dir / wd.METRICS_FILE)
     cfg = wd.read_config(conv_dir)
+    for name, want in (("grid_size", grid_size), ("k", k)):
+        if want is not None and cfg.get(name) != want:
+            raise InputError(f"curves={conv_dir}: its {name}={cfg.get(name)} is not the "
+                             f"reference's {want}")
     layouts = [name.strip() for name in cfg["layouts"].split(",")]
     seeds = len(cfg["seeds"])
     out = {}
@@ -124,37 +142,38 @@ def curves(conv_dir) -> dict:
         for point in result["curve"]:
             for c, layout in enumerate(layouts):  # models are config-major: layout, then seed
                 models = point["models"][c * seeds:(c + 1) * seeds]
+                aurocs = _finite(m["bridges"]["auroc"] for m in models)
                 rows[layout].append((point["step"], point["train_seconds"],
                                      float(np.mean([m["bridge"] for m in models])),
-                                     float(np.nanmean([m["bridges"]["auroc"] for m in models]))))
+                                     float(np.mean(aurocs)) if aurocs else float("nan")))
         out[recipe] = {"batch": result["recipe"]["batch_size"],
                        "width": result["recipe"]["width"], "layouts": rows}
     return out
 
 
 def reached(points: list, bar: dict) -> dict:
-    """The first point (step, seconds) whose bridge rate, AUROC, and both reach the bars."""
+    """Per bar (bridge rate, AUROC, both): the first point (step, seconds) from which every later
+    point holds it (None: the curve does not end holding it). A NaN AUROC holds no bar."""
     first = {"bridge": None, "auroc": None, "both": None}
-    for step, seconds, bridge, auroc in points:
-        ok = {"bridge": bridge <= bar["bridge_max"], "auroc": auroc >= bar["auroc_min"]}
-        ok["both"] = ok["bridge"] and ok["auroc"]
-        for key, good in ok.items():
-            if good and first[key] is None:
-                first[key] = {"step": step, "seconds": seconds}
+    for key in first:
+        for step, seconds, bridge, auroc in reversed(points):
+            ok = {"bridge": bridge <= bar["bridge_max"], "auroc": auroc >= bar["auroc_min"]}
+            ok["both"] = ok["bridge"] and ok["auroc"]
+            if not ok[key]:
+                break
+            first[key] = {"step": step, "seconds": seconds}
     return first
 
 
 def run(reference_dir, conv_dir, workdir, log=print) -> dict:
     refs = reference(reference_dir)
-    found = curves(conv_dir)
+    first_ref = next(iter(refs.values()))
+    found = curves(conv_dir, first_ref["grid_size"], first_ref["k"])
     table, rows = {}, ["| layout | recipe | reference (seeds) | reached: bridges | reached: "
-                       "AUROC | reached: both | FLOPs ratio | seconds ratio |",
-                       "|---|---|---|---|---|---|---|---|"]
+                       "AUROC | reached: both | FLOPs ratio |", "|---|---|---|---|---|---|---|"]
     for layout, ref in refs.items():
         bar = bars(ref)
-        ref_flops, ref_seconds = float(np.mean(ref["flops"])), ref["seconds"]
-        ref_seconds = (float(np.mean(ref_seconds)) if all(s is not None for s in ref_seconds)
-                       else None)
+        ref_flops = float(np.mean(ref["flops"]))
         for recipe, c in found.items():
             if layout not in c["layouts"]:
                 continue
@@ -162,17 +181,14 @@ def run(reference_dir, conv_dir, workdir, log=print) -> dict:
             both = first["both"]
             ratio = (training_flops(both["step"], c["batch"], c["width"]) / ref_flops
                      if both else None)
-            sec_ratio = both["seconds"] / ref_seconds if both and ref_seconds else None
             table.setdefault(layout, {})[recipe] = {**first, "bars": bar, "flops_ratio": ratio,
-                                                    "seconds_ratio": sec_ratio,
                                                     "reference_flops": ref_flops}
             fmt = lambda r: "not reached" if r is None else f"step {r['step']}"  # noqa: E731
             rows.append(f"| {layout} | {recipe} | bridges {100 * bar['bridge_mean']:.3f} % "
                         f"(<= {100 * bar['bridge_max']:.3f} %), AUROC {bar['auroc_mean']:.3f} "
                         f"(>= {bar['auroc_min']:.3f}), {bar['seeds']} | {fmt(first['bridge'])} | "
                         f"{fmt(first['auroc'])} | {fmt(both)} | "
-                        + ("-" if ratio is None else f"{ratio:.3f}") + " | "
-                        + ("-" if sec_ratio is None else f"{sec_ratio:.3f}") + " |")
+                        + ("-" if ratio is None else f"{ratio:.3f}") + " |")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _figure(workdir, refs, found)
