@@ -48,6 +48,33 @@ def test_training_reduces_loss_and_is_resumable():
         np.testing.assert_array_equal(a, b)
 
 
+def test_resumable_training_keeps_its_clock_over_sittings(tmp_path):
+    """The losses file sums the training seconds of every sitting; a file from before the clock
+    was kept makes the total unknown (None), not a partial sum."""
+    schedule = mj.linear_schedule(T=30)
+    net = mj.make_mlp(1, width=8)
+    config = tr.TrainConfig(batch_size=16)
+    data = mx.sample_stratified(mj.mixture_1d([-1.0, 1.0], std=0.2), jax.random.key(0), 64)
+    init = lambda: jax.tree.map(lambda a: a[None], tr.init_state(net, config, jax.random.key(1)))
+
+    def run_to(steps):
+        return lambda st, on_chunk: tr.train(net, schedule, config, st, data[None], np.array([64]),
+                                             steps, chunk_steps=5, stacked=True,
+                                             on_chunk=on_chunk)
+
+    assert tr.recorded_seconds(tmp_path) is None
+    tr.train_resumable(run_to(10), init(), tmp_path, log=lambda *_: None)
+    first = tr.recorded_seconds(tmp_path)
+    tr.train_resumable(run_to(20), init(), tmp_path, log=lambda *_: None)
+    second = tr.recorded_seconds(tmp_path)
+    assert first is not None and second is not None and second > first > 0
+    with np.load(tmp_path / tr.TRAIN_LOSSES) as f:
+        losses = f["losses"]
+    np.savez(tmp_path / tr.TRAIN_LOSSES, losses=losses)  # as written before the clock was kept
+    tr.train_resumable(run_to(25), init(), tmp_path, log=lambda *_: None)
+    assert tr.recorded_seconds(tmp_path) is None
+
+
 def test_unrolled_chunks_equal_the_rolled_loop():
     """Straight-line chunks (conv nets on CPU) run the same steps with the same keys as the scan."""
     schedule = mj.linear_schedule(T=100)

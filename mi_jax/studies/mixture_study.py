@@ -211,7 +211,9 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
     t0 = time.perf_counter()
     state, losses, curve = _train_resumable(network, schedule, train_cfg, grid, cfg,
                                             checkpoint_dir, log)
-    seconds["train"] = time.perf_counter() - t0
+    seconds["train"] = time.perf_counter() - t0  # this sitting
+    if checkpoint_dir is not None:  # every sitting (None: one ran before the clock was kept)
+        seconds["train_total"] = tr.recorded_seconds(checkpoint_dir)
     common = dict(observers=paper_observers(cfg.hal_window), chunk_size=cfg.chunk_size)
     log(f"sampling {cfg.num_samples} per model ({cfg.T} steps, trajectory variance over "
         f"t in [{cfg.hal_window[0]}, {cfg.hal_window[1]}))")

@@ -219,7 +219,9 @@ def assemble(root, study: str, log=print) -> Path:
             points.append({"step": step, "models": models})
     out = root / study
     wd.prepare(out, cfg)
-    wd.write_npz(out / tr.TRAIN_LOSSES, losses=losses)
+    unit_seconds = [tr.recorded_seconds(root / UNITS_DIR / u.name) for u, _ in order]
+    wd.write_npz(out / tr.TRAIN_LOSSES, losses=losses,  # the units' training clocks, summed
+                 seconds=np.float64(float("nan") if None in unit_seconds else sum(unit_seconds)))
     checkpoint.save(out / tr.TRAIN_CHECKPOINT, stacked)
     if points:
         wd.write_json(out / ms.CONVERGENCE_FILE, {"every": cfg.curve_every, "points": points})

@@ -302,6 +302,8 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
     `every_s` seconds (and always at the end of a run that returns), for chunks much shorter
     than a checkpoint write; an exception loses at most `every_s` seconds of steps, which a
     resumed run replays identically.
+    The losses file also keeps the training wall-clock seconds summed over every sitting
+    (`recorded_seconds`; NaN once resumed from a file written before it was kept).
     Returns (state, all losses (M, S)).
     """
     from pathlib import Path
@@ -311,6 +313,7 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
 
     num_models = int(np.shape(state.step)[0])
     done = np.zeros((num_models, 0), np.float32)
+    before = 0.0  # seconds of earlier sittings
     if checkpoint_dir is not None:
         ckpt = Path(checkpoint_dir) / TRAIN_CHECKPOINT
         loss_file = Path(checkpoint_dir) / TRAIN_LOSSES
@@ -319,12 +322,15 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
             step = int(np.max(to_host(state.step)))
             with np.load(loss_file) as f:
                 done = f["losses"][:, :step]
+                before = float(f["seconds"]) if "seconds" in f.files else float("nan")
             log(f"resuming training from the checkpoint at step {step}")
     parts = [done]
-    last = {"time": time.perf_counter(), "saved": True}
+    start = time.perf_counter()
+    last = {"time": start, "saved": True}
 
     def write(st):
-        write_npz(loss_file, losses=np.concatenate(parts, axis=1))
+        write_npz(loss_file, losses=np.concatenate(parts, axis=1),
+                  seconds=np.float64(before + time.perf_counter() - start))
         checkpoint.save(ckpt, st)  # after the losses: a checkpoint never outruns its losses
         last.update(time=time.perf_counter(), saved=True)
 
@@ -338,6 +344,19 @@ def train_resumable(run: Callable, state: TrainState, checkpoint_dir, log: Calla
     if checkpoint_dir is not None and not last["saved"]:
         write(state)
     return state, np.concatenate(parts, axis=1)
+
+
+def recorded_seconds(checkpoint_dir) -> float | None:
+    """Training wall-clock seconds over every sitting, as `train_resumable` recorded them in
+    `checkpoint_dir` (None: nothing recorded, or a sitting before the clock was kept)."""
+    from pathlib import Path
+
+    path = Path(checkpoint_dir) / TRAIN_LOSSES
+    if not path.exists():
+        return None
+    with np.load(path) as f:
+        seconds = float(f["seconds"]) if "seconds" in f.files else float("nan")
+    return seconds if np.isfinite(seconds) else None
 
 
 def print_progress(label: str = "train", every_s: float = 0.0):
