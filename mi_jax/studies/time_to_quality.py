@@ -35,6 +35,8 @@ import numpy as np
 from mi_jax import plots
 from mi_jax import workdir as wd
 from mi_jax.nets import make_mlp
+from mi_jax.sweeps import finite_mean
+from mi_jax.training import train as tr
 from mi_jax.validation import InputError
 
 LAYOUTS = ("square", "rotated")
@@ -76,8 +78,8 @@ def reference(root) -> dict:
         cfg = wd.read_config(d)
         metrics = wd.read_json(d / wd.METRICS_FILE)
         (layout, b), = metrics["bridges"].items()
-        steps = min(cfg["steps"], cfg["epochs"] * (cfg["num_train"] // cfg["batch_size"])) \
-            if cfg.get("epochs") else cfg["steps"]
+        with np.load(d / tr.TRAIN_LOSSES) as f:  # the steps it trained (an epoch budget may stop
+            steps = int(f["losses"].shape[1])    # it before cfg["steps"])
         ref = out.setdefault(layout, {"bridge": [], "auroc": [], "hallucinated": [],
                                       "num_samples": cfg["num_samples"], "num_bridges": [],
                                       "flops": [], "grid_size": cfg["grid_size"], "k": cfg["k"]})
@@ -142,10 +144,9 @@ def curves(conv_dir, grid_size: int | None = None, k: float | None = None) -> di
         for point in result["curve"]:
             for c, layout in enumerate(layouts):  # models are config-major: layout, then seed
                 models = point["models"][c * seeds:(c + 1) * seeds]
-                aurocs = _finite(m["bridges"]["auroc"] for m in models)
                 rows[layout].append((point["step"], point["train_seconds"],
                                      float(np.mean([m["bridge"] for m in models])),
-                                     float(np.mean(aurocs)) if aurocs else float("nan")))
+                                     finite_mean([m["bridges"]["auroc"] for m in models])))
         out[recipe] = {"batch": result["recipe"]["batch_size"],
                        "width": result["recipe"]["width"], "layouts": rows}
     return out
