@@ -3,13 +3,15 @@ labels: bridge / blur rates, mode width against the exact score, and the officia
 (x0_hat variance over the last 10 steps) as a detector of bridges (AUROC, removed at 96 % kept).
 
     python -m benchmarks.official_compare --official=runs/official/square_s*.npz \
-        --mi_jax=runs/equal/gmm2d --workdir=runs/official_compare
+        --mi_jax=runs/equal --workdir=runs/official_compare
 
 `--official`: files of `benchmarks/official_train.py` (one per seed; comma-separated paths or
 globs). `--mi_jax`: finished gmm1d / gmm2d work directories trained at the same protocol (their
 metrics hold the same quantities per seed, and the exact score's mode width that both sides are
-measured against). Agreement rule, per quantity: the 95 % Welch interval of the difference of
-the two means (over seeds) contains 0; with fewer than 2 seeds on a side, "n/a".
+measured against); the official samples are labelled with each mi_jax run's own in-support radius
+k. Agreement rule, per quantity: the 95 % Welch interval of the difference of the two means (over
+seeds) contains 0; with fewer than 2 seeds on a side, "n/a". With 3 seeds a side the test has
+little power: "agree" means no difference was found at that spread, not that none exists.
 Writes `table.md` and `metrics.json` into `--workdir`.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,17 @@ from mi_jax.evaluation.mixture import bridge_blur_report
 from mi_jax.validation import InputError
 
 QUANTITIES = ("bridge", "blur", "width_vs_exact", "bridges_auroc", "bridges_removed_at_96_kept")
+# The official toy code's protocol beyond its budget (train_toy.py, ddpm_torch/toy.py): width 128,
+# one TemporalLayer repeated (tied weights), no input bias, Adam 1e-3 constant, batches in the
+# data's order, linear betas 0.001 -> 0.2, modes of std 0.05, float32, no extra loss terms.
+OFFICIAL_CONSTANTS = {"width": 128, "lr": 1e-3, "lr_schedule": "constant",
+                      "batch_order": "in_order", "beta_start": 1e-3, "beta_end": 0.2, "std": 0.05,
+                      "tied": True, "input_bias": False, "jacobian_weight": 0.0,
+                      "compute_dtype": "float32", "focus_steps": 0, "ema_decay": 0.0}
+# What an absent or null field of a mi_jax config.json means (version 1 left unset fields out).
+UNSET_MEANS = {"focus_steps": 0, "ema_decay": 0.0, "beta_start": 1e-3, "beta_end": 0.2,
+               "std": 0.05, "tied": True, "input_bias": False, "jacobian_weight": 0.0,
+               "compute_dtype": "float32"}
 LAYOUTS = {"gaussian25": "square", "gaussian25_rotated": "rotated"}
 
 FLAGS = flags.FLAGS
@@ -44,7 +58,6 @@ def define_flags() -> None:
                         "Comma-separated official_train.py outputs (globs allowed).")
     flags.DEFINE_string("mi_jax", None, "Comma-separated finished gmm1d / gmm2d work directories.")
     flags.DEFINE_string("workdir", None, "Output directory (table.md, metrics.json).")
-    flags.DEFINE_float("k", support.DEFAULT_K, "In-support radius in mode standard deviations.")
 
 
 def config_of(info: dict, means: np.ndarray, std: float):
@@ -66,9 +79,10 @@ def config_of(info: dict, means: np.ndarray, std: float):
     return name, mixture
 
 
-def official_rows(paths: list, oracle_width: dict, k: float, recipe: dict) -> dict:
-    """{config name: [per-seed report]} of the official runs, scored with mi_jax's labels; a run
-    whose budget or protocol differs from the mi_jax run of the same configuration is refused."""
+def official_rows(paths: list, oracle_width: dict, recipe: dict) -> dict:
+    """{config name: [per-seed report]} of the official runs, scored with mi_jax's labels at the
+    mi_jax run's k; a run whose budget or protocol differs from the mi_jax run of the same
+    configuration, or a seed given twice, is refused."""
     out: dict = {}
     for path in paths:
         with np.load(path) as f:
@@ -76,11 +90,9 @@ def official_rows(paths: list, oracle_width: dict, k: float, recipe: dict) -> di
             name, mixture = config_of(info, f["means"], float(f["std"]))
             if name not in oracle_width:
                 raise InputError(f"official={path}: no mi_jax run of {name} given (--mi_jax)")
-            theirs = {"steps": info["steps"], "batch_size": info["batch_size"],
-                      "T": info["timesteps"], "width": 128, "lr": 1e-3,
-                      "lr_schedule": "constant", "batch_order": "in_order",
-                      "num_train": info["size"], "hal_window": [0, info["window"]],
-                      "focus_steps": 0, "ema_decay": 0.0}
+            theirs = dict(OFFICIAL_CONSTANTS, steps=info["steps"],
+                          batch_size=info["batch_size"], T=info["timesteps"],
+                          num_train=info["size"], hal_window=[0, info["window"]])
             if info["dataset"] != "gaussian1d":  # the official 25-mode grid, unshifted
                 theirs.update(grid_size=5, grid_shift=0.0)
             differ = [f"{key} {v} vs {recipe[name].get(key)}" for key, v in theirs.items()
@@ -88,7 +100,11 @@ def official_rows(paths: list, oracle_width: dict, k: float, recipe: dict) -> di
             if differ:
                 raise InputError(f"official={path}: not the protocol of the mi_jax run of {name} "
                                  f"({', '.join(differ)})")
-            r = bridge_blur_report(f["x"], f["hal"], mixture, k, oracle_width[name])
+            r = bridge_blur_report(f["x"], f["hal"], mixture, recipe[name]["k"],
+                                   oracle_width[name])
+        if any(row["seed"] == info["seed"] for row in out.get(name, [])):
+            raise InputError(f"official={path}: a second run of {name} with seed {info['seed']} "
+                             "(each seed counts once)")
         out.setdefault(name, []).append(
             {"seed": info["seed"], "steps": info["steps"], "samples": info["samples"],
              "bridge": r["bridge"], "blur": r["blur"], "width_vs_exact": r["width_vs_exact"],
@@ -108,11 +124,16 @@ def mi_jax_rows(dirs: list) -> tuple:
         metrics, cfg = wd.read_json(d / wd.METRICS_FILE), wd.read_config(d)
         for name, b in metrics["bridges"].items():
             width[name] = b["oracle_mode_width"]
+            if name in recipe:
+                raise InputError(f"mi_jax={d}: a second run of {name} (another --mi_jax "
+                                 "directory holds it already)")
             recipe[name] = {key: cfg.get(key) for key in (
                 "batch_size", "T", "width", "lr", "lr_schedule", "batch_order", "num_samples",
                 "hal_window", "grid_size", "grid_shift")}
-            recipe[name]["focus_steps"] = cfg.get("focus_steps") or 0
-            recipe[name]["ema_decay"] = cfg.get("ema_decay") or 0.0
+            # Fields a version-1 config.json leaves out when they were unset: their meaning.
+            recipe[name].update({key: cfg[key] if cfg.get(key) is not None else unset
+                                 for key, unset in UNSET_MEANS.items()})
+            recipe[name]["k"] = cfg.get("k") if cfg.get("k") is not None else support.DEFAULT_K
             n_train = (metrics.get("configs", {}).get(name, {}).get("num_train")
                        or cfg.get("num_train"))
             recipe[name]["num_train"] = n_train
@@ -166,9 +187,25 @@ def _fmt(q: str, v) -> str:
     return f"{v:.3f}" if q in ("bridges_auroc", "width_vs_exact") else f"{100 * v:.2f}%"
 
 
+def protocol_line(name: str, e: dict) -> str:
+    """What both sides of one configuration ran: the shared protocol and the sample counts."""
+    r, off, ours = e["recipe"], e["official"], e["mi_jax"]
+    seeds = lambda rows: ", ".join(str(row["seed"]) for row in rows)
+    return (f"- {name}: {r['steps']} steps x batch {r['batch_size']} on {r['num_train']} points, "
+            f"width {r['width']}, Adam {r['lr']:g} {r['lr_schedule']}, {r['batch_order']} "
+            f"batches, T = {r['T']}, window t in [{r['hal_window'][0]}, {r['hal_window'][1]}), "
+            f"labels at k = {r['k']:g}; official seeds {seeds(off)} ({off[0]['samples']} samples "
+            f"each, {sum(row['train_s'] for row in off) / len(off):.0f} s training each), mi_jax "
+            f"seeds {seeds(ours)} ({r['num_samples']} samples each)")
+
+
 def markdown(table: dict) -> str:
-    lines = ["| configuration | quantity | official (per seed) | mi_jax (per seed) | official - "
-             "mi_jax [95 % Welch] | agree |", "|---|---|---|---|---|---|"]
+    lines = [protocol_line(name, e) for name, e in table.items()]
+    lines += ["", "Agreement: the 95 % Welch interval of official - mi_jax (means over seeds) "
+              "contains 0; with 3 seeds a side the test has little power, so \"yes\" means no "
+              "difference was found at this spread.", "",
+              "| configuration | quantity | official (per seed) | mi_jax (per seed) | official - "
+              "mi_jax [95 % Welch] | agree |", "|---|---|---|---|---|---|"]
     for name, e in table.items():
         for q, v in e["quantities"].items():
             per = lambda xs: " / ".join(_fmt(q, x) for x in xs)
@@ -182,12 +219,14 @@ def markdown(table: dict) -> str:
 
 
 def _paths(text: str) -> list:
+    """The files named by comma-separated paths or globs, each once (overlapping globs would
+    otherwise count a seed twice)."""
     out = []
     for part in text.split(","):
         found = sorted(glob.glob(part.strip()))
         if not found:
             raise InputError(f"official={text}: {part.strip()!r} matches no file")
-        out += found
+        out += [f for f in found if os.path.realpath(f) not in map(os.path.realpath, out)]
     return out
 
 
@@ -196,11 +235,11 @@ def main():
         raise InputError("official=<unset>: --official and --mi_jax are both required")
     paths = _paths(FLAGS.official)
     ours, width, recipe = mi_jax_rows(FLAGS.mi_jax.split(","))
-    official = official_rows(paths, width, FLAGS.k, recipe)
+    official = official_rows(paths, width, recipe)
     table = compare(official, ours, recipe)
     out = Path(FLAGS.workdir)
     out.mkdir(parents=True, exist_ok=True)
-    wd.write_json(out / "metrics.json", {"k": FLAGS.k, "files": paths, "table": table})
+    wd.write_json(out / "metrics.json", {"files": paths, "table": table})
     text = markdown(table)
     wd.write_text(out / "table.md", text)
     print(text)

@@ -59,8 +59,10 @@ def parse(argv=None):
             ap.error(f"--{name}={getattr(a, name)}: must be >= 1")
     if a.size is None:
         a.size = 20_000 if a.dataset == "gaussian1d" else 100_000
-    if a.size < 10_000:
-        ap.error(f"--size={a.size}: must be >= the batch of 10 000")
+    if a.size < 10_000 or a.size % 10_000:
+        # The official DataStreamer serves whole batches only: any remainder would never be
+        # trained on, yet be recorded as the training-set size.
+        ap.error(f"--size={a.size}: must be a positive multiple of the batch of 10 000")
     if not os.path.isdir(os.path.join(a.official_dir, "gaussian_experiments")):
         ap.error(f"--official_dir={a.official_dir}: holds no gaussian_experiments/")
     return a

@@ -438,11 +438,14 @@ def _cell(row) -> str:
     return f"{value}: **{row['verdict']}**"
 
 
-def results_markdown(columns: dict, sources: dict, progress: dict | None = None) -> str:
+def results_markdown(columns: dict, sources: dict, progress: dict | None = None,
+                     official: dict | None = None) -> str:
     """The ledgers of several budgets side by side ({label: rows}, each from a `ledger.json`):
     one line per claim with each budget's value and verdict, the verdict counts per budget, the
     protocol each row was measured with, and the rule. `sources` ({label: path}) is cited;
-    `progress` ({label: Markdown}) says how far a budget's runs have got."""
+    `progress` ({label: Markdown}) says how far a budget's runs have got; `official` ({label:
+    Markdown}) is the official code beside mi_jax at that budget (`benchmarks.official_compare`).
+    """
     labels = list(columns)
     keys = [r["key"] for r in next(iter(columns.values()))]
     by = {label: {r["key"]: r for r in rows} for label, rows in columns.items()}
@@ -463,6 +466,8 @@ def results_markdown(columns: dict, sources: dict, progress: dict | None = None)
                                                for label in labels) + " |")
     for label, text in (progress or {}).items():
         lines += ["", f"## {label}: progress", "", text.rstrip()]
+    for label, text in (official or {}).items():
+        lines += ["", f"## {label}: the official PyTorch code beside mi_jax", "", text.rstrip()]
     for label in labels:
         lines += ["", f"## {label}: protocols, intervals and notes", "",
                   ledger_markdown(columns[label]).split("\n\n" + RULE)[0].rstrip()]
@@ -489,13 +494,16 @@ def write_ledger(root) -> str:
     return text
 
 
+OFFICIAL_COMPARE = "official_compare"  # a budget's official-vs-mi_jax table, beside its ledger
+
+
 def write_results(path, columns) -> str:
     """`results_markdown` of the committed ledgers named by `columns` ("label:directory", each
     directory holding a `ledger.json`), written to `path`; returns the text."""
     from mi_jax import workdir as wd
     from mi_jax.validation import InputError
 
-    rows, sources, progress = {}, {}, {}
+    rows, sources, progress, official = {}, {}, {}, {}
     for item in columns:
         label, sep, directory = item.partition(":")
         if not sep or not label or not directory:
@@ -512,6 +520,10 @@ def write_results(path, columns) -> str:
 
             progress[label] = "\n".join(
                 [pb.PROGRESS_HEADER] + [pb.unit_row(directory, u) for u in pb.units()])
-    text = results_markdown(rows, sources, progress)
+        table = Path(directory) / OFFICIAL_COMPARE / "table.md"
+        if table.exists():  # benchmarks.official_compare's output at this budget
+            official[label] = (f"From `{table}` (`python -m benchmarks.official_compare`; "
+                               "commands in docs/experiments.md).\n\n" + table.read_text())
+    text = results_markdown(rows, sources, progress, official)
     wd.write_text(Path(path), text)
     return text

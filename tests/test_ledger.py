@@ -388,3 +388,22 @@ def test_an_epoch_budget_between_curve_points_ends_at_the_next_point():
     ok, note = ledger.convergence({"gmm2d": {"metrics": {"convergence": {"square": curve}},
                                              "config": cfg}}, "gmm2d")
     assert ok and note == ""
+
+
+def test_results_page_shows_a_budgets_official_comparison_beside_its_ledger(tmp_path):
+    # Two budgets: one with the official-vs-mi_jax table beside its ledger, one without.
+    rows = ledger.ledger({})
+    for name, table in (("quick", "| configuration | quantity |\n|---|---|\n| square | bridge |\n"),
+                        ("paper", None)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "ledger.json").write_text(json.dumps({"ledger": rows}))
+        if table:
+            (d / ledger.OFFICIAL_COMPARE).mkdir()
+            (d / ledger.OFFICIAL_COMPARE / "table.md").write_text(table)
+    text = ledger.write_results(tmp_path / "results.md", [f"quick budget:{tmp_path / 'quick'}",
+                                                          f"paper budget:{tmp_path / 'paper'}"])
+    assert "## quick budget: the official PyTorch code beside mi_jax" in text
+    assert "| square | bridge |" in text
+    assert "paper budget: the official" not in text
+    assert (tmp_path / "results.md").read_text() == text

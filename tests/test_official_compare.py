@@ -59,7 +59,7 @@ def test_official_samples_scored_with_mi_jax_labels_and_compared(tmp_path):
     files = [_official_file(tmp_path / f"s{s}.npz", s, share) for s, share in
              ((0, 0.050), (1, 0.055), (2, 0.045))]
     ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj", [0.05, 0.052, 0.048])])
-    official = oc.official_rows([str(f) for f in files], width, 4.0, recipe)
+    official = oc.official_rows([str(f) for f in files], width, recipe)
     rows = official["square"]
     assert [r["bridge"] for r in rows] == pytest.approx([0.050, 0.055, 0.045])
     assert all(r["bridges_auroc"] == 1.0 for r in rows)  # every bridge above every in-support
@@ -83,21 +83,21 @@ def test_runs_of_another_budget_or_other_modes_are_refused(tmp_path):
     f = _official_file(tmp_path / "s0.npz", 0, 0.05)
     ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj", [0.05, 0.05], steps=80)])
     with pytest.raises(InputError, match=r"not the protocol of the mi_jax run of square \(steps 40 vs 80\)"):
-        oc.official_rows([str(f)], width, 4.0, recipe)
+        oc.official_rows([str(f)], width, recipe)
     # An epoch budget counts: 4 epochs of 10 batches stop the mi_jax model at step 40 of 80.
     ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj_ep", [0.05, 0.05], steps=80,
                                                       extra={"epochs": 4})])
     assert recipe["square"]["steps"] == 40
-    oc.official_rows([str(f)], width, 4.0, recipe)
+    oc.official_rows([str(f)], width, recipe)
     ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj_f", [0.05, 0.05],
                                                       extra={"focus_steps": 100})])
     with pytest.raises(InputError, match=r"focus_steps 0 vs 100"):
-        oc.official_rows([str(f)], width, 4.0, recipe)
+        oc.official_rows([str(f)], width, recipe)
     bad = _official_file(tmp_path / "s1.npz", 1, 0.05,
                          means=np.asarray(mx.grid_2d("square", 0.05).means) * 2)
     ours, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj3", [0.05, 0.05])])
     with pytest.raises(InputError, match="its modes are not mi_jax's square mixture"):
-        oc.official_rows([str(bad)], width, 4.0, recipe)
+        oc.official_rows([str(bad)], width, recipe)
 
 
 TORCH = ROOT / ".venv-torch" / "bin" / "python"
@@ -119,3 +119,44 @@ def test_official_training_script_writes_what_the_comparison_reads(tmp_path):
     bad = subprocess.run([str(TORCH), str(ROOT / "benchmarks" / "official_train.py"),
                           "--steps=0", f"--out={out}"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --steps=0: must be >= 1"
+
+
+def test_labels_follow_the_mi_jax_runs_k_and_every_protocol_field_is_checked(tmp_path):
+    files = [_official_file(tmp_path / f"s{s}.npz", s, 0.05) for s in (0, 1)]
+    # The official samples are labelled at the mi_jax run's own k: a tighter radius turns
+    # in-support samples of the mixture (2.5 std out, say) into blur, so the rates move.
+    rates = {}
+    for k in (4.0, 1.5):
+        _, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / f"mj_k{k}", [0.05, 0.05],
+                                                       extra={"k": k})])
+        rows = oc.official_rows([str(f) for f in files], width, recipe)["square"]
+        rates[k] = rows[0]["blur"]
+    assert rates[1.5] > rates[4.0] + 0.05
+    # Any protocol field beyond the budget differing from the official constants is refused.
+    for extra, named in (({"tied": False}, "tied True vs False"),
+                         ({"beta_end": 0.02}, "beta_end 0.2 vs 0.02"),
+                         ({"std": 0.1}, "std 0.05 vs 0.1"),
+                         ({"input_bias": True}, "input_bias False vs True"),
+                         ({"compute_dtype": "bfloat16"}, "compute_dtype float32 vs bfloat16")):
+        _, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / f"mj_{named[:6]}", [0.05, 0.05],
+                                                       extra=extra)])
+        with pytest.raises(InputError, match=named):
+            oc.official_rows([str(files[0])], width, recipe)
+
+
+def test_a_seed_or_a_configuration_given_twice_is_refused_or_counted_once(tmp_path):
+    f = _official_file(tmp_path / "s0.npz", 0, 0.05)
+    _, width, recipe = oc.mi_jax_rows([_mi_jax_dir(tmp_path / "mj", [0.05, 0.05])])
+    assert oc._paths(f"{f},{tmp_path}/s*.npz") == [str(f)]  # overlapping names: once
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(f.read_bytes())
+    with pytest.raises(InputError, match="a second run of square with seed 0"):
+        oc.official_rows([str(f), str(copy)], width, recipe)
+    with pytest.raises(InputError, match="a second run of square"):
+        oc.mi_jax_rows([_mi_jax_dir(tmp_path / "a", [0.05, 0.05]),
+                        _mi_jax_dir(tmp_path / "b", [0.05, 0.05])])
+    table = oc.compare(oc.official_rows([str(f)], width, recipe),
+                       oc.mi_jax_rows([tmp_path / "mj"])[0], recipe)
+    text = oc.markdown(table)
+    assert "- square: 40 steps x batch 10000 on 100000 points" in text
+    assert "official seeds 0 (2000 samples each" in text and "mi_jax seeds 0, 1" in text
