@@ -14,6 +14,11 @@ variance over the last `--window` steps (np.var, ddof 0; mean over the dimension
 Samples and modes are saved in the official data's coordinates (the 2D grids divided by the
 data's standard deviation), which are mi_jax's (`mi_jax.data.mixtures.grid_2d`).
 `benchmarks/official_compare.py` scores the saved files beside mi_jax runs.
+
+Training saves `<out>.ckpt.pt` every `--checkpoint_every` steps (weights, Adam's moments, the
+drawn data -- the official data is unseeded -- torch's RNG state, losses and clock); the same
+command continues from it, so a run interrupted or split over sittings (`--stop_at`) trains as
+the uninterrupted run would. The checkpoint is removed once the output is written.
 """
 
 from __future__ import annotations
@@ -53,8 +58,15 @@ def parse(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timesteps", type=int, default=1000)
     ap.add_argument("--out", required=True, help="Output .npz file.")
+    ap.add_argument("--checkpoint_every", type=int, default=2000,
+                    help="Save the training state to <out>.ckpt.pt every this many steps; a run "
+                    "started again with the same flags continues from it.")
+    ap.add_argument("--stop_at", type=int, default=None,
+                    help="Stop after the checkpoint at this step (run the same command again to "
+                    "continue): splits a long run over sittings.")
     a = ap.parse_args(argv)
-    for name in ("steps", "samples", "chunk", "window", "threads", "timesteps"):
+    for name in ("steps", "samples", "chunk", "window", "threads", "timesteps",
+                 "checkpoint_every"):
         if getattr(a, name) < 1:
             ap.error(f"--{name}={getattr(a, name)}: must be >= 1")
     if a.size is None:
@@ -63,12 +75,22 @@ def parse(argv=None):
         # The official DataStreamer serves whole batches only: any remainder would never be
         # trained on, yet be recorded as the training-set size.
         ap.error(f"--size={a.size}: must be a positive multiple of the batch of 10 000")
+    if a.stop_at is not None and not (1 <= a.stop_at < a.steps
+                                      and a.stop_at % a.checkpoint_every == 0):
+        ap.error(f"--stop_at={a.stop_at}: must be a multiple of --checkpoint_every="
+                 f"{a.checkpoint_every} below --steps={a.steps}")
     if not os.path.isdir(os.path.join(a.official_dir, "gaussian_experiments")):
         ap.error(f"--official_dir={a.official_dir}: holds no gaussian_experiments/")
     return a
 
 
-def main(argv=None) -> dict:
+def _run_identity(a) -> dict:
+    """What a checkpoint must share with the command continuing it."""
+    return {"dataset": a.dataset, "modes": a.modes if a.dataset == "gaussian1d" else None,
+            "size": a.size, "steps": a.steps, "seed": a.seed, "timesteps": a.timesteps}
+
+
+def main(argv=None) -> dict | None:
     a = parse(argv)
     sys.path.insert(0, os.path.join(a.official_dir, "stubs"))
     sys.path.insert(0, os.path.join(a.official_dir, "gaussian_experiments"))
@@ -96,21 +118,50 @@ def main(argv=None) -> dict:
                           trainloader=loader,
                           args=types.SimpleNamespace(log_results=False, dataset=a.dataset))
     model.train()
-    losses, step, t0 = [], 0, time.perf_counter()
+    losses, step, before = [], 0, 0.0
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    ckpt = a.out + ".ckpt.pt"
+    if os.path.exists(ckpt):  # continue exactly: same data, weights, Adam moments and RNG state
+        state = torch.load(ckpt, weights_only=False)
+        if state["run"] != _run_identity(a):
+            print(f"error: --out={a.out}: its checkpoint {ckpt} is of another run "
+                  f"({state['run']}); remove it or choose another --out", file=sys.stderr)
+            sys.exit(2)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        loader.dataset.data = state["data"]
+        torch.set_rng_state(state["torch_rng"])
+        losses, step, before = list(state["losses"]), state["step"], state["train_s"]
+        print(f"[official train] resuming from the checkpoint at step {step}", flush=True)
+    t0, first, skip = time.perf_counter(), step, step % batches  # a resumed epoch skips the seen
     while step < a.steps:
         for x in loader:  # one epoch: the fixed data in order, as the official Trainer walks it
+            if skip:
+                skip -= 1
+                continue
             trainer.step(x)
             losses.append(trainer.stats.extract()["loss"] if hasattr(trainer.stats, "extract")
                           else float("nan"))
             trainer.stats.reset() if hasattr(trainer.stats, "reset") else None
             step += 1
             if step % 500 == 0 or step == a.steps:
-                rate = step / (time.perf_counter() - t0)
+                rate = (step - first) / (time.perf_counter() - t0)
                 print(f"[official train] step {step}/{a.steps}  loss {losses[-1]:.4f}  "
                       f"{rate:.1f} steps/s  ETA {(a.steps - step) / rate:,.0f}s", flush=True)
+            if step % a.checkpoint_every == 0 and step < a.steps:
+                tmp = ckpt + ".tmp"
+                torch.save({"run": _run_identity(a), "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "data": loader.dataset.data,
+                            "torch_rng": torch.get_rng_state(), "losses": losses, "step": step,
+                            "train_s": before + time.perf_counter() - t0}, tmp)
+                os.replace(tmp, ckpt)
+                if step == a.stop_at:
+                    print(f"[official train] stopped at step {step} (--stop_at); the same "
+                          "command continues", flush=True)
+                    return None
             if step >= a.steps:
                 break
-    train_s = time.perf_counter() - t0
+    train_s = before + time.perf_counter() - t0
     model.eval()
     xs, hal, t0 = [], [], time.perf_counter()
     for start in range(0, a.samples, a.chunk):
@@ -128,12 +179,13 @@ def main(argv=None) -> dict:
             "batch_size": 10_000, "samples": a.samples, "window": a.window, "seed": a.seed,
             "timesteps": a.timesteps, "train_s": train_s, "sample_s": sample_s,
             "torch": torch.__version__, "threads": a.threads}
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     tmp = a.out + ".tmp.npz"
     np.savez(tmp, x=np.concatenate(xs), hal=np.concatenate(hal),
              losses=np.asarray(losses, np.float32), means=means, std=np.float64(std),
              info=json.dumps(info))
     os.replace(tmp, a.out)
+    if os.path.exists(ckpt):  # the output holds what the checkpoint was kept for
+        os.remove(ckpt)
     print(json.dumps(info), flush=True)
     return info
 

@@ -160,3 +160,48 @@ def test_a_seed_or_a_configuration_given_twice_is_refused_or_counted_once(tmp_pa
     text = oc.markdown(table)
     assert "- square: 40 steps x batch 10000 on 100000 points" in text
     assert "official seeds 0 (2000 samples each" in text and "mi_jax seeds 0, 1" in text
+
+
+@pytest.mark.skipif(not TORCH.exists() or not (ROOT.parent / "shared" / "official").exists(),
+                    reason="needs the torch environment and the official code")
+def test_official_training_continues_from_its_checkpoint_deterministically(tmp_path):
+    # The official data is unseeded, so a fresh run cannot be compared with a resumed one;
+    # the checkpoint holds every input of the continuation (data, weights, Adam, RNG), and
+    # one checkpoint continued twice must give the same run, mid-epoch (4 of 10 batches).
+    def run(out, *extra):
+        return subprocess.run([str(TORCH), str(ROOT / "benchmarks" / "official_train.py"),
+                               "--dataset=gaussian25", "--steps=6", "--checkpoint_every=2",
+                               "--samples=32", "--chunk=32", "--timesteps=20", "--seed=1",
+                               f"--out={out}", *extra], capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "a.npz"
+    first = run(out, "--stop_at=4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "stopped at step 4" in first.stdout and not out.exists()
+    ckpt = Path(str(out) + ".ckpt.pt")
+    saved = ckpt.read_bytes()
+    results = []
+    for name in ("a", "b"):
+        ckpt_here = tmp_path / f"{name}.npz.ckpt.pt"
+        ckpt_here.write_bytes(saved)
+        done = run(tmp_path / f"{name}.npz")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "resuming from the checkpoint at step 4" in done.stdout
+        assert not ckpt_here.exists()  # removed once the output is written
+        with np.load(tmp_path / f"{name}.npz") as f:
+            results.append((f["losses"].copy(), f["x"].copy(), f["hal"].copy()))
+    assert results[0][0].shape == (6,)
+    for x, y in zip(*results):
+        np.testing.assert_array_equal(x, y)
+    # A checkpoint of another run is refused in one line, exit 2.
+    (tmp_path / "c.npz.ckpt.pt").write_bytes(saved)
+    other = subprocess.run([str(TORCH), str(ROOT / "benchmarks" / "official_train.py"),
+                            "--dataset=gaussian25", "--steps=6", "--seed=2", "--timesteps=20",
+                            f"--out={tmp_path / 'c.npz'}"], capture_output=True, text=True,
+                           timeout=300)
+    assert other.returncode == 2 and other.stderr.strip().startswith("error: --out=")
+    assert len(other.stderr.strip().splitlines()) == 1
+    bad = subprocess.run([str(TORCH), str(ROOT / "benchmarks" / "official_train.py"), "--steps=6",
+                          "--stop_at=3", f"--out={tmp_path / 'd.npz'}"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "--stop_at=3" in bad.stderr
