@@ -115,36 +115,46 @@ def official_rows(paths: list, oracle_width: dict, recipe: dict) -> dict:
 
 
 def mi_jax_rows(dirs: list) -> tuple:
-    """({config name: [per-seed report]}, {config name: exact-score mode width}, {name: recipe})."""
-    rows, width, recipe = {}, {}, {}
+    """({config name: [per-seed report]}, {config name: exact-score mode width}, {name: recipe}).
+    Directories holding the same configuration (the paper budget's one-seed units) pool their
+    seeds when their protocols agree; another protocol or a seed given twice is refused."""
+    rows, widths, recipe = {}, {}, {}
     for d in dirs:
         d = Path(d)
         if not (d / wd.METRICS_FILE).exists():
             raise InputError(f"mi_jax={d}: holds no finished gmm1d / gmm2d run")
         metrics, cfg = wd.read_json(d / wd.METRICS_FILE), wd.read_config(d)
         for name, b in metrics["bridges"].items():
-            width[name] = b["oracle_mode_width"]
-            if name in recipe:
-                raise InputError(f"mi_jax={d}: a second run of {name} (another --mi_jax "
-                                 "directory holds it already)")
-            recipe[name] = {key: cfg.get(key) for key in (
+            mine = {key: cfg.get(key) for key in (
                 "batch_size", "T", "width", "lr", "lr_schedule", "batch_order", "num_samples",
                 "hal_window", "grid_size", "grid_shift")}
             # Fields a version-1 config.json leaves out when they were unset: their meaning.
-            recipe[name].update({key: cfg[key] if cfg.get(key) is not None else unset
-                                 for key, unset in UNSET_MEANS.items()})
-            recipe[name]["k"] = cfg.get("k") if cfg.get("k") is not None else support.DEFAULT_K
+            mine.update({key: cfg[key] if cfg.get(key) is not None else unset
+                         for key, unset in UNSET_MEANS.items()})
+            mine["k"] = cfg.get("k") if cfg.get("k") is not None else support.DEFAULT_K
             n_train = (metrics.get("configs", {}).get(name, {}).get("num_train")
                        or cfg.get("num_train"))
-            recipe[name]["num_train"] = n_train
+            mine["num_train"] = n_train
             # The steps this model trained: an epoch budget stops it before `steps`.
             steps = cfg.get("steps")
             if cfg.get("epochs") and n_train:
                 steps = min(steps, cfg["epochs"] * (n_train // cfg["batch_size"]))
-            recipe[name]["steps"] = steps
-            rows[name] = [{"seed": s, **{q: b[q]["per_seed"][i] for q in QUANTITIES},
-                           "num_bridges": b["num_bridges"][i]}
-                          for i, s in enumerate(cfg["seeds"])]
+            mine["steps"] = steps
+            new = [{"seed": s, **{q: b[q]["per_seed"][i] for q in QUANTITIES},
+                    "num_bridges": b["num_bridges"][i]} for i, s in enumerate(cfg["seeds"])]
+            if name in recipe:
+                differ = [f"{key} {v} vs {mine.get(key)}" for key, v in recipe[name].items()
+                          if mine.get(key) != v]
+                if differ:
+                    raise InputError(f"mi_jax={d}: its {name} is of another protocol than an "
+                                     f"earlier directory's ({', '.join(differ)})")
+                twice = sorted({r["seed"] for r in new} & {r["seed"] for r in rows[name]})
+                if twice:
+                    raise InputError(f"mi_jax={d}: seed(s) {twice} of {name} given twice")
+            recipe[name] = mine
+            rows[name] = rows.get(name, []) + new
+            widths.setdefault(name, []).append(b["oracle_mode_width"])
+    width = {name: float(np.mean(w)) for name, w in widths.items()}
     return rows, width, recipe
 
 

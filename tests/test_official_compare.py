@@ -152,9 +152,21 @@ def test_a_seed_or_a_configuration_given_twice_is_refused_or_counted_once(tmp_pa
     copy.write_bytes(f.read_bytes())
     with pytest.raises(InputError, match="a second run of square with seed 0"):
         oc.official_rows([str(f), str(copy)], width, recipe)
-    with pytest.raises(InputError, match="a second run of square"):
+    # One-seed directories of the same protocol (the paper budget's units) pool their seeds;
+    # the same seed twice, or another protocol, is refused.
+    with pytest.raises(InputError, match=r"seed\(s\) \[0, 1\] of square given twice"):
         oc.mi_jax_rows([_mi_jax_dir(tmp_path / "a", [0.05, 0.05]),
                         _mi_jax_dir(tmp_path / "b", [0.05, 0.05])])
+    units = []
+    for seed, share in ((0, 0.04), (1, 0.06)):
+        u = _mi_jax_dir(tmp_path / f"u{seed}", [share])
+        cfg = json.loads((u / "config.json").read_text())
+        (u / "config.json").write_text(json.dumps(dict(cfg, seeds=[seed])))
+        units.append(u)
+    pooled, _, _ = oc.mi_jax_rows(units)
+    assert [(r["seed"], r["bridge"]) for r in pooled["square"]] == [(0, 0.04), (1, 0.06)]
+    with pytest.raises(InputError, match="another protocol than an earlier directory's"):
+        oc.mi_jax_rows([units[0], _mi_jax_dir(tmp_path / "u9", [0.05], steps=80)])
     table = oc.compare(oc.official_rows([str(f)], width, recipe),
                        oc.mi_jax_rows([tmp_path / "mj"])[0], recipe)
     text = oc.markdown(table)
