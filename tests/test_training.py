@@ -92,7 +92,7 @@ def test_unrolled_chunks_equal_the_rolled_loop():
     # The point of unrolling: no loop around the steps (a one-step scan keeps a while loop; the
     # step itself may hold loops of its own, e.g. the tied MLP's blocks).
     init = tr.init_state(net, config, jax.random.key(1))
-    loops = [tr._chunk_jit.lower(net, config, 1, False, unroll, schedule, init, data, 64)
+    loops = [tr._chunk_jit.lower(net, config, 1, "single", unroll, schedule, init, data, 64)
              .as_text().count("stablehlo.while") for unroll in (False, True)]
     assert loops[1] == loops[0] - 1, loops
 
@@ -172,6 +172,39 @@ def test_grid_equals_models_run_one_by_one():
     k = np.asarray(init.params["in_fc"]["kernel"])
     np.testing.assert_array_equal(k[0], k[2])
     assert not np.allclose(k[0], k[1])
+
+
+def test_model_loops_train_the_same_models_and_cpu_avoids_batched_dots():
+    """'map' (one model after another) and 'one' (a model axis of 1) train what 'vmap' trains,
+    up to float rounding; on this CPU backend the automatic choice is not vmap."""
+    schedule = mj.linear_schedule(T=50)
+    net = mj.make_mlp(2, width=32)
+    config = tr.TrainConfig(batch_size=64)
+    data = mx.sample_stratified(mx.grid_2d(size=3), jax.random.key(0), 300)
+    fresh = lambda m: jax.vmap(lambda k: tr.init_state(net, config, k))(
+        jax.vmap(jax.random.key)(jnp.arange(m)))
+    for m, loops in ((3, ("map", "vmap")), (1, ("one", "map", "vmap"))):
+        stack = jnp.broadcast_to(data, (m,) + data.shape)
+        n = jnp.full((m,), 300, jnp.int32)
+        got = {loop: tr.train(net, schedule, config, fresh(m), stack, n, 30, chunk_steps=10,
+                              stacked=True, loop=loop) for loop in loops}
+        ref_state, ref_losses = got["vmap"]
+        for loop in loops[:-1]:
+            state, losses = got[loop]
+            assert losses.shape == (m, 30)
+            np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-6)
+            for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert jax.default_backend() == "cpu"
+    assert tr.train_loop(fresh(3), True) == "map" and tr.train_loop(fresh(1), True) == "one"
+    assert tr.train_loop(fresh(3), True, unroll=True) == "vmap"  # no loop around unrolled steps
+    assert tr.train_loop(fresh(1), False) == "single"
+    with pytest.raises(InputError, match="loop='one': needs a model axis of 1"):
+        tr.train(net, schedule, config, fresh(3), jnp.broadcast_to(data, (3,) + data.shape),
+                 jnp.full((3,), 300, jnp.int32), 10, stacked=True, loop="one")
+    with pytest.raises(InputError, match="loop='map': must be 'single' for one model"):
+        tr.train(net, schedule, config, tr.init_state(net, config, jax.random.key(0)), data, 300,
+                 10, loop="map")
 
 
 def test_oracle_grid_and_rates():
@@ -298,3 +331,14 @@ def test_warmup_ramps_the_learning_rate_then_follows_the_schedule():
     assert tr.TrainConfig(batch_size=8).schedule() == 1e-3  # no warm-up: the official constant
     with pytest.raises(InputError, match="warmup_steps"):
         tr.TrainConfig(batch_size=8, lr_schedule="cosine", decay_steps=10, warmup_steps=10)
+
+
+def test_sweep_benchmark_times_each_model_loop_and_one_model_alone():
+    """benchmarks.bench_sweep's case at toy size: every loop (and one model alone) trains and
+    samples, and reports per-sweep rates."""
+    from benchmarks import bench_sweep
+
+    for m, loop, single in ((2, "map", False), (2, "vmap", False), (1, "auto", True)):
+        r = bench_sweep.case(m, batch=16, steps=2, num=4, loop=loop, single=single)
+        assert r["models"] == m and r["loop"] == ("alone" if single else loop)
+        assert r["train_steps_per_s"] > 0 and r["samples_per_s"] > 0

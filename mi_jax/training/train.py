@@ -1,8 +1,8 @@
-"""Epsilon-prediction training: a pure train step, scanned in chunks, vmapped over models.
+"""Epsilon-prediction training: a pure train step, scanned in chunks, looped over models.
 
-One model and a grid of models run the same code: `stacked=True` vmaps the chunk over a leading
+One model and a grid of models run the same code: `stacked=True` runs the chunk over a leading
 model axis of the state, the data and `n_valid`, so a whole sweep trains in one jitted call per
-chunk. Training sets of different sizes share one padded array; minibatches are drawn i.i.d.
+chunk; how it loops over the models (vmap, `lax.map`) is chosen from the backend (`train_loop`). Training sets of different sizes share one padded array; minibatches are drawn i.i.d.
 (with replacement) from the first `n_valid` rows, so the size is a value, not a shape.
 """
 
@@ -205,9 +205,39 @@ def train_chunk(network, schedule: Schedule, config: TrainConfig, num_steps: int
     return jax.lax.scan(body, state, None, length=num_steps)
 
 
-def _chunk(network, config, num_steps, stacked, unroll, schedule, state, data, n_valid):
+TRAIN_LOOPS = ("single", "one", "map", "vmap")
+
+
+def train_loop(state: TrainState, stacked: bool, unroll: bool = False) -> str:
+    """How one jitted chunk runs over the models: 'single' (not stacked); on a CPU with the
+    models on one device, 'one' (a model axis of 1, squeezed away) or 'map' (`lax.map`, one model
+    after another, each at the single-model program's speed); else 'vmap' (one batched program:
+    accelerators, or models sharded over devices). On XLA:CPU the vmapped matmuls become batched
+    dots that run at about half the single-model rate at batch 10 000 (measured: BUILD_NOTES.md).
+    With `unroll` (conv nets on CPU) several models keep vmap: a `lax.map` loop around the
+    unrolled steps is what unrolling avoids. All give the same models up to float rounding."""
+    if not stacked:
+        return "single"
+    step = state.step
+    devices = getattr(getattr(step, "sharding", None), "device_set", None)
+    on_one_device = devices is None or len(devices) == 1
+    if jax.default_backend() != "cpu" or not on_one_device:
+        return "vmap"
+    if int(np.shape(step)[0]) == 1:
+        return "one"
+    return "vmap" if unroll else "map"
+
+
+def _chunk(network, config, num_steps, loop, unroll, schedule, state, data, n_valid):
     run = lambda s, d, n: train_chunk(network, schedule, config, num_steps, s, d, n, unroll)
-    return jax.vmap(run)(state, data, n_valid) if stacked else run(state, data, n_valid)
+    if loop == "single":
+        return run(state, data, n_valid)
+    if loop == "one":
+        first = lambda tree: jax.tree.map(lambda a: a[0], tree)
+        return jax.tree.map(lambda a: a[None], run(first(state), data[0], n_valid[0]))
+    if loop == "map":
+        return jax.lax.map(lambda args: run(*args), (state, data, n_valid))
+    return jax.vmap(run)(state, data, n_valid)
 
 
 _chunk_jit = jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(6,))
@@ -238,12 +268,14 @@ _NETWORK_TAKES: set = set()
 def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, data: jax.Array,
           n_valid, num_steps: int, *, chunk_steps: int = 500, stacked: bool = False,
           progress: Callable | None = None, on_chunk: Callable | None = None,
-          unroll: bool = False):
+          unroll: bool = False, loop: str | None = None):
     """Train from `state` (its `step` may be > 0 when resuming) until step `num_steps`.
 
     Returns (state, losses) with losses of the steps run here, (steps,) or (M, steps).
     on_chunk(state, step, chunk_losses) runs after every chunk (checkpoints, evaluation).
     unroll: see `train_chunk` (for conv nets on CPU, with a small chunk_steps).
+    loop: how a stacked chunk runs over the models, one of 'one' (a single stacked model), 'map',
+    'vmap'; None: `train_loop`'s choice for this backend.
     The state passed in is donated: use the returned one.
     """
     num_steps = check_int(num_steps, "steps", low=0)
@@ -255,6 +287,12 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
         check(bool(np.all((valid >= 1) & (valid <= rows))), "n_valid", valid.tolist(),
               f"must lie in [1, {rows}] (the data's rows)")
     _check_network_takes(network, state, data, stacked)
+    if loop is None:
+        loop = train_loop(state, stacked, unroll)
+    check(loop in TRAIN_LOOPS and (loop == "single") == (not stacked), "loop", loop,
+          "must be 'single' for one model, else 'one', 'map' or 'vmap'")
+    check(loop != "one" or int(np.shape(state.step)[0]) == 1, "loop", loop,
+          "needs a model axis of 1")
     start = int(np.max(to_host(state.step)))
     check(start <= num_steps, "steps", num_steps, f"is below the state's step {start}")
     losses = []
@@ -265,7 +303,7 @@ def train(network, schedule: Schedule, config: TrainConfig, state: TrainState, d
         # Chunks end on multiples of chunk_steps, also when resuming from a checkpoint made with
         # another chunking, so hooks keyed to those steps (curves, snapshots) still fire.
         size = min(chunk_steps - step % chunk_steps, num_steps - step)
-        new_state, chunk_losses = _chunk_jit(network, config, size, stacked, unroll, schedule,
+        new_state, chunk_losses = _chunk_jit(network, config, size, loop, unroll, schedule,
                                              state, data, n_valid)
         chunk_losses = to_host(chunk_losses)
         if not np.all(np.isfinite(chunk_losses)):
