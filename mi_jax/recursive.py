@@ -3,8 +3,8 @@ generation g, after an optional filter (paper Sec. 6, Fig. 8).
 
 Models are filters x seeds, flattened filter-major to M = F x R (model m has filter m // R and
 seed m % R). Generation 0 sees only real data, so it is trained once per seed and its candidates
-are shared by every filter of that seed; from generation 1 on, all M models train in one vmapped
-call per chunk and sample in one vmapped call per chunk. Keys depend on (seed, generation, phase)
+are shared by every filter of that seed; from generation 1 on, all M models train in one jitted
+call per chunk and sample in one jitted call per chunk. Keys depend on (seed, generation, phase)
 only, so the filters of one seed share initial weights and sampler noise in every generation:
 their curves differ by what the filter kept, not by independent randomness.
 
@@ -239,7 +239,7 @@ def _groups(num_models: int, vectorise: bool) -> list:
 
 def _run_generation(training: Training, problem: Problem, rcfg: RecursionConfig, seeds, g: int,
                     data: np.ndarray, n_valid: np.ndarray, gdir: Path | None, log):
-    """Train and sample one generation's models (all in one vmapped call unless not vectorised).
+    """Train and sample one generation's models (all in one jitted call unless not vectorised).
     Returns (losses (M, S), candidates x (M, n, ...), the observer outputs {name: (M, ...)}
     (scored by `_scores` once the finite mask is known), seconds, params stacked over the M
     models on the host -- only with a restart filter, else None)."""

@@ -1,4 +1,4 @@
-"""Grids of models (mixture configurations x seeds) trained and sampled in one vmapped call each.
+"""Grids of models (mixture configurations x seeds) trained and sampled in one jitted call each.
 
 A grid is flattened to M models; model m has a configuration (mixture, training-set size) and a
 seed. Keys come from the seed alone (`jax.random.key(seed)`, then `fold_in` per phase), so all
@@ -122,7 +122,7 @@ def init_grid(network, config: tr.TrainConfig, grid: Grid) -> tr.TrainState:
 def train_models(network, schedule: Schedule, config: tr.TrainConfig, state: tr.TrainState,
                  data, n_valid, num_steps: int, *, mesh=None, on_chunk: Callable | None = None,
                  **kwargs):
-    """`train` for a stack of M models (one vmapped call per chunk), optionally spread over a
+    """`train` for a stack of M models (one jitted call per chunk), optionally spread over a
     device mesh (`mi_jax.sharding.models_mesh()`): the model axis is padded to a multiple of the
     device count and the padding dropped from the results (and from what on_chunk sees)."""
     if mesh is None:
@@ -140,7 +140,7 @@ def train_grid(network, schedule: Schedule, config: tr.TrainConfig, grid: Grid, 
                state: tr.TrainState | None = None, chunk_steps: int = 500,
                progress: Callable | None = None, on_chunk: Callable | None = None,
                mesh=None):
-    """Train every model of the grid (one vmapped call per chunk). Returns (state, losses (M, S)).
+    """Train every model of the grid (one jitted call per chunk). Returns (state, losses (M, S)).
     mesh: see `train_models`."""
     in_order = config.batch_order == "in_order"
     if in_order or config.epochs:

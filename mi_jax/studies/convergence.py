@@ -3,7 +3,7 @@ r"""Training recipes for the official 25-mode grids on a CPU budget: an A/B with
 Every recipe keeps the paper's objective, network family and schedule (epsilon-MSE, the tied MLP,
 T = 1000, linear 0.001 -> 0.2, fixed-large sampler) and changes only how training spends compute
 (importance-weighted timesteps, EMA of the weights, learning-rate schedule, batch, width). All
-layouts x seeds of a recipe train in one vmapped call per chunk; every `--eval_every` steps the
+layouts x seeds of a recipe train in one jitted call per chunk; every `--eval_every` steps the
 models are sampled (trajectory variance on) and scored: bridge and blur rates, in-support mode
 width against the exact-score sampler's, and trajectory-variance AUROC / removed-at-96 %-kept
 against bridges. A finished recipe is kept in the work directory and skipped on a rerun.

@@ -1,6 +1,6 @@
 r"""1D Gaussian mixtures: paper Fig. 2 and Appendix C (training-set size and mode separation).
 
-Every (configuration, seed) model is trained in one vmapped call per chunk and sampled the same
+Every (configuration, seed) model is trained in one jitted call per chunk and sampled the same
 way; the exact-score sampler runs alongside as the zero-hallucination control. Configurations:
 Fig. 2's two mixtures (--modes with --num_train, --modes_b with --num_train_b), the training-set
 size sweep (--sizes, on --modes) and the separation sweep (--separations: three modes spaced d

@@ -1,6 +1,6 @@
 r"""2D 25-mode grids: paper Fig. 3 (square grid vs the rotated "diamond" grid).
 
-Both layouts and all seeds train in one vmapped call per chunk. Besides the hallucination rate,
+Both layouts and all seeds train in one jitted call per chunk. Besides the hallucination rate,
 it reports which mode pairs the hallucinations lie between: the paper's claim is nearest
 neighbours only, so in the rotated grid (nearest neighbours on the diagonals) none along x.
 

@@ -185,7 +185,7 @@ def convergence_summary(curve: list, grid: Grid) -> dict:
 
 def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
                       log=print) -> StudyResult:
-    """Train every (configuration, seed) model in one vmapped call per chunk, sample them all the
+    """Train every (configuration, seed) model in one jitted call per chunk, sample them all the
     same way, and sample the exact-score control for every configuration.
 
     `cfg` holds the common experiment options (steps, batch_size, lr, width, tied, T, beta_start,
@@ -207,7 +207,7 @@ def run_mixture_study(configs: Sequence[Config], cfg, *, checkpoint_dir=None,
     seconds = {}
     log(f"training {grid.num_models} models ({len(grid.configs)} configurations x "
         f"{len(grid.seeds)} seeds) for {cfg.steps} steps, batch {cfg.batch_size}, "
-        f"one vmapped call per {cfg.train_chunk} steps")
+        f"one jitted call per {cfg.train_chunk} steps")
     t0 = time.perf_counter()
     state, losses, curve = _train_resumable(network, schedule, train_cfg, grid, cfg,
                                             checkpoint_dir, log)

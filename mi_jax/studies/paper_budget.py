@@ -1,12 +1,13 @@
 r"""The paper's own training budget on a CPU: each (mixture, seed) model of the 1D and 2D `paper`
 presets trained as its own resumable unit, one after another.
 
-On 2 CPU cores a model at the official settings takes ~0.6 h (1D, 20 000 steps) to ~3 h (2D,
-100 000 steps); the twelve models of issue 38 do not fit a 3-hour sitting, so each is a separate
-work directory (`<root>/units/<name>`) that the study itself writes and resumes (training
-checkpoints after every chunk, finished sampler chunks kept). Models run one after another, not
-vmapped: on CPU one model of batch 10 000 already fills both cores, and a finished model can be
-committed while the next one trains. A unit is the gmm1d / gmm2d study at its `paper` preset
+On 2 idle CPU cores one model at the official settings trains at ~18 steps/s (batch 10 000;
+`benchmarks.bench_sweep --single`), ~20 min (1D, 20 000 steps) to ~1.5 h (2D, 100 000 steps)
+plus sampling; the twelve models of issue 38 do not fit a 3-hour sitting beside other work, so
+each is a separate work directory (`<root>/units/<name>`) that the study itself writes and
+resumes (training checkpoints after every chunk, finished sampler chunks kept). Models run one
+after another: on CPU one model of batch 10 000 already fills both cores (several models in one
+grid train no faster per model), and a finished model can be committed while the next trains. A unit is the gmm1d / gmm2d study at its `paper` preset
 restricted to one mixture and one seed, so it runs the same code path as the study; a seed's key
 does not depend on which other models share a grid, so the unit trains the model the full preset
 would have trained (up to the float rounding of batched matmuls).

@@ -1,7 +1,7 @@
 r"""SIMPLE SHAPES: an image DDPM (small UNet) hallucinates shape combinations it never saw
 (paper Figs. 1, 5, 7 and the appendix bottleneck embedding).
 
-Trains one UNet per seed (all seeds in one vmapped call per chunk) on the generated dataset,
+Trains one UNet per seed (all seeds in one jitted call per chunk) on the generated dataset,
 samples with the streaming sampler (trajectory variance of x0_hat over the whole image and per
 column), counts shapes, and reports the hallucination rate by category, the detection operating
 point for whole-image and per-column variance, and the bottleneck embedding. With --images_dir the
@@ -118,7 +118,7 @@ def train_config(cfg: Config) -> tr.TrainConfig:
 
 
 def train_models(cfg, network, schedule, data, workdir, log=print):
-    """One UNet per seed, all in one vmapped call per chunk; checkpointed in `workdir`."""
+    """One UNet per seed, all in one jitted call per chunk; checkpointed in `workdir`."""
     seeds = cfg.seeds
     m = len(seeds)
     train_cfg = train_config(cfg)
