@@ -29,7 +29,6 @@ from absl import flags
 from mi_jax import cli
 from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
-from mi_jax.data import support
 from mi_jax.evaluation import intervals
 from mi_jax.evaluation.mixture import bridge_blur_report
 from mi_jax.validation import InputError
@@ -42,10 +41,6 @@ OFFICIAL_CONSTANTS = {"width": 128, "lr": 1e-3, "lr_schedule": "constant",
                       "batch_order": "in_order", "beta_start": 1e-3, "beta_end": 0.2, "std": 0.05,
                       "tied": True, "input_bias": False, "jacobian_weight": 0.0,
                       "compute_dtype": "float32", "focus_steps": 0, "ema_decay": 0.0}
-# What an absent or null field of a mi_jax config.json means (version 1 left unset fields out).
-UNSET_MEANS = {"focus_steps": 0, "ema_decay": 0.0, "beta_start": 1e-3, "beta_end": 0.2,
-               "std": 0.05, "tied": True, "input_bias": False, "jacobian_weight": 0.0,
-               "compute_dtype": "float32"}
 LAYOUTS = {"gaussian25": "square", "gaussian25_rotated": "rotated"}
 
 FLAGS = flags.FLAGS
@@ -114,6 +109,16 @@ def official_rows(paths: list, oracle_width: dict, recipe: dict) -> dict:
     return out
 
 
+def _study_config(d: Path) -> dict:
+    """A gmm1d / gmm2d directory's config with every field its config.json leaves out (version 1
+    omitted unset ones) at the study's own default."""
+    from mi_jax.studies import gmm1d, gmm2d
+
+    saved = wd.read_config(d)
+    study = gmm2d if "grid_size" in saved or "layout" in saved else gmm1d
+    return study.Config.from_saved(saved).to_dict()
+
+
 def mi_jax_rows(dirs: list) -> tuple:
     """({config name: [per-seed report]}, {config name: exact-score mode width}, {name: recipe}).
     Directories holding the same configuration (the paper budget's one-seed units) pool their
@@ -123,15 +128,11 @@ def mi_jax_rows(dirs: list) -> tuple:
         d = Path(d)
         if not (d / wd.METRICS_FILE).exists():
             raise InputError(f"mi_jax={d}: holds no finished gmm1d / gmm2d run")
-        metrics, cfg = wd.read_json(d / wd.METRICS_FILE), wd.read_config(d)
+        metrics, cfg = wd.read_json(d / wd.METRICS_FILE), _study_config(d)
         for name, b in metrics["bridges"].items():
             mine = {key: cfg.get(key) for key in (
                 "batch_size", "T", "width", "lr", "lr_schedule", "batch_order", "num_samples",
-                "hal_window", "grid_size", "grid_shift")}
-            # Fields a version-1 config.json leaves out when they were unset: their meaning.
-            mine.update({key: cfg[key] if cfg.get(key) is not None else unset
-                         for key, unset in UNSET_MEANS.items()})
-            mine["k"] = cfg.get("k") if cfg.get("k") is not None else support.DEFAULT_K
+                "hal_window", "grid_size", "grid_shift", "k", *OFFICIAL_CONSTANTS)}
             n_train = (metrics.get("configs", {}).get(name, {}).get("num_train")
                        or cfg.get("num_train"))
             mine["num_train"] = n_train

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from benchmarks import official_compare as oc
+from mi_jax import config
+from mi_jax import workdir as wd
 from mi_jax.data import mixtures as mx
+from mi_jax.studies import gmm2d
 from mi_jax.evaluation import intervals
 from mi_jax.validation import InputError
 
@@ -47,11 +50,11 @@ def _mi_jax_dir(root, bridges, steps=40, extra=None):
          "bridges_removed_at_96_kept": per([1.0] * len(bridges)),
          "num_bridges": [int(2000 * v) for v in bridges], "oracle_mode_width": 0.05 / 2.82887}
     (root / "metrics.json").write_text(json.dumps({"bridges": {"square": b}}))
-    (root / "config.json").write_text(json.dumps(
-        {"seeds": list(range(len(bridges))), "steps": steps, "batch_size": 10_000, "T": 50,
-         "width": 128, "lr": 1e-3, "lr_schedule": "constant", "batch_order": "in_order",
-         "num_samples": 2000, "num_train": 100_000, "hal_window": [0, 10], "grid_size": 5,
-         "grid_shift": 0.0, "focus_steps": 0, "ema_decay": 0.0, **(extra or {})}))
+    # The study's own paper preset, as experiments.gmm2d writes it (config.json version 2).
+    cfg = config.preset(gmm2d.Config, gmm2d.PRESETS, "paper", **{
+        "layout": "square", "seeds": list(range(len(bridges))), "steps": steps, "T": 50,
+        "num_samples": 2000, "epochs": 0, **(extra or {})})
+    (root / "config.json").write_text(json.dumps(wd.config_record(cfg)))
     return root
 
 
@@ -159,10 +162,7 @@ def test_a_seed_or_a_configuration_given_twice_is_refused_or_counted_once(tmp_pa
                         _mi_jax_dir(tmp_path / "b", [0.05, 0.05])])
     units = []
     for seed, share in ((0, 0.04), (1, 0.06)):
-        u = _mi_jax_dir(tmp_path / f"u{seed}", [share])
-        cfg = json.loads((u / "config.json").read_text())
-        (u / "config.json").write_text(json.dumps(dict(cfg, seeds=[seed])))
-        units.append(u)
+        units.append(_mi_jax_dir(tmp_path / f"u{seed}", [share], extra={"seeds": [seed]}))
     pooled, _, _ = oc.mi_jax_rows(units)
     assert [(r["seed"], r["bridge"]) for r in pooled["square"]] == [(0, 0.04), (1, 0.06)]
     with pytest.raises(InputError, match="another protocol than an earlier directory's"):
