@@ -1,8 +1,9 @@
 """The main job's report: `summary.md` from the headline numbers of finished experiments.
 
-`summary_markdown(results, preset, ledger_rows)` renders the claims ledger (see `mi_jax.ledger`)
-and then each registered study's own section (`STUDY.summary`, `mi_jax.studies.registry`), in the
-registry's order; every number comes from the studies' metrics. Here are also the formatting
+`summary_markdown(results, preset, ledger_rows, times)` renders the claims ledger (see
+`mi_jax.ledger`), each registered study's own section (`STUDY.summary`, `mi_jax.studies.registry`)
+in the registry's order, and the job's wall time per study; every number comes from the studies'
+metrics and `sittings.json` files. Here are also the formatting
 helpers the sections share. A spread over a single seed is shown as "(1 seed)", never as "+- 0".
 """
 
@@ -41,9 +42,25 @@ def detection_lines(detection: dict) -> list:
     return lines
 
 
-def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None) -> str:
+def time_lines(times: dict) -> list:
+    """The job's wall time per study ({name: (seconds, sittings) or None}) and in total."""
+    known = {n: t for n, t in times.items() if t}
+    lines = ["## Wall time", "", "Every sitting that ran the study, interruptions included (a "
+             "study run before timing was recorded: unknown).", "",
+             "| study | wall time | sittings |", "|---|---|---|"]
+    for name, t in times.items():
+        lines.append(f"| {name} | {t[0] / 60:.1f} min | {t[1]} |" if t else
+                     f"| {name} | unknown | - |")
+    total = sum(t[0] for t in known.values())
+    missing = "" if len(known) == len(times) else f" ({len(times) - len(known)} unknown)"
+    lines += [f"| **total** | **{total / 3600:.2f} h**{missing} | |", ""]
+    return lines
+
+
+def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None,
+                     times: dict | None = None) -> str:
     """summary.md: the ledger `ledger_rows` (if given), then the section of every registered
-    study in `results` ({name: metrics})."""
+    study in `results` ({name: metrics}), then the wall time `times` (if given)."""
     from mi_jax.studies import registry
 
     lines = [f"# mi_jax reproduction summary ({preset} preset)", ""]
@@ -54,4 +71,6 @@ def summary_markdown(results: dict, preset: str, ledger_rows: list | None = None
     for study in registry.studies():
         if study.name in results and study.summary is not None:
             lines += study.summary(results[study.name])
+    if times is not None:
+        lines += time_lines(times)
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from mi_jax.validation import InputError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+SITTINGS_FILE = "sittings.json"  # wall time of every sitting that ran a study in the directory
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -209,6 +210,28 @@ def finished(workdir, config) -> bool:
                 and not protocol_differences(read_config(workdir), config))
     except (OSError, ValueError):  # InputError is a ValueError
         return False
+
+
+def record_sitting(workdir, seconds: float, finished: bool) -> None:
+    """Append one sitting's wall time to `workdir`'s sittings.json: a study interrupted and
+    resumed later is timed over all its sittings (`wall_seconds`)."""
+    import datetime
+
+    path = Path(workdir) / SITTINGS_FILE
+    past = read_json(path) if path.exists() else []
+    past.append({"seconds": round(float(seconds), 3), "finished": bool(finished),
+                 "ended": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                     timespec="seconds"), "cpus": os.cpu_count()})
+    write_json(path, past)
+
+
+def wall_seconds(workdir) -> tuple[float, int] | None:
+    """(total wall seconds, number of sittings) recorded in `workdir`, or None if none is."""
+    path = Path(workdir) / SITTINGS_FILE
+    if not path.exists():
+        return None
+    sittings = read_json(path)
+    return float(sum(s["seconds"] for s in sittings)), len(sittings)
 
 
 def git_commit() -> str | None:

@@ -35,7 +35,14 @@ def run_or_reuse(name: str, preset: str, workdir, overwrite: bool = False,
     t0 = time.perf_counter()
     study.validate(cfg)
     with wd.prepared(workdir, cfg, overwrite) as workdir:
-        metrics = study.run(cfg, workdir)
+        try:
+            metrics = study.run(cfg, workdir)
+        except InputError:
+            raise  # a refused input: nothing ran, nothing to time (and nothing left behind)
+        except BaseException:  # interrupted or failed: its time still counts once resumed
+            wd.record_sitting(workdir, time.perf_counter() - t0, finished=False)
+            raise
+        wd.record_sitting(workdir, time.perf_counter() - t0, finished=True)
     print(f"== {name} done in {time.perf_counter() - t0:.0f}s", flush=True)
     return metrics
 
@@ -112,8 +119,10 @@ def main_job(root: Path, preset: str = "quick", names=None, overwrite: bool = Fa
     root.mkdir(parents=True, exist_ok=True)
     results = run_all(root, preset, names, overwrite)
     rows = ledger.ledger_from_workdir(root)
+    times = {n: wd.wall_seconds(root / n) for n in names}
     wd.write_json(root / "summary.json", {"preset": preset, "ledger": rows, "rule": ledger.RULE,
+                                         "wall_seconds": {n: t and t[0] for n, t in times.items()},
                                          **{n: r["headline"] for n, r in results.items()}})
-    text = summary_markdown(results, preset, rows)
+    text = summary_markdown(results, preset, rows, times)
     wd.write_text(root / "summary.md", text)
     return text
