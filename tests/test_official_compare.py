@@ -217,3 +217,47 @@ def test_official_training_continues_from_its_checkpoint_deterministically(tmp_p
                           "--stop_at=3", f"--out={tmp_path / 'd.npz'}"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "--stop_at=3" in bad.stderr
+
+
+def test_one_dimensional_runs_are_scored_and_pooled_like_the_grids(tmp_path):
+    """An official 1D file against the paper budget's one-seed gmm1d units: the official
+    {1, 2, 3} mixture is mi_jax's, midpoints between neighbours are bridges, the units pool."""
+    from mi_jax.studies import gmm1d
+
+    name = "modes=1,2,3 N=20000"
+    units = []
+    for seed, share in ((0, 0.01), (1, 0.02)):
+        d = tmp_path / f"unit{seed}"
+        d.mkdir()
+        per = lambda v: {"per_seed": [v], "mean": v}
+        b = {"bridge": per(share), "blur": per(0.0), "width_vs_exact": per(1.0),
+             "bridges_auroc": per(1.0), "bridges_removed_at_96_kept": per(1.0),
+             "num_bridges": [int(share * 2000)], "oracle_mode_width": 0.05}
+        (d / "metrics.json").write_text(json.dumps({"bridges": {name: b}}))
+        cfg = config.preset(gmm1d.Config, gmm1d.PRESETS, "paper", seeds=[seed], steps=40,
+                            epochs=0, T=50, num_samples=2000, single_mixture=True)
+        (d / "config.json").write_text(json.dumps(wd.config_record(cfg)))
+        units.append(d)
+    ours, width, recipe = oc.mi_jax_rows(units)
+    assert [r["seed"] for r in ours[name]] == [0, 1] and recipe[name]["num_train"] == 20_000
+    mixture = mx.mixture_1d([1.0, 2.0, 3.0], 0.05)
+    rng = np.random.default_rng(0)
+    n, nb = 2000, 60
+    x = np.asarray(mixture.means)[rng.integers(0, 3, n)] + 0.05 * rng.standard_normal((n, 1))
+    x[:nb] = rng.choice([1.5, 2.5], (nb, 1))  # halfway between neighbours: bridges
+    hal = rng.random(n) * 0.1
+    hal[:nb] += 0.2
+    path = tmp_path / "o1d.npz"
+    np.savez(path, x=x, hal=hal, losses=np.zeros(3, np.float32),
+             means=np.asarray(mixture.means), std=np.float64(0.05),
+             info=json.dumps(dict(INFO, dataset="gaussian1d", size=20_000, seed=0)))
+    row, = oc.official_rows([str(path)], width, recipe)[name]
+    assert row["bridge"] == pytest.approx(nb / n) and row["num_bridges"] == nb
+    assert row["bridges_auroc"] == 1.0 and row["bridges_removed_at_96_kept"] == 1.0
+    shifted = tmp_path / "o1d_shift.npz"
+    np.savez(shifted, x=x, hal=hal, losses=np.zeros(3, np.float32),
+             means=np.asarray(mixture.means) + 1.0, std=np.float64(0.05),
+             info=json.dumps(dict(INFO, dataset="gaussian1d", size=20_000, seed=0)))
+    # Other modes name another mixture, of which no mi_jax run was given.
+    with pytest.raises(InputError, match=r"no mi_jax run of modes=2,3,4 N=20000 given"):
+        oc.official_rows([str(shifted)], width, recipe)
