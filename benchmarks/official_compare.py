@@ -206,7 +206,8 @@ def protocol_line(name: str, e: dict) -> str:
             f"width {r['width']}, Adam {r['lr']:g} {r['lr_schedule']}, {r['batch_order']} "
             f"batches, T = {r['T']}, window t in [{r['hal_window'][0]}, {r['hal_window'][1]}), "
             f"labels at k = {r['k']:g}; official seeds {seeds(off)} ({off[0]['samples']} samples "
-            f"each, {sum(row['train_s'] for row in off) / len(off):.0f} s training each), mi_jax "
+            f"each, training {sum(row['train_s'] for row in off) / len(off):.0f} s per seed on "
+            f"average), mi_jax "
             f"seeds {seeds(ours)} ({r['num_samples']} samples each)")
 
 

@@ -99,3 +99,14 @@ def test_progress_rows_carry_a_finished_units_headline_numbers():
             assert f"({b['num_bridges'][0]} of 200000)" in row
             assert f"| {b['bridges_auroc']['mean']:.3f} |" in row
     assert finished >= 1
+
+
+def test_a_unit_with_a_checkpoint_reads_where_it_resumes(tiny, tmp_path):
+    unit = paper_budget.units()[0]
+    assert paper_budget.status(tmp_path, unit) == "not started"
+    d = tmp_path / paper_budget.UNITS_DIR / unit.name
+    d.mkdir(parents=True)
+    (d / tr.TRAIN_CHECKPOINT).write_bytes(b"state")
+    np.savez(d / tr.TRAIN_LOSSES, losses=np.zeros((1, 6), np.float32))
+    assert paper_budget.status(tmp_path, unit) == "checkpoint at step 6 of 14"
+    assert "| checkpoint at step 6 of 14 |" in paper_budget.unit_row(tmp_path, unit)

@@ -102,13 +102,14 @@ def select(text: str | None, available: list) -> list:
 
 
 def status(root, unit: Unit) -> str:
-    """'finished', 'training at step S', or 'not started'."""
+    """'finished', 'checkpoint at step S of N' (resumable from there), or 'not started'."""
     d = Path(root) / UNITS_DIR / unit.name
-    if wd.finished(d, unit.config()):
+    cfg = unit.config()
+    if wd.finished(d, cfg):
         return "finished"
     if (d / tr.TRAIN_CHECKPOINT).exists():
         with np.load(d / tr.TRAIN_LOSSES) as f:
-            return f"training at step {f['losses'].shape[1]}"
+            return f"checkpoint at step {f['losses'].shape[1]} of {cfg.steps}"
     return "not started"
 
 
