@@ -10,7 +10,9 @@ the official window's variance against bridges >= reference mean - reference std
 seeds, ddof 1; with one reference seed, the counting standard error of its rate and the
 Hanley-McNeil one of its AUROC). A bar is reached at the first point from which every later
 point holds it too (one noisy dip does not count). That point's compute, over the reference's,
-is the ratio.
+is the ratio. A recipe with a decaying learning rate is read off one long run, whose rate at
+step s has not yet decayed as a run planned for s steps would have: for such recipes the ratio
+is that of the long run's schedule, not of a run sized to reach the bar (not measured here).
 
 Compute is training FLOPs: XLA's count for one forward pass of the network at the run's own
 batch (the toy MLP's time path costs per distinct timestep, so the per-sample cost depends on
